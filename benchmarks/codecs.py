@@ -1,0 +1,383 @@
+"""Codecs measured by the benchmark, behind one interface.
+
+Every codec maps an RGB uint8 H×W×3 image and a quality setting to a byte string and back. The number of
+bits a codec is charged for is :meth:`Codec.bits`; the default is every byte it produced (the whole file or
+container, headers included). The one exception is HEVC, which is charged for its raw Annex-B elementary
+stream (VPS, SPS, PPS and slice data; x265's settings SEI is switched off), as the IPR paper counts it.
+
+Adding a codec is one entry in :data:`REGISTRY` (a name and a factory). facelink's learned codecs plug in as
+``FacelinkCodec`` (``facelink.cloud.codec.LearnedCodec`` behind a lazy import).
+"""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, features
+
+
+class CodecUnavailable(RuntimeError):
+    """A codec's library or binary is not installed; the message says how to get it."""
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8):
+        raise ValueError(f"expected an H×W×3 uint8 RGB array, got {getattr(rgb, 'shape', None)} "
+                         f"{getattr(rgb, 'dtype', None)}")
+    return np.ascontiguousarray(rgb)
+
+
+class Codec:
+    """One codec and its quality sweep.
+
+    Subclasses set ``name`` (registry key), ``label`` (for plots), ``quality_name`` (what the sweep's numbers
+    mean: ``q``, ``crf``, ...), ``qualities`` (the default sweep, ordered from lowest to highest rate) and
+    implement :meth:`encode` / :meth:`decode`.
+    """
+
+    name: str = ""
+    label: str = ""
+    quality_name: str = "q"
+    qualities: tuple = ()
+
+    def encode(self, rgb: np.ndarray, quality) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def bits(self, data: bytes) -> int:
+        """Bits charged for ``data`` (default: all of it)."""
+        return 8 * len(data)
+
+    def settings(self) -> dict:
+        """Fixed encoder settings (besides the quality): part of the cache key and of the provenance."""
+        return {}
+
+    def version(self) -> str:
+        """Library version string, for provenance."""
+        return ""
+
+    def check_available(self) -> None:
+        """Raise :class:`CodecUnavailable` with a helpful message if this codec cannot run here."""
+
+    def roundtrip(self, rgb: np.ndarray, quality) -> tuple[np.ndarray, int]:
+        """Encode and decode; returns the decoded image and the bits charged."""
+        data = self.encode(_check_rgb(rgb), quality)
+        out = self.decode(data)
+        if out.shape != rgb.shape:
+            raise RuntimeError(f"{self.name}: decoded shape {out.shape} differs from input {rgb.shape}")
+        return out, self.bits(data)
+
+    def quality_label(self, quality) -> str:
+        return f"{self.quality_name}={quality}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+class Uncompressed(Codec):
+    """The reference: 8-bit RGB, 24 bpp. The byte string carries a 4-byte size header that is not charged."""
+
+    name, label, quality_name, qualities = "uncompressed", "Uncompressed", "raw", ("rgb24",)
+    _HDR = struct.Struct(">HH")
+
+    def encode(self, rgb, quality="rgb24"):
+        rgb = _check_rgb(rgb)
+        return self._HDR.pack(rgb.shape[0], rgb.shape[1]) + rgb.tobytes()
+
+    def decode(self, data):
+        h, w = self._HDR.unpack_from(data)
+        return np.frombuffer(data, np.uint8, offset=self._HDR.size).reshape(h, w, 3).copy()
+
+    def bits(self, data):
+        return 8 * (len(data) - self._HDR.size)
+
+    def roundtrip(self, rgb, quality="rgb24"):
+        rgb = _check_rgb(rgb)
+        return rgb.copy(), 24 * rgb.shape[0] * rgb.shape[1]
+
+    def version(self):
+        return "n/a"
+
+
+class _PillowCodec(Codec):
+    fmt: str = ""
+    feature: str = ""
+
+    def _save_kwargs(self, quality) -> dict:
+        raise NotImplementedError
+
+    def check_available(self):
+        if self.feature and not features.check(self.feature):
+            raise CodecUnavailable(f"Pillow was built without {self.feature}; install a Pillow wheel with it")
+
+    def encode(self, rgb, quality):
+        buf = io.BytesIO()
+        Image.fromarray(_check_rgb(rgb), "RGB").save(buf, format=self.fmt, **self._save_kwargs(quality))
+        return buf.getvalue()
+
+    def decode(self, data):
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB")).copy()
+
+    def version(self):
+        return f"Pillow {Image.__version__}, lib {features.version(self.feature) if self.feature else '?'}"
+
+
+class JPEG(_PillowCodec):
+    """Baseline JPEG through Pillow's libjpeg: 4:2:0, standard quant tables scaled by quality, optimised
+    Huffman tables; charged for the whole JFIF file."""
+
+    name, label, fmt, feature = "jpeg", "JPEG", "JPEG", "jpg"
+    qualities = (2, 5, 10, 20, 40, 75)
+
+    def _save_kwargs(self, quality):
+        return {"quality": int(quality), "subsampling": "4:2:0", "optimize": True}
+
+    def settings(self):
+        return {"subsampling": "4:2:0", "optimize": True}
+
+
+class WebP(_PillowCodec):
+    """Lossy WebP (VP8 intra) through Pillow's libwebp, method 6; charged for the whole RIFF file."""
+
+    name, label, fmt, feature = "webp", "WebP", "WEBP", "webp"
+    qualities = (0, 5, 15, 30, 50, 80)
+    method = 6
+
+    def _save_kwargs(self, quality):
+        return {"quality": int(quality), "method": self.method, "lossless": False}
+
+    def settings(self):
+        return {"method": self.method}
+
+
+class AVIF(_PillowCodec):
+    """AVIF (AV1 intra, 4:2:0) through Pillow's libavif with libaom, speed 6; charged for the whole HEIF file."""
+
+    name, label, fmt, feature = "avif", "AVIF", "AVIF", "avif"
+    qualities = (0, 10, 25, 40, 55, 70)
+    speed = 6
+
+    def _save_kwargs(self, quality):
+        return {"quality": int(quality), "speed": self.speed, "subsampling": "4:2:0", "max_threads": 1}
+
+    def settings(self):
+        return {"speed": self.speed, "subsampling": "4:2:0"}
+
+
+class JPEGXL(_PillowCodec):
+    """JPEG XL (VarDCT) through pillow-jxl-plugin's libjxl, effort 7, bare codestream (no ISOBMFF container)."""
+
+    name, label, fmt, feature = "jxl", "JPEG XL", "JXL", ""
+    qualities = (0, 10, 25, 45, 65, 85)
+    effort = 7
+
+    def check_available(self):
+        try:
+            import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+        except ImportError as e:
+            raise CodecUnavailable("JPEG XL needs pillow-jxl-plugin: pip install 'facelink[bench]'") from e
+
+    def encode(self, rgb, quality):
+        self.check_available()
+        return super().encode(rgb, quality)
+
+    def decode(self, data):
+        self.check_available()
+        return super().decode(data)
+
+    def _save_kwargs(self, quality):
+        return {"quality": int(quality), "effort": self.effort, "use_container": False, "num_threads": 1,
+                "lossless": False}
+
+    def settings(self):
+        return {"effort": self.effort, "container": False}
+
+    def version(self):
+        try:
+            from importlib.metadata import version
+            return f"pillow-jxl-plugin {version('pillow-jxl-plugin')}"
+        except Exception:  # noqa: BLE001
+            return "pillow-jxl-plugin ?"
+
+
+# ----------------------------------------------------------------------------------------------------------
+def ffmpeg_binary() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise CodecUnavailable("HEVC needs the ffmpeg binary with libx265 (Debian: apt-get install ffmpeg)")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _x265_version(ffmpeg: str) -> str:
+    """x265's version as it reports itself on one tiny encode (``x265 [info]: HEVC encoder version ...``)."""
+    try:
+        r = subprocess.run([ffmpeg, "-hide_banner", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "16x16", "-i", "-",
+                            "-frames:v", "1", "-c:v", "libx265", "-f", "hevc", "-"],
+                           input=bytes(256), capture_output=True, timeout=60)
+        m = re.search(rb"HEVC encoder version (\S+)", r.stderr)
+        ff = subprocess.run([ffmpeg, "-version"], capture_output=True, timeout=60).stdout.split(b"\n")[0]
+        return f"{ff.decode(errors='replace')}; x265 {m.group(1).decode() if m else '?'}"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+class HEVC(Codec):
+    """HEVC still image: ffmpeg + libx265, one intra frame, 8-bit 4:2:0 (BT.601 limited range, swscale's
+    default both ways), preset medium, constant rate factor sweep. Piped: rawvideo in, Annex-B elementary stream
+    out; decoded by ffmpeg's native HEVC decoder. Charged for the elementary stream (parameter sets + slice;
+    ``info=0`` removes x265's ~2 KB settings SEI). Odd sizes are padded by edge replication to even and the
+    padding cropped after decoding; bpp is still over the original pixels.
+    """
+
+    name, label, quality_name = "hevc", "HEVC (x265)", "crf"
+    qualities = (48, 43, 38, 33, 28, 23)  # low rate first; CRF 23 is the parity reference
+    preset = "medium"
+    x265_params = "info=0:log-level=error"
+
+    def check_available(self):
+        ff = ffmpeg_binary()
+        r = subprocess.run([ff, "-hide_banner", "-encoders"], capture_output=True, timeout=60)
+        if b"libx265" not in r.stdout:
+            raise CodecUnavailable(f"{ff} was built without libx265")
+
+    def encode(self, rgb, quality):
+        rgb = _check_rgb(rgb)
+        h, w = rgb.shape[:2]
+        ph, pw = h + (h & 1), w + (w & 1)
+        if (ph, pw) != (h, w):
+            rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}", "-i", "-",
+               "-frames:v", "1", "-c:v", "libx265", "-preset", self.preset, "-crf", str(quality),
+               "-pix_fmt", "yuv420p", "-x265-params", self.x265_params, "-f", "hevc", "-"]
+        r = subprocess.run(cmd, input=rgb.tobytes(), capture_output=True)
+        if r.returncode != 0 or not r.stdout:
+            raise RuntimeError(f"ffmpeg/x265 failed ({r.returncode}): {r.stderr.decode(errors='replace')[-500:]}")
+        # 2-byte trailer (not charged) carries the unpadded size so decode can crop.
+        return r.stdout + struct.pack(">HH", h, w)
+
+    def bits(self, data):
+        return 8 * (len(data) - 4)
+
+    def elementary_stream(self, data: bytes) -> bytes:
+        return data[:-4]
+
+    def decode(self, data):
+        h, w = struct.unpack(">HH", data[-4:])
+        ph, pw = h + (h & 1), w + (w & 1)
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "hevc", "-i", "-",
+               "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        r = subprocess.run(cmd, input=data[:-4], capture_output=True)
+        if r.returncode != 0 or len(r.stdout) != ph * pw * 3:
+            raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, {len(r.stdout)} bytes): "
+                               f"{r.stderr.decode(errors='replace')[-500:]}")
+        return np.frombuffer(r.stdout, np.uint8).reshape(ph, pw, 3)[:h, :w].copy()
+
+    def settings(self):
+        return {"preset": self.preset, "pix_fmt": "yuv420p", "x265-params": self.x265_params,
+                "bits": "Annex-B elementary stream"}
+
+    def version(self):
+        return _x265_version(ffmpeg_binary())
+
+
+# ----------------------------------------------------------------------------------------------------------
+class FacelinkCodec(Codec):
+    """facelink's learned codec: ``facelink.cloud.codec.LearnedCodec(model)``; charged for the whole container.
+
+    The learned codec has one rate per model, so the "quality" sweep is a list of model names.
+    """
+
+    quality_name = "model"
+
+    def __init__(self, models: Sequence[str] = (), name: str = "facelink", label: str = "facelink (learned)"):
+        self.name, self.label, self.qualities = name, label, tuple(models)
+        self._loaded: dict = {}
+
+    def _codec(self, model: str):
+        if model not in self._loaded:
+            try:
+                from facelink.cloud.codec import LearnedCodec
+            except ImportError as e:
+                raise CodecUnavailable(
+                    "facelink's learned codec is not available (facelink.cloud.codec.LearnedCodec could not be "
+                    f"imported: {e}); install facelink[cloud] from a checkout that has it") from e
+            self._loaded[model] = LearnedCodec(model)
+        return self._loaded[model]
+
+    def check_available(self):
+        for m in self.qualities[:1]:
+            self._codec(m)
+
+    def encode(self, rgb, quality):
+        return self._codec(str(quality)).encode(_check_rgb(rgb))
+
+    def decode(self, data):
+        # The container names its model, so any loaded instance decodes it; load the first if none is.
+        codec = next(iter(self._loaded.values()), None) or self._codec(str(self.qualities[0]))
+        return np.asarray(codec.decode(data), dtype=np.uint8)
+
+    def roundtrip(self, rgb, quality):
+        codec = self._codec(str(quality))
+        data = codec.encode(_check_rgb(rgb))
+        out = np.asarray(codec.decode(data), dtype=np.uint8)
+        return out, self.bits(data)
+
+    def settings(self):
+        return {"models": list(self.qualities)}
+
+    def version(self):
+        try:
+            from importlib.metadata import version
+            return f"facelink {version('facelink')}"
+        except Exception:  # noqa: BLE001
+            return "facelink ?"
+
+
+# ----------------------------------------------------------------------------------------------------------
+REGISTRY: dict[str, Callable[[], Codec]] = {
+    "uncompressed": Uncompressed,
+    "jpeg": JPEG,
+    "webp": WebP,
+    "avif": AVIF,
+    "jxl": JPEGXL,
+    "hevc": HEVC,
+    # facelink's learned codecs: one entry per family, the sweep being its model names.
+    "facelink": lambda: FacelinkCodec(models=()),
+}
+CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
+
+
+def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
+    """A codec by registry name; ``qualities`` overrides its default sweep."""
+    try:
+        codec = REGISTRY[name]()
+    except KeyError:
+        raise KeyError(f"unknown codec {name!r}; known: {', '.join(REGISTRY)}") from None
+    if qualities is not None:
+        codec.qualities = tuple(qualities)
+    return codec
+
+
+def parse_codec_spec(spec: str) -> Codec:
+    """``name`` or ``name:q1,q2,...`` (e.g. ``hevc:23,33,43`` or ``facelink:face-q1,face-q4``)."""
+    name, _, qs = spec.partition(":")
+    if not qs:
+        return get_codec(name)
+    vals = []
+    for q in qs.split(","):
+        q = q.strip()
+        try:
+            vals.append(int(q))
+        except ValueError:
+            vals.append(q)
+    return get_codec(name, vals)

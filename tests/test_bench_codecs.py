@@ -1,0 +1,93 @@
+"""Every codec round-trips real faces, and is charged exactly the bits the brief says."""
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facelink.benchmarks.codecs import CLASSICAL, HEVC, FacelinkCodec, CodecUnavailable, get_codec, parse_codec_spec
+from facelink.shared.paths import assets_dir
+
+LFW_IMAGE = assets_dir() / "lfw" / "lfw-deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+
+
+@pytest.fixture(scope="module")
+def face():
+    if not LFW_IMAGE.is_file():
+        pytest.skip(f"LFW not found at {LFW_IMAGE}")
+    with Image.open(LFW_IMAGE) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def psnr(a, b):
+    return 10 * np.log10(255.0**2 / np.mean((a.astype(float) - b) ** 2))
+
+
+@pytest.mark.parametrize("name", CLASSICAL)
+def test_roundtrip_and_whole_file_bits(name, face):
+    codec = get_codec(name)
+    codec.check_available()
+    lo, hi = codec.qualities[0], codec.qualities[-1]
+    data_lo, data_hi = codec.encode(face, lo), codec.encode(face, hi)
+    out_lo, bits_lo = codec.roundtrip(face, lo)
+    out_hi, bits_hi = codec.roundtrip(face, hi)
+    assert out_hi.shape == face.shape and out_hi.dtype == np.uint8
+    assert bits_lo < bits_hi, "the sweep must be ordered from low to high rate"
+    assert psnr(out_hi, face) > psnr(out_lo, face) > 20
+    if name == "hevc":
+        assert bits_hi == 8 * len(codec.elementary_stream(data_hi))
+    else:  # charged for the whole file, headers included
+        assert bits_hi == 8 * len(data_hi) and bits_lo == 8 * len(data_lo)
+        magic = {"jpeg": b"\xff\xd8", "webp": b"RIFF", "avif": b"\x00\x00\x00", "jxl": b"\xff\x0a"}[name]
+        assert data_hi.startswith(magic)
+
+
+def test_hevc_bits_are_the_raw_elementary_stream(face):
+    codec = HEVC()
+    es = codec.elementary_stream(codec.encode(face, 23))
+    # Annex-B NAL units: VPS (32), SPS (33), PPS (34), then IDR slice data; no SEI (39: x265 settings, off).
+    starts = [m.start() for m in re.finditer(b"\x00\x00\x01", es)]
+    types = [(es[s + 3] >> 1) & 0x3F for s in starts]
+    assert es.startswith(b"\x00\x00\x00\x01")
+    assert types[:3] == [32, 33, 34] and 39 not in types and set(types[3:]) <= {19, 20}
+    assert codec.bits(codec.encode(face, 23)) == 8 * len(es)
+    # The settings SEI really is what `info=0` removes (~2 KB otherwise).
+    assert len(es) < 8 * 1024
+
+
+def test_hevc_odd_size_is_padded_and_cropped(face):
+    crop = np.ascontiguousarray(face[10:121, 20:133])  # 111 x 113
+    out, bits = HEVC().roundtrip(crop, 23)
+    assert out.shape == crop.shape and psnr(out, crop) > 30 and bits > 0
+
+
+def test_uncompressed_is_24_bpp(face):
+    codec = get_codec("uncompressed")
+    out, bits = codec.roundtrip(face, "rgb24")
+    assert bits == 24 * face.shape[0] * face.shape[1] and np.array_equal(out, face)
+    data = codec.encode(face, "rgb24")
+    assert codec.bits(data) == bits and np.array_equal(codec.decode(data), face)
+
+
+def test_jxl_is_a_bare_codestream(face):
+    data = get_codec("jxl").encode(face, 50)
+    assert data[:2] == b"\xff\x0a"  # naked codestream, not the ISOBMFF container
+
+
+def test_codec_specs():
+    c = parse_codec_spec("hevc:23,33")
+    assert c.name == "hevc" and c.qualities == (23, 33)
+    assert parse_codec_spec("jpeg").qualities == get_codec("jpeg").qualities
+    with pytest.raises(KeyError):
+        get_codec("nope")
+
+
+def test_learned_codec_adapter_is_lazy_and_explicit():
+    codec = FacelinkCodec(models=("no-such-model",))
+    assert codec.quality_name == "model" and codec.qualities == ("no-such-model",)
+    try:
+        import facelink.cloud.codec  # noqa: F401
+    except ImportError:
+        with pytest.raises(CodecUnavailable, match="LearnedCodec"):
+            codec.check_available()
