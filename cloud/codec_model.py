@@ -1,0 +1,50 @@
+"""The learned face codec (torch side): a CompressAI mean-scale hyperprior whose hyper-synthesis uses ReLU,
+so that :mod:`facelink.shared.hyper_int` can run it in exact integer arithmetic on both edge and cloud.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from compressai.models import MeanScaleHyperprior
+from compressai.models.utils import conv, deconv
+
+ARCHITECTURE = "facelink-msh-relu-v1"
+
+
+class FaceCodec(MeanScaleHyperprior):
+    """Mean-scale hyperprior (Minnen et al. 2018 without context model) with ReLU hyper-transforms.
+
+    ``g_a``/``g_s`` are CompressAI's GDN analysis/synthesis; ``h_s`` ends in a 3×3 conv giving scales and
+    means (in that channel order, as CompressAI's ``chunk(2, 1)``).
+    """
+
+    def __init__(self, N: int = 64, M: int = 128):
+        super().__init__(N, M)
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+            conv(N, N, stride=2, kernel_size=5), nn.ReLU(inplace=True),
+            conv(N, N, stride=2, kernel_size=5),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M, stride=2, kernel_size=5), nn.ReLU(inplace=True),
+            deconv(M, M * 3 // 2, stride=2, kernel_size=5), nn.ReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+
+    @property
+    def hyper_shape(self) -> dict:
+        return {"N": int(self.N), "M": int(self.M)}
+
+
+def build(arch: str, N: int, M: int) -> FaceCodec:
+    if arch != ARCHITECTURE:
+        raise ValueError(f"unknown codec architecture {arch!r}; known: {ARCHITECTURE}")
+    return FaceCodec(N, M)
+
+
+def rate_distortion_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bits per pixel (estimated from likelihoods) and MSE in [0, 1] units."""
+    n, _, h, w = x.shape
+    bpp = sum(torch.log(l).sum() for l in out["likelihoods"].values()) / (-torch.log(torch.tensor(2.0)) * n * h * w)
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    return bpp, mse

@@ -1,0 +1,164 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecognizeRequest(_message.Message):
+    __slots__ = ("id", "bitstream", "source", "top_k")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    bitstream: bytes
+    source: str
+    top_k: int
+    def __init__(self, id: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., source: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class RecognizeResponse(_message.Message):
+    __slots__ = ("id", "source", "result", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    result: Recognition
+    error: Error
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., result: _Optional[_Union[Recognition, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class Match(_message.Message):
+    __slots__ = ("identity", "similarity")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    similarity: float
+    def __init__(self, identity: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class Recognition(_message.Message):
+    __slots__ = ("face_found", "identity", "similarity", "matches", "width", "height", "bytes", "bpp", "model_id", "decode_ms", "recognize_ms")
+    FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BPP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZE_MS_FIELD_NUMBER: _ClassVar[int]
+    face_found: bool
+    identity: str
+    similarity: float
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    width: int
+    height: int
+    bytes: int
+    bpp: float
+    model_id: str
+    decode_ms: float
+    recognize_ms: float
+    def __init__(self, face_found: _Optional[bool] = ..., identity: _Optional[str] = ..., similarity: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., model_id: _Optional[str] = ..., decode_ms: _Optional[float] = ..., recognize_ms: _Optional[float] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        CODE_UNSPECIFIED: _ClassVar[Error.Code]
+        INVALID_BITSTREAM: _ClassVar[Error.Code]
+        UNKNOWN_MODEL: _ClassVar[Error.Code]
+        FRAME_TOO_LARGE: _ClassVar[Error.Code]
+        INVALID_ARGUMENT: _ClassVar[Error.Code]
+        INTERNAL: _ClassVar[Error.Code]
+    CODE_UNSPECIFIED: Error.Code
+    INVALID_BITSTREAM: Error.Code
+    UNKNOWN_MODEL: Error.Code
+    FRAME_TOO_LARGE: Error.Code
+    INVALID_ARGUMENT: Error.Code
+    INTERNAL: Error.Code
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: Error.Code
+    message: str
+    def __init__(self, code: _Optional[_Union[Error.Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("identity", "bitstream", "image", "source_name")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    bitstream: bytes
+    image: bytes
+    source_name: str
+    def __init__(self, identity: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., image: _Optional[bytes] = ..., source_name: _Optional[str] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("identity", "samples", "recognizer")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    samples: int
+    recognizer: str
+    def __init__(self, identity: _Optional[str] = ..., samples: _Optional[int] = ..., recognizer: _Optional[str] = ...) -> None: ...
+
+class ListIdentitiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ("name", "samples")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    samples: int
+    def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ...) -> None: ...
+
+class ListIdentitiesResponse(_message.Message):
+    __slots__ = ("identities", "recognizer")
+    IDENTITIES_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
+    identities: _containers.RepeatedCompositeFieldContainer[Identity]
+    recognizer: str
+    def __init__(self, identities: _Optional[_Iterable[_Union[Identity, _Mapping]]] = ..., recognizer: _Optional[str] = ...) -> None: ...
+
+class ModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CodecModel(_message.Message):
+    __slots__ = ("name", "model_id", "architecture")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_id: str
+    architecture: str
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., architecture: _Optional[str] = ...) -> None: ...
+
+class ModelInfoResponse(_message.Message):
+    __slots__ = ("server_version", "bitstream_format_version", "models", "default_model", "recognizer", "detector", "match_threshold", "max_frame_bytes")
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BITSTREAM_FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    MATCH_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    server_version: str
+    bitstream_format_version: int
+    models: _containers.RepeatedCompositeFieldContainer[CodecModel]
+    default_model: str
+    recognizer: str
+    detector: str
+    match_threshold: float
+    max_frame_bytes: int
+    def __init__(self, server_version: _Optional[str] = ..., bitstream_format_version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[CodecModel, _Mapping]]] = ..., default_model: _Optional[str] = ..., recognizer: _Optional[str] = ..., detector: _Optional[str] = ..., match_threshold: _Optional[float] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,177 @@
+"""rANS entropy coder, byte-compatible with CompressAI's ``compressai.ans`` (ryg_rans, 64-bit state).
+
+Pure Python + numpy, no torch: the edge encodes with it. ``tests/test_rans.py`` checks that its bytes equal
+CompressAI's ``RansEncoder.encode_with_indexes`` on the same symbols and tables, and that CompressAI's
+decoder reads what it writes.
+
+The format (CompressAI's): 16-bit CDF precision; each symbol value is offset by its CDF's ``offset``; a value
+outside ``[0, cdf_length - 2)`` is coded as the last CDF entry followed by an escape in 4-bit bypass chunks
+(count of chunks in unary-ish 4-bit groups, then the chunks of ``raw``). Words are 32-bit little-endian; the
+stream starts with the final 64-bit encoder state.
+
+The decoder is bounds-checked and, unlike CompressAI's, verifies that the stream ends exactly where the
+encoder began (state back at ``RANS_L``, every word consumed): a wrong table or a damaged stream is reported
+as :class:`RansError` instead of decoding to wrong values.
+"""
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+
+import numpy as np
+
+PRECISION = 16
+BYPASS_BITS = 4
+MAX_BYPASS = (1 << BYPASS_BITS) - 1
+RANS_L = 1 << 31
+_MASK32 = 0xFFFFFFFF
+# Escaped values must fit in 28 bits: CompressAI's encoder loops forever on wider ones (a 32-bit shift by 32).
+_MAX_RAW_CHUNKS = 7
+MAX_ESCAPE = (1 << (BYPASS_BITS * _MAX_RAW_CHUNKS)) - 1
+
+
+class RansError(ValueError):
+    """A rANS stream that cannot have come from these tables: damaged, truncated or the wrong model."""
+
+
+def _as_tables(cdfs, cdf_lengths, offsets):
+    cdfs = np.asarray(cdfs, dtype=np.int64)
+    cdf_lengths = np.asarray(cdf_lengths, dtype=np.int64).reshape(-1)
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+    if cdfs.ndim != 2 or len(cdfs) != len(cdf_lengths) or len(cdfs) != len(offsets):
+        raise ValueError("cdfs must be 2-D with one row per cdf_lengths/offsets entry")
+    return cdfs, cdf_lengths, offsets
+
+
+def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
+    """Encode integer ``symbols``, each with the CDF row ``indexes[i]``; same bytes as CompressAI."""
+    symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
+    cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
+    if symbols.shape != indexes.shape:
+        raise ValueError("symbols and indexes must have the same number of elements")
+    if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
+        raise ValueError("CDF index out of range")
+
+    value = symbols - offsets[indexes]
+    max_value = cdf_lengths[indexes] - 2
+    raw = np.zeros_like(value)
+    neg = value < 0
+    over = value >= max_value
+    raw[neg] = -2 * value[neg] - 1
+    raw[over] = 2 * (value[over] - max_value[over])
+    if len(raw) and raw.max() > MAX_ESCAPE:
+        raise ValueError(f"symbol too far outside its CDF's support to code (escape > {MAX_ESCAPE})")
+    value = np.where(neg | over, max_value, value)
+    start = cdfs[indexes, value]
+    freq = cdfs[indexes, value + 1] - start
+
+    # (start, freq, scale_bits) per coded symbol, in CompressAI's order; a bypass chunk is a symbol of
+    # frequency 1 at 4-bit precision (Rans64EncPutBits is exactly Rans64EncPut with freq 1).
+    starts = start.tolist()
+    freqs = freq.tolist()
+    shifts = [PRECISION] * len(starts)
+    escapes = np.flatnonzero(value == max_value)
+    if len(escapes):
+        starts_l, freqs_l, shifts_l = [], [], []
+        prev = 0
+        raw_l = raw.tolist()
+        for i in escapes.tolist():
+            starts_l += starts[prev : i + 1]
+            freqs_l += freqs[prev : i + 1]
+            shifts_l += shifts[prev : i + 1]
+            prev = i + 1
+            r = raw_l[i]
+            n_bypass = 0
+            while (r >> (n_bypass * BYPASS_BITS)) != 0:
+                n_bypass += 1
+            chunks = []
+            v = n_bypass
+            while v >= MAX_BYPASS:
+                chunks.append(MAX_BYPASS)
+                v -= MAX_BYPASS
+            chunks.append(v)
+            chunks += [(r >> (j * BYPASS_BITS)) & MAX_BYPASS for j in range(n_bypass)]
+            starts_l += chunks
+            freqs_l += [1] * len(chunks)
+            shifts_l += [BYPASS_BITS] * len(chunks)
+        starts_l += starts[prev:]
+        freqs_l += freqs[prev:]
+        shifts_l += shifts[prev:]
+        starts, freqs, shifts = starts_l, freqs_l, shifts_l
+
+    x = RANS_L
+    words = []
+    emit = words.append
+    for s, f, sh in zip(reversed(starts), reversed(freqs), reversed(shifts)):
+        if x >= f << (63 - sh):
+            emit(x & _MASK32)
+            x >>= 32
+        q, r = divmod(x, f)
+        x = (q << sh) + r + s
+    words.reverse()
+    return struct.pack("<II", x & _MASK32, x >> 32) + struct.pack(f"<{len(words)}I", *words)
+
+
+def decode_with_indexes(data: bytes, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
+    """Decode ``len(indexes)`` symbols from ``data``; raises :class:`RansError` on any inconsistency."""
+    indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
+    cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
+    if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
+        raise ValueError("CDF index out of range")
+    if len(data) % 4 or len(data) < 8:
+        raise RansError(f"rANS stream of {len(data)} bytes: not a whole number of 32-bit words, or shorter than 8")
+    words = struct.unpack(f"<{len(data) // 4}I", data)
+    n_words = len(words)
+    x = words[0] | (words[1] << 32)
+    p = 2
+    rows = [row[:n].tolist() for row, n in zip(cdfs, cdf_lengths.tolist())]
+    max_values = (cdf_lengths - 2).tolist()
+    offs = offsets.tolist()
+    out = []
+    append = out.append
+    low = (1 << PRECISION) - 1
+    for idx in indexes.tolist():
+        cdf = rows[idx]
+        cum = x & low
+        s = bisect_right(cdf, cum) - 1
+        start = cdf[s]
+        x = (cdf[s + 1] - start) * (x >> PRECISION) + cum - start
+        if x < RANS_L:
+            if p >= n_words:
+                raise RansError("rANS stream ends before all symbols were decoded")
+            x = (x << 32) | words[p]
+            p += 1
+        if s == max_values[idx]:
+            chunks = []
+            for _ in range(2 + _MAX_RAW_CHUNKS):  # escape: chunk count, then the raw value's 4-bit chunks
+                v = x & MAX_BYPASS
+                x >>= BYPASS_BITS
+                if x < RANS_L:
+                    if p >= n_words:
+                        raise RansError("rANS stream ends inside an escape")
+                    x = (x << 32) | words[p]
+                    p += 1
+                chunks.append(v)
+                if v != MAX_BYPASS:
+                    break
+            else:
+                raise RansError("escape chunk count out of range")
+            n_bypass = sum(chunks)
+            if n_bypass > _MAX_RAW_CHUNKS:
+                raise RansError("escaped value wider than 28 bits")
+            raw = 0
+            for j in range(n_bypass):
+                v = x & MAX_BYPASS
+                x >>= BYPASS_BITS
+                if x < RANS_L:
+                    if p >= n_words:
+                        raise RansError("rANS stream ends inside an escape")
+                    x = (x << 32) | words[p]
+                    p += 1
+                raw |= v << (j * BYPASS_BITS)
+            s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s
+        append(s + offs[idx])
+    if x != RANS_L or p != n_words:
+        raise RansError("rANS stream does not end where its encoder began: damaged stream or wrong model tables")
+    return np.asarray(out, dtype=np.int64)

@@ -1,0 +1,125 @@
+"""Model tables: everything edge and cloud must agree on to entropy-code a latent, in one versioned artifact.
+
+``tables.npz`` holds the factorized prior's CDFs for the hyper-latent z, the Gaussian conditional's CDFs and
+scale table for y, and the integer hyper-synthesis (:mod:`facelink.shared.hyper_int`). The model id is a
+content hash of those arrays (not of the zip file, whose bytes carry timestamps), so two artifacts with the
+same id code identically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facelink.shared.hyper_int import IntHyperSynthesis, IntLayer, scale_indexes
+
+TABLES_FORMAT = "facelink-tables-v1"
+MODEL_ID_BYTES = 8
+# Latent geometry of the hyperprior family: y is the image downsampled 16×, z a further 4×.
+Y_STRIDE = 16
+Z_STRIDE = 64
+
+
+class TablesError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EntropyTables:
+    cdfs: np.ndarray  # int32 (K, L)
+    cdf_lengths: np.ndarray  # int32 (K,)
+    offsets: np.ndarray  # int32 (K,)
+
+
+@dataclass(frozen=True)
+class ModelTables:
+    meta: dict  # architecture, N, M, frac_bits, format
+    z: EntropyTables  # one CDF per hyper-latent channel
+    y: EntropyTables  # one CDF per scale-table entry
+    scale_thresholds: np.ndarray  # int64 (len(scale_table) - 1,)
+    hyper: IntHyperSynthesis
+    model_id: str  # hex, MODEL_ID_BYTES bytes
+
+    @property
+    def N(self) -> int:
+        return int(self.meta["N"])
+
+    @property
+    def M(self) -> int:
+        return int(self.meta["M"])
+
+    def entropy_parameters(self, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale indexes, means as float32) for y, from the hyper-latent symbols; identical everywhere."""
+        scales, means = self.hyper(z_symbols)
+        idx = scale_indexes(scales, self.scale_thresholds)
+        return idx, (means.astype(np.float64) / float(1 << self.hyper.frac_bits)).astype(np.float32)
+
+    @property
+    def model_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.model_id)
+
+
+def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray,
+            hyper: IntHyperSynthesis) -> dict[str, np.ndarray]:
+    arrays = {
+        "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
+        "z_cdfs": z.cdfs.astype(np.int32), "z_cdf_lengths": z.cdf_lengths.astype(np.int32),
+        "z_offsets": z.offsets.astype(np.int32), "z_medians_fixed": hyper.z_medians.astype(np.int64),
+        "y_cdfs": y.cdfs.astype(np.int32), "y_cdf_lengths": y.cdf_lengths.astype(np.int32),
+        "y_offsets": y.offsets.astype(np.int32), "y_scale_thresholds": thresholds.astype(np.int64),
+    }
+    for i, L in enumerate(hyper.layers):
+        arrays[f"hs{i}_weight"] = L.weight.astype(np.int64)
+        arrays[f"hs{i}_bias"] = L.bias.astype(np.int64)
+        arrays[f"hs{i}_config"] = np.array(
+            [{"conv": 0, "deconv": 1}[L.kind], L.shift, L.stride, L.padding, L.output_padding, int(L.relu)],
+            dtype=np.int64)
+    return arrays
+
+
+def content_hash(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(TABLES_FORMAT.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[: 2 * MODEL_ID_BYTES]
+
+
+def build(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray,
+          hyper: IntHyperSynthesis) -> ModelTables:
+    meta = dict(meta, format=TABLES_FORMAT, frac_bits=hyper.frac_bits)
+    model_id = content_hash(_arrays(meta, z, y, thresholds, hyper))
+    return ModelTables(meta, z, y, np.asarray(thresholds, dtype=np.int64), hyper, model_id)
+
+
+def save(tables: ModelTables, path: str | Path) -> None:
+    np.savez_compressed(path, **_arrays(tables.meta, tables.z, tables.y, tables.scale_thresholds, tables.hyper))
+
+
+def load(path: str | Path) -> ModelTables:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise TablesError(f"cannot read model tables {path}: {e}") from e
+    try:
+        meta = json.loads(arrays["meta"].tobytes().decode())
+        if meta.get("format") != TABLES_FORMAT:
+            raise TablesError(f"{path}: tables format {meta.get('format')!r}, this facelink reads {TABLES_FORMAT!r}")
+        layers = []
+        i = 0
+        while f"hs{i}_weight" in arrays:
+            kind, shift, stride, pad, opad, relu = arrays[f"hs{i}_config"].tolist()
+            layers.append(IntLayer(("conv", "deconv")[kind], arrays[f"hs{i}_weight"], arrays[f"hs{i}_bias"],
+                                   shift, stride, pad, opad, bool(relu)))
+            i += 1
+        hyper = IntHyperSynthesis(tuple(layers), int(meta["frac_bits"]), arrays["z_medians_fixed"])
+        z = EntropyTables(arrays["z_cdfs"], arrays["z_cdf_lengths"], arrays["z_offsets"])
+        y = EntropyTables(arrays["y_cdfs"], arrays["y_cdf_lengths"], arrays["y_offsets"])
+    except KeyError as e:
+        raise TablesError(f"{path}: model tables lack {e}") from e
+    return ModelTables(meta, z, y, arrays["y_scale_thresholds"], hyper, content_hash(arrays))
