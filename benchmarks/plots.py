@@ -1,0 +1,62 @@
+"""PNG plots of accuracy and TAR@FAR=1e-3 against bpp: one curve per codec, uncompressed as a horizontal line,
+HEVC CRF 23 (the parity reference) marked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from facelink.benchmarks.results_io import TAR, nan, stem
+
+STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
+         "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*")}
+
+
+def _ax_curves(ax, doc: dict, metric: str):
+    for c in doc["codecs"]:
+        r = c["results"]
+        pts = [(b, m) for b, m in zip(r["bpp"], r[metric]) if b is not None and m is not None]
+        if not pts:
+            continue
+        colour, marker = STYLE.get(c["codec"], (None, "o"))
+        xs, ys = zip(*pts)
+        ax.plot(xs, [100 * y for y in ys], marker=marker, color=colour, label=c["name"], lw=1.5, ms=5)
+    u = doc["uncompressed"].get(metric)
+    if u is not None:
+        ax.axhline(100 * u, color="k", ls="--", lw=1, label=f"uncompressed ({100 * u:.2f} %)")
+    ref = doc.get("reference") or {}
+    if ref.get("bpp") is not None and ref.get(metric) is not None:
+        ax.plot([ref["bpp"]], [100 * ref[metric]], marker="o", ms=12, mfc="none", mec="tab:red", mew=1.5,
+                ls="none", label=f"HEVC CRF {ref.get('quality')}")
+    ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
+    ax.set_xlabel("bits per pixel (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_doc(doc: dict, out_dir: Path) -> list[Path]:
+    """``<stem>_accuracy.png`` and ``<stem>_tar.png``; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    limited = f", limited to {doc['limit_pairs_per_fold']} pairs/fold" if doc.get("limited") else ""
+    for metric, ylabel, suffix in (("accuracy", "verification accuracy (%), 10-fold", "accuracy"),
+                                   (TAR, "TAR @ FAR = 1e-3 (%)", "tar")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+        _ax_curves(ax, doc, metric)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{doc['dataset']} · {doc['recognizer']} · {doc['protocol']} · {doc['setting']}\n"
+                     f"{doc.get('pairs')} pairs{limited}", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        path = out_dir / f"{stem(doc)}_{suffix}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

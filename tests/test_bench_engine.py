@@ -1,0 +1,75 @@
+"""A small end-to-end run of the benchmark on real LFW images: real codecs, YuNet, MobileFaceNet, the
+verification protocol, the cache, and every output file."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from facelink.benchmarks import bench, engine
+from facelink.benchmarks.codecs import get_codec
+from facelink.shared.paths import assets_dir
+
+
+@pytest.fixture(scope="module")
+def suite():
+    if not (assets_dir() / "lfw" / "pairs.txt").is_file():
+        pytest.skip("LFW not available")
+    s = engine.load_suite("lfw", limit=2)  # 1 matched + 1 mismatched pair in each of the 10 folds
+    keep = s.folds < 2  # two folds: 4 pairs, 8 images
+    used = np.unique(s.pairs[keep])
+    remap = {int(old): new for new, old in enumerate(used)}
+    return engine.Suite("lfw", s.root, [s.keys[i] for i in used],
+                        np.vectorize(remap.get)(s.pairs[keep]), s.same[keep], s.folds[keep], s.protocol_file, 2,
+                        s.description)
+
+
+def test_limit_keeps_the_first_pairs_of_each_fold():
+    s = engine.load_suite("lfw", limit=4)
+    assert len(s.pairs) == 40 and s.same.sum() == 20
+    assert np.bincount(s.folds).tolist() == [4] * 10
+    full = engine.load_suite("lfw")
+    assert len(full.pairs) == 6000 and len(full.keys) == 7701
+    assert full.keys[full.pairs[0, 0]] == s.keys[s.pairs[0, 0]]  # the first pair of fold 1 is kept
+
+
+def test_end_to_end_run_resumes_and_writes_everything(suite, tmp_path):
+    cfg = engine.RunConfig(datasets=["lfw"], recognizers=["mobilefacenet"],
+                           codecs=[get_codec("jpeg", [5, 40]), get_codec("hevc", [43, 23])],
+                           limit=2, chunk=8, flip=False, cache=tmp_path / "cache.sqlite", progress=False)
+    suites = {"lfw": suite}
+    stats = engine.compute(cfg, suites, log=lambda *a: None)
+    n_settings = 1 + 2 + 2
+    assert stats["images"] == len(suite.keys) * n_settings * 2  # two protocols
+    assert engine.compute(cfg, suites, log=lambda *a: None)["images"] == 0  # everything cached: resumes
+
+    prov = bench.provenance(cfg, suites, stats, engine.all_codecs(cfg))
+    docs = bench.build_docs(cfg, suites, prov)
+    assert len(docs) == 2 * 2  # protocols × settings
+    written = bench.write_outputs(docs, tmp_path / "out", "test")
+    names = {p.name for p in written}
+    assert "results.csv" in names and "README.md" in names
+    assert sum(n.endswith(".png") for n in names) == 2 * len(docs)
+
+    doc = json.loads((tmp_path / "out" / "lfw_mobilefacenet_full-frame_asymmetric.json").read_text())
+    assert doc["schema"] == "facelink-bench/1" and doc["pairs"] == 4 and doc["limited"]
+    assert doc["provenance"]["datasets"]["lfw"]["protocol_sha256"] == \
+        "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592"
+    assert doc["uncompressed"]["bpp"] == pytest.approx(24.0)
+    hevc = next(c for c in doc["codecs"] if c["codec"] == "hevc")
+    assert hevc["results"]["quality"] == [43, 23]
+    b43, b23 = hevc["results"]["bpp"]
+    assert 0 < b43 < b23 < 2
+    # bpp is bits over the encoded pixels, and bytes per face the mean encoded size: consistent.
+    assert hevc["results"]["bytes_per_face"][1] * 8 / (250 * 250) == pytest.approx(b23)
+    assert doc["reference"]["bpp"] == pytest.approx(b23) and doc["reference"]["quality"] == 23
+    assert doc["headline"]["bpp_at_parity"]["hevc"]["percent_of_reference"] <= 100.0
+    assert 0.5 <= doc["uncompressed"]["accuracy"] <= 1.0
+
+    crop = json.loads((tmp_path / "out" / "lfw_mobilefacenet_face-crop_symmetric.json").read_text())
+    jpeg = next(c for c in crop["codecs"] if c["codec"] == "jpeg")
+    assert jpeg["results"]["bytes_per_face"][0] * 8 / (112 * 112) == pytest.approx(jpeg["results"]["bpp"][0])
+
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert len(rows) == len(docs) * n_settings
+    assert (tmp_path / "out" / "README.md").read_text().count("| lfw | mobilefacenet |") >= len(docs)
