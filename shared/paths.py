@@ -16,6 +16,8 @@ DETECTORS_DIR = RESOURCES_DIR / "detectors"
 # Recognizer weights are cloud-only: they ship inside facelink.cloud, not with the edge package.
 RECOGNIZERS_DIR = PACKAGE_DIR.parent / "cloud" / "resources" / "recognizers"
 DEMO_FACES_DIR = RESOURCES_DIR / "demo_faces"
+# Committed verification protocols (pair files) that facelink defines itself, e.g. the CelebA test pairs.
+PROTOCOLS_DIR = PACKAGE_DIR.parent / "benchmarks" / "protocols"
 
 # The checkout's root when facelink runs from a source tree (editable install); None when installed as a wheel.
 _candidate_root = PACKAGE_DIR.parent
