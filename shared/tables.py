@@ -72,7 +72,7 @@ def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarr
         "y_offsets": y.offsets.astype(np.int32), "y_scale_thresholds": thresholds.astype(np.int64),
     }
     for i, L in enumerate(hyper.layers):
-        arrays[f"hs{i}_weight"] = L.weight.astype(np.int64)
+        arrays[f"hs{i}_weight"] = L.weight.astype(np.int32)  # |w| ≤ 2**14: int32 halves the file
         arrays[f"hs{i}_bias"] = L.bias.astype(np.int64)
         arrays[f"hs{i}_config"] = np.array(
             [{"conv": 0, "deconv": 1}[L.kind], L.shift, L.stride, L.padding, L.output_padding, int(L.relu)],
@@ -114,7 +114,8 @@ def load(path: str | Path) -> ModelTables:
         i = 0
         while f"hs{i}_weight" in arrays:
             kind, shift, stride, pad, opad, relu = arrays[f"hs{i}_config"].tolist()
-            layers.append(IntLayer(("conv", "deconv")[kind], arrays[f"hs{i}_weight"], arrays[f"hs{i}_bias"],
+            layers.append(IntLayer(("conv", "deconv")[kind], arrays[f"hs{i}_weight"].astype(np.int64),
+                                   arrays[f"hs{i}_bias"],
                                    shift, stride, pad, opad, bool(relu)))
             i += 1
         hyper = IntHyperSynthesis(tuple(layers), int(meta["frac_bits"]), arrays["z_medians_fixed"])

@@ -1,0 +1,109 @@
+"""Bit-exactness check: encode images by the edge path, decode by the cloud path, count any disagreement.
+
+For every image: onnxruntime analysis + numpy entropy coder (edge) → container → container parsing + entropy
+decoding with entropy parameters re-derived from the decoded hyper-latent (cloud). A mismatch is any decoded
+symbol differing from what the edge coded, or any decode error. Results are written as JSON.
+
+  facelink verify-bitexact --dataset lfw [--limit N] [--workers 2] [--out benchmarks/results/bitexact_lfw.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facelink.cloud import datasets
+from facelink.shared import bitstream, codec, rans
+
+_state: dict = {}
+
+
+def _init(model: str | None) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from facelink.edge.encoder import EdgeEncoder
+
+    _state["enc"] = EdgeEncoder(model, threads=1)
+
+
+def check_image(path: str) -> dict:
+    enc = _state["enc"]
+    tables = enc.bundle.tables
+    im = cv2.imread(path, cv2.IMREAD_COLOR)
+    if im is None:
+        return {"file": path, "ok": False, "error": "unreadable image"}
+    rgb = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+    y, z, _ = enc.analyse(rgb)
+    # what the edge codes
+    z_sym = codec.quantize_z(tables, z)
+    idx_e, means_e = tables.entropy_parameters(z_sym)
+    y_sym = np.round(y.astype(np.float32) - means_e).astype(np.int64)
+    data = enc.encode(rgb)
+    # what the cloud decodes
+    try:
+        frame = bitstream.unpack(data)
+        zh, zw = frame.z_shape
+        z_dec = rans.decode_with_indexes(frame.z_bytes, codec._z_indexes(tables, (tables.N, zh, zw)), tables.z.cdfs,
+                                         tables.z.cdf_lengths, tables.z.offsets).reshape(tables.N, zh, zw)
+        idx_c, means_c = tables.entropy_parameters(z_dec)
+        y_dec = rans.decode_with_indexes(frame.y_bytes, idx_c, tables.y.cdfs, tables.y.cdf_lengths,
+                                         tables.y.offsets).reshape(y_sym.shape)
+        y_hat = codec.decompress_latents(tables, frame)
+    except (bitstream.BitstreamError, rans.RansError) as e:
+        return {"file": path, "ok": False, "error": str(e), "bytes": len(data)}
+    ok = (np.array_equal(z_dec, z_sym) and np.array_equal(idx_c, idx_e) and np.array_equal(means_c, means_e)
+          and np.array_equal(y_dec, y_sym) and np.array_equal(y_hat, y_sym.astype(np.float32) + means_e))
+    return {"file": path, "ok": bool(ok), "bytes": len(data), "pixels": rgb.shape[0] * rgb.shape[1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink verify-bitexact", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["lfw", "celeba"], default="lfw")
+    ap.add_argument("--assets")
+    ap.add_argument("--model")
+    ap.add_argument("--limit", type=int, help="first N images only")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if args.dataset == "lfw":
+        files = [str(im.path) for im in datasets.lfw_all_images(args.assets)]
+    else:
+        files = [str(im.path) for im in datasets.celeba_images(args.assets)]
+    files = files[: args.limit] if args.limit else files
+    t0 = time.time()
+    results = []
+    with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args.model,)) as pool:
+        for r in tqdm(pool.imap(check_image, files, chunksize=8), total=len(files), desc="edge→cloud", unit="img"):
+            results.append(r)
+    seconds = time.time() - t0
+    bad = [r for r in results if not r["ok"]]
+    from facelink.shared import registry
+
+    bundle = registry.load(args.model)
+    summary = {
+        "command": "facelink verify-bitexact " + " ".join(argv if argv is not None else []),
+        "dataset": args.dataset, "images": len(results), "mismatches": len(bad),
+        "mismatched_files": [r["file"] for r in bad][:100], "errors": [r.get("error") for r in bad][:100],
+        "seconds": round(seconds, 1), "workers": args.workers, "model": bundle.name, "model_id": bundle.model_id,
+        "mean_bytes": float(np.mean([r["bytes"] for r in results if "bytes" in r])),
+        "mean_bpp": float(np.mean([8 * r["bytes"] / r["pixels"] for r in results if "pixels" in r])),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""``facelink``: the cloud side — server, enrollment, training, export, benchmarks, demo.
+
+  facelink serve            run the gRPC server
+  facelink enroll NAME IMG  add a face to a running server's gallery
+  facelink decode IN.flk    decode a bitstream to an image file
+  facelink train            train a codec (schema-checked config)
+  facelink export           package a trained codec as a registry rate point
+  facelink verify-bitexact  edge-encode / cloud-decode a data set and count mismatches
+  facelink bench ...        accuracy-versus-bpp benchmarks (`facelink bench recognizers` for recognizers)
+  facelink demo             the whole pipeline on loopback
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+COMMANDS = {
+    "serve": "facelink.cloud.server",
+    "train": "facelink.cloud.train",
+    "export": "facelink.cloud.export",
+    "verify-bitexact": "facelink.cloud.bitexact",
+    "demo": "facelink.cloud.demo",
+    "bench": "facelink.benchmarks.bench",
+    "bench recognizers": "facelink.benchmarks.recognizers",
+}
+
+
+def _enroll(argv: list[str]) -> int:
+    from facelink.edge.client import Client
+
+    ap = argparse.ArgumentParser(prog="facelink enroll", description="Enroll face images under a name.")
+    ap.add_argument("name")
+    ap.add_argument("images", nargs="+", type=Path, help="image files (JPEG/PNG) or .flk bitstreams")
+    ap.add_argument("--server", default="127.0.0.1:50051")
+    args = ap.parse_args(argv)
+    with Client(args.server) as client:
+        for p in args.images:
+            if not p.is_file():
+                print(f"facelink enroll: {p}: no such file", file=sys.stderr)
+                return 2
+            data = p.read_bytes()
+            kw = {"bitstream": data} if p.suffix == ".flk" else {"image": data}
+            r = client.enroll(args.name, source_name=p.name, **kw)
+            print(f"{r.identity}: {r.samples} sample(s) for {r.recognizer}")
+    return 0
+
+
+def _decode(argv: list[str]) -> int:
+    import cv2
+
+    from facelink.cloud.decoder import CloudDecoder
+    from facelink.shared.bitstream import BitstreamError
+
+    ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk bitstream to an image.")
+    ap.add_argument("input", type=Path)
+    ap.add_argument("-o", "--output", type=Path, help="PNG (default: INPUT with suffix .png)")
+    args = ap.parse_args(argv)
+    try:
+        dec = CloudDecoder().decode(args.input.read_bytes())
+    except (OSError, BitstreamError) as e:
+        print(f"facelink decode: {args.input}: {e}", file=sys.stderr)
+        return 2
+    out = args.output or args.input.with_suffix(".png")
+    cv2.imwrite(str(out), cv2.cvtColor(dec.image, cv2.COLOR_RGB2BGR))
+    print(f"{out}: {dec.image.shape[1]}×{dec.image.shape[0]}, model {dec.model_name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "enroll":
+        return _enroll(rest)
+    if cmd == "decode":
+        return _decode(rest)
+    if cmd == "bench" and rest[:1] == ["recognizers"]:
+        cmd, rest = "bench recognizers", rest[1:]
+    if cmd not in COMMANDS:
+        print(f"facelink: unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(COMMANDS[cmd]).main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

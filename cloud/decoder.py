@@ -1,0 +1,64 @@
+"""Cloud-side decoding: container → entropy decode (shared, exact) → synthesis transform (torch) → RGB image."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from facelink.cloud.codec_model import build
+from facelink.shared import bitstream, codec, registry
+
+
+@dataclass
+class Decoded:
+    image: np.ndarray  # H×W×3 uint8 RGB
+    frame: bitstream.Frame
+    model_name: str
+
+
+class _Synthesis:
+    def __init__(self, bundle: registry.ModelBundle, device: torch.device):
+        m = bundle.manifest
+        model = build(m["architecture"], m["N"], m["M"])
+        state = load_file(str(bundle.weights))
+        model.g_s.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("g_s.")})
+        self.g_s = model.g_s.to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, y_hat: np.ndarray) -> np.ndarray:
+        x = self.g_s(torch.from_numpy(y_hat)[None].to(self.device)).clamp_(0, 1)
+        return (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+class CloudDecoder:
+    """Decodes containers from every model in the registry, chosen by the model id each container carries."""
+
+    def __init__(self, models: list[str] | None = None, device: str | None = None, root=None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        names = models or registry.available(root)
+        if not names:
+            raise registry.UnknownModelError("the model registry is empty")
+        self.bundles = {b.model_id: b for b in (registry.load(n, root) for n in names)}
+        self._synth: dict[str, _Synthesis] = {}
+        self._lock = threading.Lock()
+
+    def synthesis(self, model_id: str) -> _Synthesis:
+        with self._lock:
+            if model_id not in self._synth:
+                self._synth[model_id] = _Synthesis(self.bundles[model_id], self.device)
+            return self._synth[model_id]
+
+    def decode(self, data: bytes) -> Decoded:
+        frame = bitstream.unpack(data)
+        bundle = self.bundles.get(frame.model_id)
+        if bundle is None:
+            raise codec.ModelMismatchError(
+                f"bitstream made by codec model {frame.model_id}; this server has "
+                f"{', '.join(f'{b.name} ({i})' for i, b in self.bundles.items())}")
+        y_hat = codec.decompress_latents(bundle.tables, frame)
+        image = self.synthesis(frame.model_id)(y_hat)
+        return Decoded(image[: frame.height, : frame.width], frame, bundle.name)

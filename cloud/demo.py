@@ -1,0 +1,140 @@
+"""``facelink demo``: the whole edge-to-cloud pipeline on loopback, on defaults shipped in the repository.
+
+1. starts ``facelink serve`` (a real grpc.aio server) on a free loopback port with a fresh SQLite gallery;
+2. enrolls the demo identities from their uncompressed photographs;
+3. runs the edge client (``facelink-edge stream``, its own process, no torch) on other photographs of them;
+4. prints file, bytes, bpp, predicted identity, similarity and latency per frame, then stops the server.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from facelink.shared.paths import DEMO_FACES_DIR
+
+
+def _wait_ready(proc: subprocess.Popen, ready: Path, timeout: float) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if ready.exists():
+            return json.loads(ready.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode} before serving")
+        time.sleep(0.2)
+    raise TimeoutError(f"the server did not come up within {timeout:.0f} s")
+
+
+def _health(target: str) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as ch:
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="facelink.v1.FaceLink"),
+                                                    timeout=10)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+def identity_of(path: str) -> str:
+    """Demo file names are LFW's: <First_Last>_NNNN.jpg."""
+    return Path(path).stem.rsplit("_", 1)[0].replace("_", " ")
+
+
+def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool = False, keep: Path | None = None,
+        timeout: float = 180.0, out=sys.stdout) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="facelink-demo-"))
+    ready = work / "ready.json"
+    bindir = Path(sys.executable).parent
+    server_cmd = [str(bindir / "facelink"), "serve", "--port", "0", "--gallery", str(work / "gallery.db"),
+                  "--ready-file", str(ready)]
+    if not (bindir / "facelink").exists():
+        server_cmd = [sys.executable, "-m", "facelink.cloud.cli"] + server_cmd[1:]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    print(f"[demo] starting the cloud server: {' '.join(server_cmd[:2])} ...", file=out, flush=True)
+    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        info = _wait_ready(server, ready, timeout)
+        target = f"127.0.0.1:{info['port']}"
+        print(f"[demo] serving on {target}, health: {_health(target)}, models: {', '.join(info['models'])}, "
+              f"recognizer: {info['recognizer']}", file=out, flush=True)
+
+        from facelink.edge.client import Client
+
+        enrolled = []
+        with Client(target) as client:
+            for f in sorted((faces / "enroll").glob("*.jpg")):
+                name = identity_of(str(f))
+                r = client.enroll(name, image=f.read_bytes(), source_name=f.name)
+                enrolled.append(name)
+                print(f"[demo] enrolled {name:<22} from {f.name} ({r.samples} sample)", file=out, flush=True)
+
+        edge_cmd = [str(bindir / "facelink-edge"), "stream", str(faces / "probe"), "--server", target, "--json"]
+        if not (bindir / "facelink-edge").exists():
+            edge_cmd = [sys.executable, "-m", "facelink.edge.cli"] + edge_cmd[1:]
+        if model:
+            edge_cmd += ["--model", model]
+        if full_frame:
+            edge_cmd.append("--full-frame")
+        print(f"[demo] edge client: facelink-edge stream {faces / 'probe'} --server {target}", file=out, flush=True)
+        res = subprocess.run(edge_cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if res.returncode not in (0, 1):
+            raise RuntimeError(f"the edge client failed ({res.returncode}): {res.stderr.strip()}")
+        rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+        results = [r for r in rows if "id" in r]
+        print(f"\n{'file':<28} {'bytes':>6} {'bpp':>6}  {'predicted':<20} {'sim':>6} {'ms':>7}  {'expected':<20}", file=out)
+        correct = 0
+        for r in results:
+            expected = identity_of(r["file"])
+            expected_shown = expected if expected in enrolled else "(not enrolled)"
+            if "error" in r:
+                pred, sim = f"ERROR {r['error']['code']}", ""
+            else:
+                pred = r.get("identity") or ("(no face)" if not r.get("face_found") else "(unknown)")
+                sim = f"{r['similarity']:.3f}"
+                ok = (r.get("identity") == expected) if expected in enrolled else not r.get("identity")
+                correct += ok
+            print(f"{Path(r['file']).name:<28} {r['bytes']:>6} {r['bpp']:>6.3f}  {pred:<20} {sim:>6} "
+                  f"{r['latency_ms']:>7.1f}  {expected_shown:<20}", file=out)
+        for r in rows:
+            if "skipped" in r:
+                print(f"skipped {r['file']}: {r['skipped']}", file=out)
+        summary = {"frames": len(results), "correct": correct,
+                   "mean_bytes": sum(r["bytes"] for r in results) / max(1, len(results)), "results": results}
+        print(f"\n[demo] {correct}/{len(results)} frames answered correctly; mean {summary['mean_bytes']:.0f} bytes "
+              f"per face", file=out, flush=True)
+        return summary
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if keep:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(work, keep, dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        print("[demo] server stopped, temporary files removed", file=out, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=Path, default=DEMO_FACES_DIR, help="folder with enroll/ and probe/ images")
+    ap.add_argument("--model", help="codec rate point")
+    ap.add_argument("--full-frame", action="store_true")
+    ap.add_argument("--timeout", type=float, default=180.0)
+    args = ap.parse_args(argv)
+    summary = run(args.faces, args.model, args.full_frame, timeout=args.timeout)
+    return 0 if summary["frames"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Edge encoding: image → ONNX analysis transform (onnxruntime) → shared entropy coder → .flk container.
+
+No torch here: onnxruntime, numpy and OpenCV only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from facelink.shared import bitstream, codec, registry
+from facelink.shared.alignment import ARCFACE_112, Template, align, template_id
+from facelink.shared.detection import Detection, YuNet
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    height: int
+    width: int
+    detection: Detection | None = None
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * len(self.data) / (self.height * self.width)
+
+
+class EdgeEncoder:
+    """Encodes RGB uint8 images with one rate point of the model registry."""
+
+    def __init__(self, model: str | None = None, threads: int = 1):
+        self.bundle = registry.load(model)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.bundle.encoder_onnx), opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def model_id(self) -> str:
+        return self.bundle.model_id
+
+    def analyse(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Latents (y, z) of an image, padded (edge replication) to multiples of 64; returns the padding too."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        if not (0 < h <= bitstream.MAX_DIM and 0 < w <= bitstream.MAX_DIM):
+            raise ValueError(f"image size {w}×{h} out of range")
+        pb, pr = bitstream.padding_for(h, w)
+        padded = np.pad(rgb, ((0, pb), (0, pr), (0, 0)), mode="edge") if (pb or pr) else rgb
+        x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+        y, z = self.session.run(["y", "z"], {"image": x})
+        return y[0], z[0], (pb, pr)
+
+    def encode(self, rgb: np.ndarray, template: Template | None = None) -> bytes:
+        """One image → container. ``template``: the image is a crop aligned to it (the cloud skips detection)."""
+        y, z, (pb, pr) = self.analyse(rgb)
+        z_bytes, y_bytes = codec.compress_latents(self.bundle.tables, y, z)
+        tid = template_id(template) if template is not None else 0
+        frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], pb, pr, (z.shape[1], z.shape[2]),
+                                z_bytes, y_bytes, aligned=bool(tid), template_id=tid)
+        return bitstream.pack(frame)
+
+
+class FaceCropper:
+    """Detects the most prominent face and aligns it to the edge's canonical 112×112 crop."""
+
+    def __init__(self, template: Template = ARCFACE_112, detector: YuNet | None = None):
+        self.template = template
+        self.detector = detector or YuNet()
+
+    def crop(self, rgb: np.ndarray) -> tuple[np.ndarray, Detection] | None:
+        det = self.detector.largest(rgb, rgb=True)
+        if det is None:
+            return None
+        return align(rgb, det.landmarks, self.template), det
+
+
+class EdgePipeline:
+    """What a camera runs: face crop (default) or full frame, then encode."""
+
+    def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1):
+        self.encoder = EdgeEncoder(model, threads)
+        self.full_frame = full_frame
+        self.cropper = None if full_frame else FaceCropper()
+
+    def process(self, rgb: np.ndarray) -> Encoded | None:
+        """The coded frame, or None when crop mode finds no face (nothing is sent)."""
+        if self.full_frame:
+            return Encoded(self.encoder.encode(rgb), rgb.shape[0], rgb.shape[1])
+        found = self.cropper.crop(rgb)
+        if found is None:
+            return None
+        crop, det = found
+        return Encoded(self.encoder.encode(crop, self.cropper.template), crop.shape[0], crop.shape[1], det)
