@@ -346,7 +346,7 @@ def embed_items(items: Sequence[tuple[Path, bool]], recognizer, detector, cfg: E
     views = cfg.views()
     table = EmbeddingTable({})
     no_face: set[Path] = set()
-    todo: list[tuple[tuple[Path, bool], list[str], np.ndarray, np.ndarray | None]] = []  # item, keys, image, lm
+    todo: list[tuple] = []  # (item, cache keys, image, landmarks, cache hits per view)
     shas: dict[Path, str] = {}
     detected: dict[Path, np.ndarray | None] = {}
     bar = tqdm(items, desc=f"{cfg.recognizer}: read+detect", unit="img", disable=not progress, leave=False)
@@ -355,14 +355,13 @@ def embed_items(items: Sequence[tuple[Path, bool]], recognizer, detector, cfg: E
         sha = shas.setdefault(path, sha256_bytes(data))
         cacheable = not compressed or cfg.codec_id is not None
         keys = [cfg.key(sha, compressed, v) for v in views] if cacheable else []
-        if keys:
-            hits = [cache.get_embedding(k) for k in keys]
-            if all(h is not None for h in hits):
-                if hits[0][1]:
-                    no_face.add(path)
-                table.embeddings[(path, compressed)] = None if hits[0][0] is None else _compose([h[0] for h in hits])
-                table.cache_hits += 1
-                continue
+        hits = [cache.get_embedding(k) for k in keys] if keys else [None] * len(views)
+        if all(h is not None for h in hits):
+            if hits[0][1]:
+                no_face.add(path)
+            table.embeddings[(path, compressed)] = None if hits[0][0] is None else _compose([h[0] for h in hits])
+            table.cache_hits += 1
+            continue
         image = read_rgb(data, str(path))
         if compressed and cfg.codec_stage == "image":
             image = codec(image)
@@ -376,19 +375,19 @@ def embed_items(items: Sequence[tuple[Path, bool]], recognizer, detector, cfg: E
                     cache.put_detection(dkey, np.zeros((0, 2)) if got is None else got)
                 detected[path] = got if (got is not None and len(got)) else None
             lm = detected[path]
-        todo.append(((path, compressed), keys, image, lm))
+        todo.append(((path, compressed), keys, image, lm, hits))
 
     # Fallback landmarks for the "mean-landmarks" rule: median of detected landmarks per image size.
     fallback: dict[tuple[int, int], np.ndarray] = {}
     if cfg.no_face == "mean-landmarks":
         by_size: dict[tuple[int, int], list[np.ndarray]] = {}
-        for _, _, image, lm in todo:
+        for _, _, image, lm, _ in todo:
             if lm is not None:
                 by_size.setdefault(image.shape[:2], []).append(lm)
         fallback = {k: np.median(np.stack(v), 0) for k, v in by_size.items()}
 
     crops, owners = [], []
-    for item, keys, image, lm in todo:
+    for item, keys, image, lm, hits in todo:
         if lm is None:
             no_face.add(item[0])
             if cfg.no_face == "mean-landmarks" and image.shape[:2] in fallback:
@@ -405,22 +404,30 @@ def embed_items(items: Sequence[tuple[Path, bool]], recognizer, detector, cfg: E
         else:
             crop = align(image, lm, recognizer.template)
         crops.append(crop)
-        owners.append((item, keys, item[0] in no_face))
+        # views already cached (a usable hit for this view) are not recomputed
+        have = [None if (h is None or h[0] is None) else h[0] for h in hits]
+        owners.append((item, keys, item[0] in no_face, have))
     todo.clear()
 
-    bar = tqdm(total=len(crops), desc=f"{cfg.recognizer}: embed", unit="img", disable=not progress, leave=False)
-    for i in range(0, len(crops), batch_size):
-        batch = np.stack(crops[i : i + batch_size])
-        per_view = [recognizer.embed(batch)]
-        if cfg.flip:
-            per_view.append(recognizer.embed(np.ascontiguousarray(batch[:, :, ::-1])))
-        for j, (item, keys, nf) in enumerate(owners[i : i + batch_size]):
-            vs = [pv[j] for pv in per_view]
-            table.embeddings[item] = _compose(vs)
-            for k, v in zip(keys, vs):
-                cache.put_embedding(k, (v, nf))
-        bar.update(len(batch))
-    bar.close()
+    # Embed, per view, only the crops whose view is not cached (e.g. only mirrors after a run without flip).
+    for vi, view in enumerate(views):
+        need = [j for j, o in enumerate(owners) if o[3][vi] is None]
+        bar = tqdm(total=len(need), desc=f"{cfg.recognizer}: embed ({view})", unit="img", disable=not progress,
+                   leave=False)
+        for i in range(0, len(need), batch_size):
+            idx = need[i : i + batch_size]
+            batch = np.stack([crops[j] for j in idx])
+            if view == "mirror":
+                batch = np.ascontiguousarray(batch[:, :, ::-1])
+            for j, e in zip(idx, recognizer.embed(batch)):
+                item, keys, nf, have = owners[j]
+                have[vi] = e
+                if keys:
+                    cache.put_embedding(keys[vi], (e, nf))
+            bar.update(len(idx))
+        bar.close()
+    for item, _, _, have in owners:
+        table.embeddings[item] = _compose(have)
     cache.commit()
     table.no_face = sorted(no_face)
     return table
