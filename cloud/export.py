@@ -116,6 +116,16 @@ def load_checkpoint(path: str | Path) -> tuple[FaceCodec, dict]:
     return model, state
 
 
+def load_codec_from_bundle(bundle: registry.ModelBundle) -> FaceCodec:
+    """The full torch model of a registry rate point (for torch ``compress()`` and checks against the ONNX)."""
+    from safetensors.torch import load_file
+
+    m = bundle.manifest
+    model = build(m["architecture"], m["N"], m["M"])
+    model.load_state_dict(load_file(str(bundle.weights)))
+    return model.eval()
+
+
 def export(checkpoint: str | Path, name: str, out_root: Path | None = None, description: str = "",
            command: str = "") -> Path:
     model, state = load_checkpoint(checkpoint)

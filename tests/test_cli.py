@@ -1,0 +1,51 @@
+"""Command-line tools through their main(argv), with clear errors for bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from facelink.cloud import cli as cloud_cli
+from facelink.edge import cli as edge_cli
+
+
+def test_encode_decode_files(tmp_path, demo_faces, capsys):
+    out = tmp_path / "a.flk"
+    assert edge_cli.main(["encode", str(demo_faces / "probe" / "Tony_Blair_0002.jpg"), "-o", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == out.stat().st_size and info["width"] == 112 and info["mode"] == "face-crop"
+    # an existing file is never overwritten without --force
+    before = out.read_bytes()
+    assert edge_cli.main(["encode", str(demo_faces / "probe" / "Tony_Blair_0003.jpg"), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+    png = tmp_path / "a.png"
+    assert cloud_cli.main(["decode", str(out), "-o", str(png)]) == 0
+    assert png.stat().st_size > 0
+
+
+def test_bad_inputs(tmp_path, capsys):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"nope")
+    assert edge_cli.main(["encode", str(junk)]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+    assert edge_cli.main(["encode", str(tmp_path / "missing.jpg")]) == 2
+    assert edge_cli.main(["encode", str(junk), "--model", "no-such-model"]) == 2
+    flat = tmp_path / "flat.png"
+    import cv2
+
+    cv2.imwrite(str(flat), np.full((100, 100, 3), 200, np.uint8))
+    assert edge_cli.main(["encode", str(flat)]) == 2
+    assert "no face found" in capsys.readouterr().err
+    bad = tmp_path / "bad.flk"
+    bad.write_bytes(b"FLK\x01garbage")
+    assert cloud_cli.main(["decode", str(bad)]) == 2
+    assert cloud_cli.main(["no-such-command"]) == 2
+
+
+def test_stream_to_absent_server_fails_clearly(demo_faces, capsys):
+    rc = edge_cli.main(["stream", str(demo_faces / "probe"), "--server", "127.0.0.1:9", "--timeout", "2"])
+    assert rc == 2 and "no facelink server" in capsys.readouterr().err
+
+
+def test_models_lists_default(capsys):
+    assert edge_cli.main(["models"]) == 0
+    assert "(default)" in capsys.readouterr().out

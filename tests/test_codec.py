@@ -1,0 +1,131 @@
+"""Edge encode → cloud decode, golden vectors, and the edge's independence from torch."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from facelink.cloud.decoder import CloudDecoder
+from facelink.cloud.export import load_codec_from_bundle
+from facelink.edge.encoder import EdgeEncoder, EdgePipeline
+from facelink.shared import bitstream, codec, registry
+from facelink.shared.alignment import ARCFACE_112
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return EdgeEncoder()
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    return CloudDecoder()
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_round_trip_face_crop(encoder, decoder, face_rgb):
+    enc = EdgePipeline().process(face_rgb)
+    assert enc is not None and (enc.height, enc.width) == (112, 112)
+    frame = bitstream.unpack(enc.data)
+    assert frame.aligned and frame.template_id == 1 and frame.padded_shape == (128, 128)
+    dec = decoder.decode(enc.data)
+    assert dec.image.shape == (112, 112, 3)
+    crop = EdgePipeline().cropper.crop(face_rgb)[0]
+    assert psnr(dec.image, crop) > 24.0
+
+
+def test_round_trip_full_frame_odd_size(encoder, decoder, face_rgb):
+    img = np.ascontiguousarray(face_rgb[3:200, 10:241])  # 197×231: padded to 256×256
+    data = encoder.encode(img)
+    dec = decoder.decode(data)
+    assert dec.image.shape == img.shape
+    assert psnr(dec.image, img) > 22.0
+
+
+def test_onnx_encoder_matches_torch(face_rgb):
+    bundle = registry.load()
+    model = load_codec_from_bundle(bundle)
+    x = np.ascontiguousarray(face_rgb[:128, :128].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    sess = ort.InferenceSession(str(bundle.encoder_onnx), providers=["CPUExecutionProvider"])
+    y, z = sess.run(["y", "z"], {"image": x})
+    with torch.no_grad():
+        yt = model.g_a(torch.from_numpy(x))
+        zt = model.h_a(yt)
+    assert np.abs(y - yt.numpy()).max() < 1e-4
+    assert np.abs(z - zt.numpy()).max() < 1e-4
+
+
+def test_integer_entropy_parameters_follow_the_float_model(face_rgb):
+    """The integer hyper-synthesis approximates the trained float one to its fixed-point resolution."""
+    bundle = registry.load()
+    model = load_codec_from_bundle(bundle)
+    t = bundle.tables
+    z_sym = np.random.default_rng(0).integers(-2, 3, (t.N, 2, 2))
+    scales, means = t.hyper(z_sym)
+    z_hat = torch.from_numpy(z_sym + t.hyper.z_medians[:, None, None] / 2.0**t.hyper.frac_bits).float()[None]
+    with torch.no_grad():
+        s_f, m_f = model.h_s(z_hat).chunk(2, 1)
+    res = 2.0**-t.hyper.frac_bits
+    assert np.abs(scales * res - s_f[0].numpy()).max() < 64 * res
+    assert np.abs(means * res - m_f[0].numpy()).max() < 64 * res
+
+
+def test_model_mismatch_is_reported(encoder, decoder, face_rgb):
+    data = encoder.encode(face_rgb[:64, :64].copy())
+    frame = bitstream.unpack(data)
+    other = bitstream.pack(bitstream.Frame("f" * 16, frame.height, frame.width, frame.pad_bottom, frame.pad_right,
+                                           frame.z_shape, frame.z_bytes, frame.y_bytes))
+    with pytest.raises(codec.ModelMismatchError):
+        decoder.decode(other)
+
+
+@pytest.mark.parametrize("name", ["colin_powell_crop", "tony_blair_full"])
+def test_golden_vectors(name, decoder, demo_faces):
+    meta = json.loads((GOLDEN / "golden.json").read_text())[name]
+    data = (GOLDEN / f"{name}.flk").read_bytes()
+    bundle = registry.load()
+    assert meta["model_id"] == bundle.model_id, "golden vectors are stale: run tests/golden/make_golden.py"
+    y_hat = codec.decompress_latents(bundle.tables, bitstream.unpack(data))
+    assert hashlib.sha256(y_hat.tobytes()).hexdigest() == meta["y_hat_sha256"]
+    decoder.decode(data)
+    # the edge still writes the same bytes for the same photograph
+    import cv2
+
+    rgb = cv2.cvtColor(cv2.imread(str(demo_faces / meta["source"])), cv2.COLOR_BGR2RGB)
+    assert EdgePipeline(full_frame=meta["full_frame"]).process(rgb).data == data
+
+
+NO_TORCH = r"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision', 'compressai'):
+            raise ImportError(f'the edge must not import {name}')
+sys.meta_path.insert(0, Block())
+from facelink.edge.cli import main
+rc = main(sys.argv[1:])
+assert rc == 0, rc
+assert not any(m.split('.')[0] in ('torch', 'compressai') for m in sys.modules), 'torch was imported'
+"""
+
+
+def test_edge_runs_without_torch(tmp_path, demo_faces):
+    out = tmp_path / "face.flk"
+    src = demo_faces / "probe" / "Serena_Williams_0002.jpg"
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, "encode", str(src), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["bytes"] == out.stat().st_size > 0
+    assert bitstream.unpack(out.read_bytes()).template_id == 1

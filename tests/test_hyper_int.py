@@ -1,0 +1,105 @@
+"""The integer hyper-synthesis: exact, order-independent, and robust to tiny float perturbations."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facelink.shared import codec, bitstream, registry
+from facelink.shared.hyper_int import ACT_LIMIT, IntLayer, run_layer
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv"])
+def test_layer_matches_torch_float64_on_integers(kind):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2000, 2000, (6, 5, 7)).astype(np.float64)
+    if kind == "conv":
+        w = rng.integers(-300, 300, (4, 6, 3, 3))
+        ref = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(w.astype(np.float64)), stride=1, padding=1)[0]
+        layer = IntLayer("conv", w, np.zeros(4, np.int64), 0, 1, 1, 0, False)
+    else:
+        w = rng.integers(-300, 300, (6, 4, 5, 5))
+        ref = F.conv_transpose2d(torch.from_numpy(x)[None], torch.from_numpy(w.astype(np.float64)), stride=2,
+                                 padding=2, output_padding=1)[0]
+        layer = IntLayer("deconv", w, np.zeros(4, np.int64), 0, 2, 2, 1, False)
+    # shift 0 → floor(acc + 0.5) = acc for integers
+    out = run_layer(layer, x)
+    np.testing.assert_array_equal(out, ref.numpy())
+
+
+def test_shipped_model_accumulators_are_exact():
+    tables = registry.load().tables
+    for layer in tables.hyper.layers:
+        assert layer.worst_case_accumulator() < 2**53
+    assert np.abs(tables.hyper.z_medians).max() < ACT_LIMIT
+
+
+def test_summation_order_does_not_matter():
+    """Same integers through a different contraction order (einsum, no BLAS) give identical outputs."""
+    tables = registry.load().tables
+    rng = np.random.default_rng(1)
+    z = rng.integers(-3, 4, (tables.N, 2, 3))
+    scales, means = tables.hyper(z)
+    x = (z * (1 << tables.hyper.frac_bits) + tables.hyper.z_medians[:, None, None]).astype(np.float64)
+    import facelink.shared.hyper_int as hi
+
+    real = np.tensordot
+    try:
+        hi.np.tensordot = lambda a, b, axes: np.einsum("ocij,chwij->ohw", a, b)  # no BLAS, another order
+        for layer in tables.hyper.layers:
+            x = hi.run_layer(layer, x)
+    finally:
+        hi.np.tensordot = real
+    m = x.shape[0] // 2
+    np.testing.assert_array_equal(x[:m].astype(np.int64), scales)
+    np.testing.assert_array_equal(x[m:].astype(np.int64), means)
+
+
+def _frame(rng, encoder_tables):
+    y = rng.normal(0, 2.0, (encoder_tables.M, 8, 8)).astype(np.float32)
+    z = rng.normal(0, 1.5, (encoder_tables.N, 2, 2)).astype(np.float32)
+    zb, yb = codec.compress_latents(encoder_tables, y, z)
+    return bitstream.unpack(bitstream.pack(bitstream.Frame(encoder_tables.model_id, 128, 128, 0, 0, (2, 2), zb, yb)))
+
+
+def test_perturbed_hyper_synthesis_decodes_exactly_or_is_rejected(monkeypatch):
+    """Perturb the cloud's hyper-synthesis output by a relative 1e-6 (as a different device's float arithmetic
+    would): the decode is bit-exact or fails cleanly with BitstreamError; it never yields different symbols."""
+    tables = registry.load().tables
+    rng = np.random.default_rng(5)
+    frames = [_frame(rng, tables) for _ in range(6)]
+    expected = [codec.decompress_latents(tables, f) for f in frames]
+    original = type(tables.hyper).__call__
+
+    def perturbed(self, z_symbols, _rel=1e-6, _sign=[1]):
+        scales, means = original(self, z_symbols)
+        _sign[0] = -_sign[0]
+        # the perturbation acts on the real-valued outputs; the integer grid is 2**-frac_bits
+        f = 1.0 + _sign[0] * _rel
+        return np.floor(scales * f + 0.5).astype(np.int64), np.floor(means * f + 0.5).astype(np.int64)
+
+    monkeypatch.setattr(type(tables.hyper), "__call__", perturbed)
+    exact = rejected = 0
+    for f, want in zip(frames, expected):
+        try:
+            got = codec.decompress_latents(tables, f)
+        except bitstream.BitstreamError:
+            rejected += 1
+            continue
+        assert np.array_equal(got, want), "silently different latents"
+        exact += 1
+    assert exact + rejected == len(frames)
+
+
+def test_flipped_scale_index_is_rejected(monkeypatch):
+    """A perturbation large enough to move scale indexes must be caught by the stream's end-state check."""
+    tables = registry.load().tables
+    frame = _frame(np.random.default_rng(9), tables)
+    original = type(tables.hyper).__call__
+
+    def shifted(self, z_symbols):
+        scales, means = original(self, z_symbols)
+        return (scales * 1.2).astype(np.int64), means
+
+    monkeypatch.setattr(type(tables.hyper), "__call__", shifted)
+    with pytest.raises(bitstream.BitstreamError):
+        codec.decompress_latents(tables, frame)
