@@ -6,7 +6,7 @@
   facelink train            train a codec (schema-checked config)
   facelink export           package a trained codec as a registry rate point
   facelink verify-bitexact  edge-encode / cloud-decode a data set and count mismatches
-  facelink bench ...        accuracy-versus-bpp benchmarks (`facelink bench recognizers` for recognizers)
+  facelink bench ...        accuracy-versus-bpp benchmarks; `bench recognizers`, `bench edge-speed`
   facelink demo             the whole pipeline on loopback
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": "facelink.cloud.demo",
     "bench": "facelink.benchmarks.bench",
     "bench recognizers": "facelink.benchmarks.recognizers",
+    "bench edge-speed": "facelink.benchmarks.edge_speed",
 }
 
 
@@ -78,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return _enroll(rest)
     if cmd == "decode":
         return _decode(rest)
-    if cmd == "bench" and rest[:1] == ["recognizers"]:
-        cmd, rest = "bench recognizers", rest[1:]
+    if cmd == "bench" and rest[:1] and f"bench {rest[0]}" in COMMANDS:
+        cmd, rest = f"bench {rest[0]}", rest[1:]
     if cmd not in COMMANDS:
         print(f"facelink: unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
         return 2

@@ -11,9 +11,9 @@ each layer rounds half up by an exact power-of-two division, applies ReLU and cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 EXACT_LIMIT = 2**53
 ACT_LIMIT = 2**24  # activations are clipped to ±ACT_LIMIT (never reached by trained models; keeps the bound)
@@ -34,41 +34,59 @@ class IntLayer:
         if self.kind not in ("conv", "deconv"):
             raise ValueError(f"unknown layer kind {self.kind!r}")
 
-    @property
-    def conv_weight(self) -> np.ndarray:
-        """The (O, C, k, k) kernel of the equivalent stride-1 convolution, as float64 integers."""
-        w = self.weight.astype(np.float64)
-        if self.kind == "deconv":
-            w = np.flip(w, axis=(2, 3)).transpose(1, 0, 2, 3)
-        return np.ascontiguousarray(w)
-
     def worst_case_accumulator(self) -> int:
         """Largest |accumulator| any input within ±ACT_LIMIT can produce (bias and rounding included)."""
         per_output = np.abs(self.weight.astype(np.int64))
         per_output = per_output.sum(axis=(1, 2, 3)) if self.kind == "conv" else per_output.sum(axis=(0, 2, 3))
         return int(per_output.max()) * ACT_LIMIT + int(np.abs(self.bias).max()) + 2**self.shift
 
+    @cached_property
+    def _plan(self):
+        """Weights as float64 matrices, once. A stride-s transposed convolution is split into s×s phases, each
+        an ordinary correlation with a sub-kernel (no multiplications by inserted zeros)."""
+        w = self.weight.astype(np.float64)
+        k = w.shape[-1]
+        if self.kind == "conv":
+            return [(None, None, k, k, np.ascontiguousarray(w.reshape(w.shape[0], -1)))]
+        s, p = self.stride, self.padding
+        phases = []
+        for y0 in range(s):
+            ry = (y0 + p) % s
+            for x0 in range(s):
+                rx = (x0 + p) % s
+                sub = w[:, :, ry::s, rx::s][:, :, ::-1, ::-1]  # (C, O, T, U), flipped for correlation
+                t, u = sub.shape[2:]
+                phases.append((y0, x0, t, u, np.ascontiguousarray(sub.transpose(1, 0, 2, 3).reshape(sub.shape[1], -1))))
+        return phases
 
-def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad_lo: int, pad_hi: int) -> np.ndarray:
-    """Stride-``stride`` 2-D convolution (cross-correlation) of x (C, H, W) with w (O, C, k, k)."""
-    k = w.shape[-1]
-    xp = np.pad(x, ((0, 0), (pad_lo, pad_hi), (pad_lo, pad_hi)))
-    win = sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # (C, Ho, Wo, k, k)
-    return np.tensordot(w, win, axes=([1, 2, 3], [0, 3, 4]))  # (O, Ho, Wo)
+
+def _correlate(x: np.ndarray, w2d: np.ndarray, t: int, u: int, ho: int, wo: int, stride: int = 1) -> np.ndarray:
+    """Valid cross-correlation of x (C, H, W) with a (O, C·t·u) kernel matrix → (O, ho, wo), one matrix product."""
+    c = x.shape[0]
+    cols = np.empty((c, t, u, ho, wo), dtype=np.float64)
+    for i in range(t):
+        for j in range(u):
+            cols[:, i, j] = x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+    return (w2d @ cols.reshape(c * t * u, ho * wo)).reshape(-1, ho, wo)
 
 
 def run_layer(layer: IntLayer, x: np.ndarray) -> np.ndarray:
-    k = layer.weight.shape[-1]
+    c, h, w = x.shape
+    k, s, p = layer.weight.shape[-1], layer.stride, layer.padding
     if layer.kind == "conv":
-        acc = _conv(x, layer.conv_weight, layer.stride, layer.padding, layer.padding)
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        (_, _, t, u, w2d), = layer._plan
+        acc = _correlate(np.pad(x, ((0, 0), (p, p), (p, p))), w2d, t, u, ho, wo, s)
     else:
-        c, h, w = x.shape
-        s = layer.stride
-        up = np.zeros((c, (h - 1) * s + 1, (w - 1) * s + 1), dtype=np.float64)
-        up[:, ::s, ::s] = x
-        lo = k - 1 - layer.padding
         # output size (h-1)·s - 2p + k + output_padding, as torch's ConvTranspose2d
-        acc = _conv(up, layer.conv_weight, 1, lo, lo + layer.output_padding)
+        ho, wo = (h - 1) * s - 2 * p + k + layer.output_padding, (w - 1) * s - 2 * p + k + layer.output_padding
+        xp = np.pad(x, ((0, 0), (k, k), (k, k)))
+        acc = np.empty((layer.weight.shape[1], ho, wo), dtype=np.float64)
+        for y0, x0, t, u, w2d in layer._plan:
+            n, m = len(range(y0, ho, s)), len(range(x0, wo, s))
+            qy, qx = (y0 + p) // s, (x0 + p) // s  # input row/col of the phase's first output, tap 0
+            sy, sx = qy - (t - 1) + k, qx - (u - 1) + k
+            acc[:, y0::s, x0::s] = _correlate(xp[:, sy : sy + n + t - 1, sx : sx + m + u - 1], w2d, t, u, n, m)
     acc += layer.bias.astype(np.float64)[:, None, None]
     # round half up: floor((acc + 2**(shift-1)) / 2**shift), exact for integers below 2**53
     out = np.floor((acc + float(2 ** (layer.shift - 1))) / float(2**layer.shift))

@@ -1,0 +1,52 @@
+# facelink — `make demo` and `make test` set everything up on a fresh machine, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all install system-deps demo test test-fast bench bench-recognizers train-first export-first verify-bitexact proto clean
+
+all: test
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=69,<81' wheel
+	# torch first, pinned: pip takes 2.14.1 from this machine's disk where it lies there
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) system-deps
+
+# Debian packages the classical-codec benchmarks need (ffmpeg brings libx265, libaom, libsvtav1, libjxl, libwebp).
+system-deps:
+	@command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/facelink demo
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The foundation's first model: training (about 30 min on 2 CPU cores), export into the registry, golden vectors.
+train-first: $(STAMP)
+	$(BIN)/facelink train --config cloud/configs/first-model.yaml --out runs/first-model --resume
+export-first: $(STAMP)
+	$(BIN)/facelink export --checkpoint runs/first-model/model.pt --name face-msh-q4 \
+	  --description "Foundation first model: pixel loss only (lambda 0.013), LFW images outside View 2 + CelebA train identities" \
+	  --command "make train-first"
+	$(BIN)/python tests/golden/make_golden.py
+
+# Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
+verify-bitexact: $(STAMP)
+	$(BIN)/facelink verify-bitexact --dataset lfw --workers 2 --out benchmarks/results/bitexact_lfw.json
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
