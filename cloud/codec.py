@@ -1,0 +1,25 @@
+"""facelink's learned codec as one object: ``encode(rgb) -> container bytes``, ``decode(bytes) -> rgb``.
+
+The edge path (onnxruntime + numpy entropy coder) encodes and the cloud path decodes, exactly as deployed; the
+benchmark engine uses this to put the learned codec beside the classical ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from facelink.cloud.decoder import CloudDecoder
+from facelink.edge.encoder import EdgeEncoder
+
+
+class LearnedCodec:
+    def __init__(self, model: str | None = None, threads: int = 1, device: str | None = None):
+        self.encoder = EdgeEncoder(model, threads=threads)
+        self.decoder = CloudDecoder(device=device)  # every registry model: a container names its own
+        self.name = self.encoder.bundle.name
+        self.model_id = self.encoder.model_id
+
+    def encode(self, rgb: np.ndarray) -> bytes:
+        return self.encoder.encode(rgb)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.decoder.decode(data).image
