@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "facelink.benchmarks.bench",
     "bench recognizers": "facelink.benchmarks.recognizers",
     "bench edge-speed": "facelink.benchmarks.edge_speed",
+    "bench calibrate-threshold": "facelink.benchmarks.calibrate_threshold",
 }
 
 
