@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facelink.cloud import datasets
-from facelink.shared import bitstream, codec, rans
+from facelink.shared import bitstream, codec
 
 _state: dict = {}
 
@@ -35,31 +35,16 @@ def _init(model: str | None) -> None:
 
 def check_image(path: str) -> dict:
     enc = _state["enc"]
-    tables = enc.bundle.tables
     im = cv2.imread(path, cv2.IMREAD_COLOR)
     if im is None:
         return {"file": path, "ok": False, "error": "unreadable image"}
     rgb = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
-    y, z, _ = enc.analyse(rgb)
-    # what the edge codes
-    z_sym = codec.quantize_z(tables, z)
-    idx_e, means_e = tables.entropy_parameters(z_sym)
-    y_sym = np.round(y.astype(np.float32) - means_e).astype(np.int64)
-    data = enc.encode(rgb)
-    # what the cloud decodes
-    try:
-        frame = bitstream.unpack(data)
-        zh, zw = frame.z_shape
-        z_dec = rans.decode_with_indexes(frame.z_bytes, codec._z_indexes(tables, (tables.N, zh, zw)), tables.z.cdfs,
-                                         tables.z.cdf_lengths, tables.z.offsets).reshape(tables.N, zh, zw)
-        idx_c, means_c = tables.entropy_parameters(z_dec)
-        y_dec = rans.decode_with_indexes(frame.y_bytes, idx_c, tables.y.cdfs, tables.y.cdf_lengths,
-                                         tables.y.offsets).reshape(y_sym.shape)
-        y_hat = codec.decompress_latents(tables, frame)
-    except (bitstream.BitstreamError, rans.RansError) as e:
+    data, sent = enc.encode_with_symbols(rgb)  # the edge path
+    try:  # the cloud path, from the bytes alone
+        got = codec.decode_symbols(enc.bundle.tables, bitstream.unpack(data))
+    except bitstream.BitstreamError as e:
         return {"file": path, "ok": False, "error": str(e), "bytes": len(data)}
-    ok = (np.array_equal(z_dec, z_sym) and np.array_equal(idx_c, idx_e) and np.array_equal(means_c, means_e)
-          and np.array_equal(y_dec, y_sym) and np.array_equal(y_hat, y_sym.astype(np.float32) + means_e))
+    ok = all(np.array_equal(getattr(got, f), getattr(sent, f)) for f in ("z", "indexes", "means", "y"))
     return {"file": path, "ok": bool(ok), "bytes": len(data), "pixels": rgb.shape[0] * rgb.shape[1]}
 
 

@@ -55,12 +55,17 @@ class EdgeEncoder:
 
     def encode(self, rgb: np.ndarray, template: Template | None = None) -> bytes:
         """One image → container. ``template``: the image is a crop aligned to it (the cloud skips detection)."""
+        return self.encode_with_symbols(rgb, template)[0]
+
+    def encode_with_symbols(self, rgb: np.ndarray, template: Template | None = None
+                            ) -> tuple[bytes, codec.DecodedSymbols]:
+        """The container and the symbols it codes (what a decoder must reproduce exactly)."""
         y, z, (pb, pr) = self.analyse(rgb)
-        z_bytes, y_bytes = codec.compress_latents(self.bundle.tables, y, z)
+        z_bytes, y_bytes, symbols = codec.compress_latents_with_symbols(self.bundle.tables, y, z)
         tid = template_id(template) if template is not None else 0
         frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], pb, pr, (z.shape[1], z.shape[2]),
                                 z_bytes, y_bytes, aligned=bool(tid), template_id=tid)
-        return bitstream.pack(frame)
+        return bitstream.pack(frame), symbols
 
 
 class FaceCropper:
