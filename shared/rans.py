@@ -113,6 +113,18 @@ def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
     return struct.pack("<II", x & _MASK32, x >> 32) + struct.pack(f"<{len(words)}I", *words)
 
 
+def _get_bits(x: int, p: int, words) -> tuple[int, int, int]:
+    """Rans64DecGetBits with 4 bits: (value, new state, new word position)."""
+    v = x & MAX_BYPASS
+    x >>= BYPASS_BITS
+    if x < RANS_L:
+        if p >= len(words):
+            raise RansError("rANS stream ends inside an escape")
+        x = (x << 32) | words[p]
+        p += 1
+    return v, x, p
+
+
 def decode_with_indexes(data: bytes, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
     """Decode ``len(indexes)`` symbols from ``data``; raises :class:`RansError` on any inconsistency."""
     indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
@@ -143,32 +155,13 @@ def decode_with_indexes(data: bytes, indexes, cdfs, cdf_lengths, offsets) -> np.
             x = (x << 32) | words[p]
             p += 1
         if s == max_values[idx]:
-            chunks = []
-            for _ in range(2 + _MAX_RAW_CHUNKS):  # escape: chunk count, then the raw value's 4-bit chunks
-                v = x & MAX_BYPASS
-                x >>= BYPASS_BITS
-                if x < RANS_L:
-                    if p >= n_words:
-                        raise RansError("rANS stream ends inside an escape")
-                    x = (x << 32) | words[p]
-                    p += 1
-                chunks.append(v)
-                if v != MAX_BYPASS:
-                    break
-            else:
-                raise RansError("escape chunk count out of range")
-            n_bypass = sum(chunks)
+            # escape: a 4-bit chunk count (values fit 28 bits, so the count is one chunk), then the chunks of raw
+            n_bypass, x, p = _get_bits(x, p, words)
             if n_bypass > _MAX_RAW_CHUNKS:
                 raise RansError("escaped value wider than 28 bits")
             raw = 0
             for j in range(n_bypass):
-                v = x & MAX_BYPASS
-                x >>= BYPASS_BITS
-                if x < RANS_L:
-                    if p >= n_words:
-                        raise RansError("rANS stream ends inside an escape")
-                    x = (x << 32) | words[p]
-                    p += 1
+                v, x, p = _get_bits(x, p, words)
                 raw |= v << (j * BYPASS_BITS)
             s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s
         append(s + offs[idx])
