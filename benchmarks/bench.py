@@ -347,7 +347,11 @@ def _codecs(_args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "run":
-        return _run(args)
+        try:
+            return _run(args)
+        except CodecUnavailable as e:
+            print(f"facelink bench: {e}", file=sys.stderr)
+            return 2
     if args.cmd == "report":
         docs = read_results(args.dir)
         written = write_outputs(docs, args.dir)

@@ -315,8 +315,10 @@ class FacelinkCodec(Codec):
         return self._loaded[model]
 
     def check_available(self):
-        for m in self.qualities[:1]:
-            self._codec(m)
+        if not self.qualities:
+            raise CodecUnavailable("no learned-codec models configured: give them as facelink:<model>,<model>,... "
+                                   "or in the codecs.REGISTRY entry")
+        self._codec(str(self.qualities[0]))
 
     def encode(self, rgb, quality):
         return self._codec(str(quality)).encode(_check_rgb(rgb))

@@ -103,10 +103,8 @@ def load_suite(dataset: str, limit: int | None = None, assets: str | Path | None
         pfile = root / "pairs.txt"
         path_of, desc = ds.lfw_image_path, "LFW View 2 (deep-funneled), 10 folds"
     elif dataset == "celeba":
-        from facelink.shared.paths import REPO_ROOT
-
         root = ds.celeba_root(assets)
-        pfile = (REPO_ROOT or Path.cwd()) / "benchmarks" / "protocols" / "celeba_test_pairs.txt"
+        pfile = Path(__file__).resolve().parent / "protocols" / "celeba_test_pairs.txt"  # package data
         path_of, desc = ds.celeba_image_path, "CelebA faces 256×256, test identities, 10 identity-disjoint folds"
     else:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 METHODS = ("pchip", "akima")
+QUALITY_DECIMALS = 9
 
 
 def pareto_curve(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +40,8 @@ def pareto_curve(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.nd
     if r.shape != q.shape or r.ndim != 1:
         raise ValueError(f"rate and quality must be 1-D and the same length, got {r.shape} and {q.shape}")
     ok = np.isfinite(r) & np.isfinite(q) & (r > 0)
-    r, q = r[ok], q[ok]
+    # Accuracies are means of fold fractions: round away float noise (1e-16) so equal values compare equal.
+    r, q = r[ok], np.round(q[ok], QUALITY_DECIMALS)
     order = np.lexsort((-q, r))  # by rate, then higher quality first
     keep_r, keep_q = [], []
     best = -math.inf
@@ -117,6 +119,7 @@ class Parity:
 def rate_at_quality(rate, quality, target: float, method: str = "pchip") -> tuple[float, str]:
     """bpp at which the curve's Pareto interpolant reaches ``target`` quality, and how it was found."""
     r, q = pareto_curve(rate, quality)
+    target = round(float(target), QUALITY_DECIMALS)
     if len(r) == 0:
         return math.nan, "not_reached"
     if target <= q[0]:
