@@ -11,7 +11,11 @@ from facelink.cloud.recognizers import Recognizer
 from facelink.shared.alignment import TEMPLATE_IDS, align
 from facelink.shared.detection import YuNet
 
-DEFAULT_THRESHOLD = 0.35  # cosine similarity; calibrated on LFW View 1 (see README)
+# Cosine similarity above which the best gallery match is reported as that person: the accuracy-maximising
+# threshold for MobileFaceNet in the deployed setting (uncompressed gallery photo, face crop coded by the default
+# model) on 600 pairs of LFW images outside View 2 — benchmarks/results/threshold.json, made by
+# `facelink bench calibrate-threshold --pairs 300 --out benchmarks/results/threshold.json`.
+DEFAULT_THRESHOLD = 0.285
 
 
 @dataclass
