@@ -225,11 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
-    for key in ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "workers", "device"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
-    cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
+    try:
+        data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
+        for key in ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "workers",
+                    "device"):
+            if getattr(args, key) is not None:
+                data[key] = getattr(args, key)
+        cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
+    except (OSError, cfgmod.ConfigError) as e:
+        print(f"facelink serve: {e}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(_serve(cfg, args.ready_file))
     except (registry.UnknownModelError, GalleryError) as e:
