@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,17 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (JSON value)")
     args = ap.parse_args(argv)
-    data = {}
-    if args.config:
-        data = cfgmod.to_dict(cfgmod.load(TrainConfig, args.config))
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            data[k] = json.loads(v)
-        except json.JSONDecodeError:
-            data[k] = v
-    cfg = cfgmod.from_mapping(TrainConfig, data, "training config")
-    train(cfg, Path(args.out), resume=args.resume, assets=args.assets)
+    try:
+        data = cfgmod.to_dict(cfgmod.load(TrainConfig, args.config)) if args.config else {}
+        for kv in args.set:
+            k, _, v = kv.partition("=")
+            try:
+                data[k] = json.loads(v)
+            except json.JSONDecodeError:
+                data[k] = v
+        cfg = cfgmod.from_mapping(TrainConfig, data, "training config")
+        train(cfg, Path(args.out), resume=args.resume, assets=args.assets)
+    except (OSError, cfgmod.ConfigError) as e:
+        print(f"facelink train: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
