@@ -148,7 +148,9 @@ def render_markdown(doc: dict) -> str:
               "std with ddof=1 over the 10 folds; TAR at FAR = 1e-3, EER and AUC on all pairs pooled; a pair with "
               "an image where no face was found is scored as a reject (rule `reject`) unless another rule is "
               "named. See `facelink/cloud/verification.py`.", ""]
-    lines += ["## How each row was made", ""]
+    lines += ["## How each row was made", "",
+              "(`python -m facelink.benchmarks.recognizers ARGS` and `facelink bench recognizers ARGS` are the same "
+              "program.)", ""]
     for e in doc["entries"]:
         lines.append(f"- **{e['recognizer']}** (flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
                      f"at commit `{(e.get('git') or {}).get('commit')}`"
@@ -228,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_used = list(sys.argv[1:] if argv is None else argv)
-    command = "facelink bench recognizers " + " ".join(shlex.quote(a) for a in argv_used)
+    # Record the invocation as it was made: `python -m ...` when run as a module, else the CLI form.
+    prog = ("python -m facelink.benchmarks.recognizers" if argv is None and sys.argv[0].endswith("recognizers.py")
+            else "facelink bench recognizers")
+    command = prog + " " + " ".join(shlex.quote(a) for a in argv_used)
 
     import torch
 

@@ -153,3 +153,38 @@ def test_codec_settings_and_cache(tmp_path):
     assert not np.allclose(plain.scores, r1.scores)
     with pytest.raises(ValueError):
         V.evaluate(proto, rec, det, setting="symmetric")  # a codec is required
+
+
+def test_bench_tool_cache_roundtrip_and_report_merge(tmp_path):
+    from facelink.benchmarks import recognizers as B
+
+    c = B.EmbeddingCache(tmp_path / "e.sqlite")
+    v = np.arange(4, dtype=np.float32)
+    c.put_embedding("k", (v, False))
+    c.put_embedding("none", (None, True))
+    c.put_detection("d", np.ones((5, 2)))
+    c.put_detection("empty", np.zeros((0, 2)))
+    c.close()
+    c = B.EmbeddingCache(tmp_path / "e.sqlite")
+    got, nf = c.get_embedding("k")
+    np.testing.assert_array_equal(got, v)
+    assert nf is False
+    assert c.get_embedding("none") == (None, True) and c.get_embedding("absent") is None
+    assert c.get_detection("d").shape == (5, 2) and c.get_detection("empty").shape == (0, 2)
+    m = V.verification_metrics([0.9, 0.8, 0.1, 0.2], [True, True, False, False], [0, 0, 1, 1]).as_dict()
+    base = {"detector": "yunet", "setting": "none", "no_face_rule": "reject", "metrics": m, "no_face_images": 0,
+            "no_face_pairs": 0, "command": "cmd", "git": {"commit": "abc"}}
+    B.write_results(tmp_path, "lfw", [dict(base, recognizer="sface", flip=False)], {})
+    B.write_results(tmp_path, "lfw", [dict(base, recognizer="mobilefacenet", flip=True),
+                                      {"recognizer": "facenet-vggface2", "unavailable": "weights absent",
+                                       "command": "cmd"}], {})
+    # a later run of the same configuration replaces its row; others are kept, in registry order
+    B.write_results(tmp_path, "lfw", [dict(base, recognizer="sface", flip=False, command="cmd2")], {})
+    import json
+
+    doc = json.loads((tmp_path / "recognizers_lfw.json").read_text())
+    assert [(e["recognizer"], e.get("command")) for e in doc["entries"]] == [
+        ("mobilefacenet", "cmd"), ("sface", "cmd2"), ("facenet-vggface2", "cmd")]
+    md = (tmp_path / "recognizers_lfw.md").read_text()
+    assert "not run: weights absent" in md and "`cmd2`" in md
+    assert B.main(["--dataset", "lfw", "--assets", str(tmp_path / "nowhere"), "--no-write"]) == 2

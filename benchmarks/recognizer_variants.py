@@ -1,0 +1,145 @@
+"""Investigate gaps between measured and published recognizer accuracies: run pipeline variants on LFW View 2
+(or a subset of its folds) next to facelink's default pipeline on exactly the same pairs.
+
+Variants:
+- ``default:<recognizer>``: facelink's pipeline (YuNet landmarks, the recognizer's template, cosine); uses the
+  embedding cache of ``facelink bench recognizers``.
+- ``bgr:<recognizer>``: the same crops with the colour channels reversed (checks the input channel order).
+- ``dlib-native``: dlib's own published pipeline: dlib's HOG face detector (YuNet's box as the face rectangle
+  where HOG finds none), its 5-point shape predictor, ``compute_face_descriptor(image, shape)`` (dlib's chip,
+  150×150, padding 0.25) and the Euclidean distance between raw descriptors.
+- ``dlib-native-cosine``: the same descriptors scored by cosine similarity.
+- ``dlib-yunet-euclid``: facelink's crops (YuNet + DLIB_150) but Euclidean distance on raw descriptors.
+
+Run: ``python -m facelink.benchmarks.recognizer_variants --folds 0 1 2 --variants default:dlib-resnet dlib-native``;
+results go to ``benchmarks/results/recognizer_variants_lfw.json`` (merged by variant and folds) and are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facelink.benchmarks.recognizers import EmbeddingCache, git_state
+from facelink.cloud import recognizers as R
+from facelink.cloud import verification as V
+from facelink.shared.alignment import align
+from facelink.shared.detection import YuNet
+from facelink.shared.paths import REPO_ROOT, runs_dir
+
+
+def _rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def _scores(proto: V.PairProtocol, emb: dict, metric: str) -> np.ndarray:
+    out = []
+    for p in proto.pairs:
+        a, b = emb[p.a], emb[p.b]
+        if metric == "cosine":
+            out.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        else:  # negative Euclidean distance: higher = more alike
+            out.append(-float(np.linalg.norm(a - b)))
+    return np.array(out)
+
+
+def _crop_variant(proto, name: str, det: YuNet, bgr: bool, raw: bool) -> dict:
+    rec = R.get_recognizer(name, "cpu")
+    emb = {}
+    for path in tqdm(proto.images(), desc=f"{name} {'bgr' if bgr else 'rgb'}", unit="img"):
+        im = _rgb(path)
+        face = det.largest(im, rgb=True)
+        crop = align(im, face.landmarks, rec.template)
+        if bgr:
+            crop = np.ascontiguousarray(crop[:, :, ::-1])
+        emb[path] = rec._embed_batch(crop[None])[0] if raw else rec.embed(crop[None])[0]
+    return emb
+
+
+def _dlib_native(proto, det: YuNet) -> tuple[dict, int]:
+    import dlib
+
+    hog = dlib.get_frontal_face_detector()
+    sp5 = dlib.shape_predictor(str(R.dlib_model_path("shape_predictor_5_face_landmarks.dat")))
+    model = dlib.face_recognition_model_v1(str(R.dlib_model_path()))
+    emb, fallbacks = {}, 0
+    for path in tqdm(proto.images(), desc="dlib native", unit="img"):
+        im = _rgb(path)
+        rects = list(hog(im, 1))
+        if rects:  # the face nearest the image centre (LFW's subject is centred)
+            h, w = im.shape[:2]
+            rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        else:
+            fallbacks += 1
+            x, y, bw, bh = det.largest(im, rgb=True).box
+            rect = dlib.rectangle(int(x), int(y), int(x + bw), int(y + bh))
+        shape = sp5(im, rect)
+        emb[path] = np.asarray(model.compute_face_descriptor(im, shape), dtype=np.float32)
+    return emb, fallbacks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m facelink.benchmarks.recognizer_variants", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", required=True)
+    ap.add_argument("--folds", nargs="+", type=int, default=list(range(10)), help="LFW View 2 folds (0-9) to use")
+    ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/recognizer_variants_lfw.json)")
+    args = ap.parse_args(argv)
+    command = "python -m facelink.benchmarks.recognizer_variants " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+    full = V.lfw_view2_protocol()
+    pairs = [p for p in full.pairs if p.fold in set(args.folds)]
+    proto = V.PairProtocol(f"lfw-view2-folds{'-'.join(map(str, args.folds))}", pairs, len(args.folds), full.source)
+    det = YuNet()
+    results = []
+    memo: dict = {}
+    for variant in args.variants:
+        t0 = time.time()
+        notes = ""
+        if variant.startswith("default:"):
+            name = variant.split(":", 1)[1]
+            cache = EmbeddingCache(runs_dir() / "cache" / "embeddings.sqlite")
+            res = V.evaluate(proto, R.get_recognizer(name, "cpu"), det, cache=cache)
+            cache.close()
+            scores = res.scores
+        elif variant.startswith("bgr:"):
+            scores = _scores(proto, _crop_variant(proto, variant.split(":", 1)[1], det, True, False), "cosine")
+        elif variant in ("dlib-native", "dlib-native-cosine"):
+            if "dlib-native" not in memo:
+                memo["dlib-native"] = _dlib_native(proto, det)
+            emb, fb = memo["dlib-native"]
+            scores = _scores(proto, emb, "euclidean" if variant == "dlib-native" else "cosine")
+            notes = f"HOG found no face in {fb} images: YuNet's box used as the rectangle"
+        elif variant == "dlib-yunet-euclid":
+            scores = _scores(proto, _crop_variant(proto, "dlib-resnet", det, False, True), "euclidean")
+        else:
+            print(f"unknown variant {variant}", file=sys.stderr)
+            return 2
+        m = V.verification_metrics(V.floor_missing(scores), proto.labels, proto.folds)
+        print(f"{variant:24s} folds {args.folds}: acc {100 * m.accuracy_mean:.2f} ± {100 * m.accuracy_std:.2f} %  "
+              f"TAR@FAR=1e-3 {100 * m.tar_at_far:.2f} %  EER {100 * m.eer:.2f} %  AUC {m.auc:.4f}  {notes}", flush=True)
+        results.append({"variant": variant, "folds": args.folds, "n_pairs": len(pairs), "metrics": m.as_dict(),
+                        "notes": notes, "seconds": round(time.time() - t0, 1), "command": command,
+                        "git": git_state()})
+    out = args.out or (REPO_ROOT / "benchmarks" / "results" / "recognizer_variants_lfw.json")
+    try:
+        old = json.loads(open(out).read())
+    except (OSError, ValueError):
+        old = []
+    keyed = {(r["variant"], tuple(r["folds"])): r for r in old}
+    keyed.update({(r["variant"], tuple(r["folds"])): r for r in results})
+    with open(out, "w") as f:
+        json.dump(list(keyed.values()), f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
