@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-recognizers train-first export-first verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-recognizers train-first export-first train-ipr train-pixel verify-bitexact proto clean
 
 all: test
 
@@ -40,6 +40,24 @@ export-first: $(STAMP)
 	  --description "Foundation first model: pixel loss only (lambda 0.013), LFW images outside View 2 + CelebA train identities" \
 	  --command "make train-first"
 	$(BIN)/python tests/golden/make_golden.py
+
+# Issue #5: five rate points (q5 = λ 0.013 … q1 = λ 0.0018), each fine-tuned from the next-higher one (q5 from the
+# first model), with the identity term (train-ipr) and with pixel loss only (train-pixel, the ablation); resumable
+# (a finished rate point, one with model.pt, is not retrained), then each exported to the registry.
+# TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--set threads=1" on a busy machine.
+# $(call train-rates,config/run prefix,registry prefix,description)
+define train-rates
+	@test -f runs/first-model/model.pt || $(MAKE) train-first
+	@set -e; for q in 5 4 3 2 1; do \
+	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
+	  $(BIN)/facelink export --checkpoint runs/$(1)-q$$q/model.pt --name face-$(2)-q$$q \
+	    --description "$(3), rate point q$$q of 5 (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)"; \
+	done
+endef
+train-ipr: $(STAMP)
+	$(call train-rates,ipr,ipr,IPR: rate + lambda*(pixel MSE + alpha*MobileFaceNet identity))
+train-pixel: $(STAMP)
+	$(call train-rates,pixel,pix,Ablation of face-ipr: pixel loss only with the same data and fine-tuning chain)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

@@ -1,12 +1,15 @@
-"""Training of the face codec: rate + λ·(pixel distortion), resumable, on CPU or GPU.
+"""Training of the face codec: R + λ·(255²·MSE + α·D_identity), resumable, on CPU or GPU.
 
 ``facelink train --config CONFIG --out RUN_DIR`` trains; ``--resume`` continues from ``RUN_DIR/checkpoint.pt``.
-The identity (IPR) term and rate points are added by the IPR training work; this loop is what they extend.
+With ``alpha`` 0 and ``face_crop_fraction`` 0 (the defaults) it is the pixel-loss trainer the first model was made
+with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.identity_loss`) on patches from the
+landmark-aware sampler; ``cloud/configs/ipr-q*.yaml`` and ``pixel-q*.yaml`` (the ablation) are the rate points.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import random
@@ -23,6 +26,9 @@ from tqdm import tqdm
 from facelink.cloud import config as cfgmod
 from facelink.cloud import datasets
 from facelink.cloud.codec_model import ARCHITECTURE, build, rate_distortion_terms
+from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
+from facelink.shared.alignment import ARCFACE_112, transform_points
+from facelink.shared.paths import runs_dir
 
 
 @dataclass
@@ -43,6 +49,33 @@ class TrainConfig:
     threads: int = 2
     init_from: str | None = None  # fine-tune from another run's model.pt
     datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
+    # Identity preservation (issue #5): loss = R + λ·(255²·MSE + alpha·D_identity), D_identity = mean(1 − cos) of
+    # the recognizer's embeddings of source and reconstruction. alpha 0 is pixel loss only (the behaviour above).
+    alpha: float = 0.0
+    recognizer: str = "mobilefacenet"
+    # Share of samples that are the edge's aligned face crops (112×112, template arcface-112, padded to the patch
+    # size by edge replication as the edge pads to multiples of 64); the rest are random crops as PatchSampler's.
+    # With alpha > 0 or face_crop_fraction > 0 the landmark-aware sampler is used (images without a face skipped).
+    face_crop_fraction: float = 0.0
+    max_images: int = 0  # use only this many training images (seeded choice); 0 = all. For smoke runs.
+
+    def __post_init__(self):
+        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
+            raise cfgmod.ConfigError(f"alpha must be a finite number ≥ 0, got {self.alpha}")
+        if not 0.0 <= self.face_crop_fraction <= 1.0:
+            raise cfgmod.ConfigError(f"face_crop_fraction must lie in [0, 1], got {self.face_crop_fraction}")
+        if self.recognizer not in DIFFERENTIABLE_RECOGNIZERS:
+            raise cfgmod.ConfigError(f"recognizer {self.recognizer!r} has no differentiable model here; "
+                                     f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
+        if self.face_crop_fraction > 0 and self.patch < ARCFACE_112.width:
+            raise cfgmod.ConfigError(f"face crops are {ARCFACE_112.width}×{ARCFACE_112.height}: patch must be ≥ "
+                                     f"{ARCFACE_112.width} when face_crop_fraction > 0, got {self.patch}")
+        if self.max_images < 0:
+            raise cfgmod.ConfigError(f"max_images must be ≥ 0, got {self.max_images}")
+
+    @property
+    def uses_landmarks(self) -> bool:
+        return self.alpha > 0 or self.face_crop_fraction > 0
 
 
 def training_files(names: list[str], assets=None) -> list[Path]:
@@ -68,9 +101,10 @@ class PatchSampler:
         self.patch, self.min_scale = patch, min_scale
         self.rng = random.Random(seed)
 
-    def sample(self) -> np.ndarray:
-        im = self.images[self.rng.randrange(len(self.images))]
-        h, w = im.shape[:2]
+    def _random_crop(self, im: np.ndarray, flip_probability: float = 0.5
+                     ) -> tuple[np.ndarray, tuple[float, float, int, int, bool]]:
+        """A random down-scaled crop of ``im`` and its geometry (x scale, y scale, crop x, crop y, flipped)."""
+        h0, w0 = h, w = im.shape[:2]
         lo = max(self.min_scale, self.patch / min(h, w))
         s = self.rng.uniform(lo, 1.0)
         if s < 0.999:
@@ -78,13 +112,157 @@ class PatchSampler:
         h, w = im.shape[:2]
         y, x = self.rng.randrange(h - self.patch + 1), self.rng.randrange(w - self.patch + 1)
         crop = im[y : y + self.patch, x : x + self.patch]
-        if self.rng.random() < 0.5:
+        flipped = self.rng.random() < flip_probability
+        if flipped:
             crop = crop[:, ::-1]
-        return crop
+        return crop, (w / w0, h / h0, x, y, flipped)
+
+    def sample(self) -> np.ndarray:
+        im = self.images[self.rng.randrange(len(self.images))]
+        return self._random_crop(im)[0]
 
     def batch(self, n: int) -> torch.Tensor:
-        arr = np.stack([self.sample() for _ in range(n)]).astype(np.float32) / 255.0
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+        return _to_tensor([self.sample() for _ in range(n)])
+
+
+def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
+    arr = np.stack(crops).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+# Landmark order after a horizontal flip: the eyes and the mouth corners swap sides (YuNet's order is by image side).
+FLIP_ORDER = [1, 0, 2, 4, 3]
+LANDMARK_CACHE_VERSION = "yunet-largest-v1"
+
+
+def landmark_cache_path(files: list[Path], cache_dir: Path | None = None) -> Path:
+    """``<runs>/cache/landmarks_<hash>.npz``; the hash covers the detector, the file list and each file's size."""
+    from facelink.shared.detection import YUNET_SHA256
+
+    h = hashlib.sha256(f"{LANDMARK_CACHE_VERSION}:{YUNET_SHA256}\n".encode())
+    for f in files:
+        h.update(f"{Path(f).resolve()}\t{Path(f).stat().st_size}\n".encode())
+    return Path(cache_dir or runs_dir() / "cache") / f"landmarks_{h.hexdigest()[:16]}.npz"
+
+
+def face_landmarks(files: list[Path], images: list[np.ndarray] | None = None,
+                   cache_dir: Path | None = None) -> np.ndarray:
+    """YuNet landmarks of the largest face of every image (N×5×2 float64, NaN where no face is found), computed
+    once and cached; ``images`` (RGB arrays in ``files`` order) saves decoding the files again."""
+    path = landmark_cache_path(files, cache_dir)
+    if path.exists():
+        with np.load(path) as z:
+            if list(z["files"]) == [str(Path(f).resolve()) for f in files]:
+                return z["landmarks"].astype(np.float64)
+    from facelink.shared.detection import YuNet
+
+    det = YuNet()
+    out = np.full((len(files), 5, 2), np.nan)
+    for i, f in enumerate(tqdm(files, desc="face landmarks (YuNet, cached once)", unit="img")):
+        im = images[i] if images is not None else cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        d = det.largest(im, rgb=True)
+        if d is not None:
+            out[i] = d.landmarks
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, files=np.array([str(Path(f).resolve()) for f in files]), landmarks=out)
+    tmp.replace(path)
+    return out
+
+
+class LandmarkPatchSampler(PatchSampler):
+    """Patches that know where the face is: random crops as :class:`PatchSampler` (share 1 − ``face_crop_fraction``)
+    and the edge's aligned face crops (``ARCFACE_112`` at 112×112, padded to ``patch`` by edge replication as the
+    edge pads to multiples of 64). Each patch carries its five landmarks; :meth:`batch_with_faces` returns the
+    matrices onto the recognizer's template and identity weights (0 when that template's region is not fully
+    inside the patch). Images without a detected face are skipped and counted in ``skipped``."""
+
+    def __init__(self, files: list[Path], patch: int, min_scale: float, seed: int, face_crop_fraction: float = 0.0,
+                 template=None, cache_dir: Path | None = None, flip_probability: float = 0.5):
+        super().__init__(files, patch, min_scale, seed)
+        from facelink.shared.alignment import MOBILEFACENET_96x112
+
+        landmarks = face_landmarks(files, self.images, cache_dir)
+        found = ~np.isnan(landmarks).any(axis=(1, 2))
+        self.skipped = int((~found).sum())
+        self.images = [im for im, ok in zip(self.images, found) if ok]
+        self.landmarks = landmarks[found]
+        self.files = [f for f, ok in zip(files, found) if ok]
+        if not self.images:
+            raise ValueError("no training image has a detectable face")
+        self.face_crop_fraction = face_crop_fraction
+        self.template = template or MOBILEFACENET_96x112
+        self.flip_probability = flip_probability
+        print(f"landmark sampler: {len(self.images)} images with a face, {self.skipped} without (skipped)")
+
+    @staticmethod
+    def _flip_landmarks(lm: np.ndarray, width: int) -> np.ndarray:
+        lm = lm[FLIP_ORDER].copy()
+        lm[:, 0] = width - 1 - lm[:, 0]
+        return lm
+
+    def sample_random(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        crop, (sx, sy, x, y, flipped) = self._random_crop(self.images[i], self.flip_probability)
+        # cv2.resize maps pixel centres as x' = (x + 0.5)·s − 0.5; then the crop offset, then the mirror.
+        lm = (self.landmarks[i] + 0.5) * [sx, sy] - 0.5 - [x, y]
+        if flipped:
+            lm = self._flip_landmarks(lm, crop.shape[1])
+        return np.ascontiguousarray(crop), lm
+
+    def sample_face_crop(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        from facelink.shared.alignment import align, similarity_transform
+
+        t = ARCFACE_112
+        crop = align(self.images[i], self.landmarks[i], t)  # exactly the edge's FaceCropper crop
+        lm = transform_points(similarity_transform(self.landmarks[i], t.points), self.landmarks[i])
+        if self.rng.random() < self.flip_probability:
+            crop, lm = crop[:, ::-1], self._flip_landmarks(lm, crop.shape[1])
+        pad_y, pad_x = self.patch - t.height, self.patch - t.width
+        crop = np.pad(crop, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
+        return np.ascontiguousarray(crop), lm
+
+    def sample_with_landmarks(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(patch, its landmarks, whether it is an aligned face crop)."""
+        i = self.rng.randrange(len(self.images))
+        if self.face_crop_fraction > 0 and self.rng.random() < self.face_crop_fraction:
+            return (*self.sample_face_crop(i), True)
+        return (*self.sample_random(i), False)
+
+    def sample(self) -> np.ndarray:
+        return self.sample_with_landmarks()[0]
+
+    def batch_with_faces(self, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """N×3×P×P patches in [0, 1], N×2×3 matrices (patch pixels → recognizer template), N identity weights."""
+        crops, mats, weights = [], [], []
+        for _ in range(n):
+            crop, lm, _ = self.sample_with_landmarks()
+            m = template_matrices(lm[None], self.template)[0]
+            crops.append(crop)
+            mats.append(m)
+            weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
+        return _to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32)
+
+
+LOG_COLUMNS = ["step", "loss", "bpp", "mse", "psnr", "aux", "lr", "seconds", "identity", "face_share"]
+
+
+def open_log(path: Path, step: int):
+    """``log.csv`` opened for appending rows after ``step``: a fresh file at step 0; on resume, rows past the
+    checkpoint (written before a crash) are dropped and a log from before the identity columns gets them (empty)."""
+    rows = []
+    if step and path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        rows = [r + [""] * (len(LOG_COLUMNS) - len(r)) for r in rows if r and int(r[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(LOG_COLUMNS)
+        w.writerows(rows)
+    tmp.replace(path)
+    log = open(path, "a", newline="")
+    return log, csv.writer(log)
 
 
 def _optimizers(model, cfg: TrainConfig):
@@ -113,14 +291,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         state = torch.load(cfg.init_from, map_location=device, weights_only=False)
         model.load_state_dict(state["model"], strict=False)
         print(f"initialised from {cfg.init_from}")
+    if step:
+        torch.manual_seed(cfg.seed + step)  # a resumed run does not replay the first run's noise
     (out / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2))
-    sampler = PatchSampler(training_files(cfg.datasets, assets), cfg.patch, cfg.min_scale, cfg.seed + step)
-    log_path = out / "log.csv"
-    new_log = not log_path.exists() or step == 0
-    log = open(log_path, "w" if new_log else "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "loss", "bpp", "mse", "psnr", "aux", "lr", "seconds"])
+    files = training_files(cfg.datasets, assets)
+    if cfg.max_images and cfg.max_images < len(files):
+        files = sorted(random.Random(cfg.seed).sample(files, cfg.max_images))
+    identity = None
+    if cfg.uses_landmarks:
+        sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction)
+        identity = IdentityLoss(cfg.recognizer, device)  # with alpha 0 (the ablation) it is logged, not trained on
+    else:
+        sampler = PatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step)
+    log, writer = open_log(out / "log.csv", step)
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train λ={cfg.lmbda}", unit="step")
     model.train()
@@ -128,10 +311,24 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch(cfg.batch_size).to(device)
+        ident, face_share = "", ""
+        if cfg.uses_landmarks:
+            x, mats, weights = sampler.batch_with_faces(cfg.batch_size)
+            x = x.to(device)
+            face_share = f"{weights.mean():.3f}"
+        else:
+            x = sampler.batch(cfg.batch_size).to(device)
         out_ = model(x)
         bpp, mse = rate_distortion_terms(out_, x)
-        loss = bpp + cfg.lmbda * 255**2 * mse
+        distortion = 255**2 * mse
+        if identity is not None:
+            with torch.set_grad_enabled(cfg.alpha > 0):
+                d_id, per_sample = identity(x, out_["x_hat"], mats, weights)
+            if cfg.alpha > 0:
+                distortion = distortion + cfg.alpha * d_id
+            valid = per_sample[~torch.isnan(per_sample)]
+            ident = f"{valid.mean().item():.5f}" if len(valid) else ""
+        loss = bpp + cfg.lmbda * distortion
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -143,9 +340,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         step += 1
         psnr = -10 * math.log10(max(mse.item(), 1e-10))
         writer.writerow([step, f"{loss.item():.5f}", f"{bpp.item():.5f}", f"{mse.item():.7f}", f"{psnr:.3f}",
-                         f"{aux.item():.3f}", lr, f"{time.time() - t0:.1f}"])
+                         f"{aux.item():.3f}", lr, f"{time.time() - t0:.1f}", ident, face_share])
         bar.update(1)
-        bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
+        bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}", **({"id": ident} if ident else {}))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.flush()
             tmp = out / "checkpoint.pt.tmp"
