@@ -63,6 +63,13 @@ train-pixel: $(STAMP)
 verify-bitexact: $(STAMP)
 	$(BIN)/facelink verify-bitexact --dataset lfw --workers 2 --out benchmarks/results/bitexact_lfw.json
 
+# Issue #4: accuracy-versus-bpp suite — LFW View 2 + CelebA test, every classical codec, both protocols and
+# settings, MobileFaceNet and SFace -> benchmarks/results/full. About 29 h in one process on 2 busy CPU cores
+# (measured per image; see benchmarks/README.md); resumable (cache: runs/bench/cache.sqlite).
+# BENCH_ARGS adds options, e.g. BENCH_ARGS="--workers 8", or BENCH_ARGS="--limit 20" for a quick run.
+bench: $(STAMP) system-deps
+	$(BIN)/facelink bench run --datasets lfw,celeba --recognizers mobilefacenet,sface --no-flip-for sface $(BENCH_ARGS)
+
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
