@@ -128,6 +128,8 @@ def cmd_stream(args) -> int:
             else:
                 r = resp.result
                 row.update(face_found=r.face_found, identity=r.identity or None, similarity=round(r.similarity, 4),
+                           encode_ms=round(s["encode_ms"], 1), decode_ms=round(r.decode_ms, 1),
+                           recognize_ms=round(r.recognize_ms, 1),
                            matches=[{"identity": m.identity, "similarity": round(m.similarity, 4)} for m in r.matches])
                 shown = r.identity or ("(no face)" if not r.face_found else "(unknown)")
                 sim = f"{r.similarity:.3f}"
