@@ -9,7 +9,6 @@ Pairs are drawn (fixed seed) from LFW images that LFW View 2 never references, s
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from facelink.benchmarks.provenance import emit_json, stamp
 
 
 def sample_pairs(n_per_class: int, seed: int, assets=None):
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "same_person_similarity_median": float(np.median(s[y])),
               "different_person_similarity_median": float(np.median(s[~y])),
               "pairs": "LFW images outside View 2, seed %d, %d per class" % (args.seed, args.pairs)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_json(stamp(result), args.out)
     return 0
 
 

@@ -9,11 +9,6 @@ measured). Reports median and mean milliseconds per face for each path, their ra
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,14 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-
-def _git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from facelink.benchmarks.provenance import emit_json, stamp
 
 
 def face_crops(n: int, assets=None) -> tuple[list[np.ndarray], list[str]]:
@@ -92,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
                 torch_sizes.append(sum(len(s[0]) for s in out["strings"]))
     result = {
         "command": "facelink bench edge-speed " + " ".join(argv or []),
-        "git_commit": _git_commit(),
         "model": enc.bundle.name, "model_id": enc.model_id, "faces": len(crops),
         "face_size": "112x112 aligned crop (ArcFace template), padded to 128x128",
         "threads": 1, "repeats": args.repeats,
@@ -104,13 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_compress_payload_bytes_mean": float(np.mean(torch_sizes)),
         "note": "edge bytes are the whole .flk container (header, lengths, CRC); torch bytes are CompressAI's two "
                 "payload strings without any container",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(stamp(result), args.out)
     return 0
 
 

@@ -9,10 +9,8 @@ symbol differing from what the edge coded, or any decode error. Results are writ
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from facelink.benchmarks.provenance import emit_json, stamp
 from facelink.cloud import datasets
 from facelink.shared import bitstream, codec
 
@@ -80,13 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1), "workers": args.workers, "model": bundle.name, "model_id": bundle.model_id,
         "mean_bytes": float(np.mean([r["bytes"] for r in results if "bytes" in r])),
         "mean_bpp": float(np.mean([8 * r["bytes"] / r["pixels"] for r in results if "pixels" in r])),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
     }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(stamp(summary), args.out)
     return 0 if not bad else 1
 
 

@@ -22,7 +22,6 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facelink import v1  # noqa: F401  (namespace for the generated code)
 from facelink.cloud import config as cfgmod
 from facelink.cloud.decoder import CloudDecoder
 from facelink.cloud.gallery import Gallery, GalleryError

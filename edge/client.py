@@ -5,7 +5,6 @@ from typing import Iterable, Iterator
 
 import grpc
 
-from facelink import v1  # noqa: F401
 from facelink.v1 import facelink_pb2 as pb
 from facelink.v1 import facelink_pb2_grpc as pb_grpc
 
