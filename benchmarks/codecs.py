@@ -345,6 +345,12 @@ class FacelinkCodec(Codec):
             return "facelink ?"
 
 
+def _registry_models() -> list[str]:
+    from facelink.shared import registry
+
+    return registry.available()
+
+
 # ----------------------------------------------------------------------------------------------------------
 REGISTRY: dict[str, Callable[[], Codec]] = {
     "uncompressed": Uncompressed,
@@ -353,8 +359,8 @@ REGISTRY: dict[str, Callable[[], Codec]] = {
     "avif": AVIF,
     "jxl": JPEGXL,
     "hevc": HEVC,
-    # facelink's learned codecs: one entry per family, the sweep being its model names.
-    "facelink": lambda: FacelinkCodec(models=()),
+    # facelink's learned codecs: one entry per family, the sweep being its model names (the registry's rate points).
+    "facelink": lambda: FacelinkCodec(models=tuple(_registry_models())),
 }
 CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
 

@@ -83,6 +83,22 @@ def test_codec_specs():
         get_codec("nope")
 
 
+def test_learned_codec_is_charged_for_the_whole_container(demo_faces):
+    """facelink's entry sweeps the registry's rate points; its bits are the whole .flk container."""
+    import cv2
+
+    from facelink.shared import bitstream, registry
+
+    codec = get_codec("facelink")
+    assert codec.qualities == tuple(registry.available()) and registry.DEFAULT_MODEL in codec.qualities
+    rgb = cv2.cvtColor(cv2.imread(str(demo_faces / "probe" / "Tony_Blair_0002.jpg")), cv2.COLOR_BGR2RGB)
+    data = codec.encode(rgb, registry.DEFAULT_MODEL)
+    assert codec.bits(data) == 8 * len(data)
+    assert bitstream.unpack(data).model_id == registry.load().model_id
+    out, bits = codec.roundtrip(rgb, registry.DEFAULT_MODEL)
+    assert out.shape == rgb.shape and bits == 8 * len(data)
+
+
 def test_learned_codec_adapter_is_lazy_and_explicit():
     codec = FacelinkCodec(models=("no-such-model",))
     assert codec.quality_name == "model" and codec.qualities == ("no-such-model",)
