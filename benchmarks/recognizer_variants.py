@@ -10,6 +10,8 @@ Variants:
   150×150, padding 0.25) and the Euclidean distance between raw descriptors.
 - ``dlib-native-cosine``: the same descriptors scored by cosine similarity.
 - ``dlib-yunet-euclid``: facelink's crops (YuNet + DLIB_150) but Euclidean distance on raw descriptors.
+- ``rawconcat:<recognizer>``: flip handled as in the assets README's reference measurement: the un-normalised
+  embeddings of the crop and of its mirror concatenated, then cosine.
 
 Run: ``python -m facelink.benchmarks.recognizer_variants --folds 0 1 2 --variants default:dlib-resnet dlib-native``;
 results go to ``benchmarks/results/recognizer_variants_lfw.json`` (merged by variant and folds) and are printed.
@@ -117,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
             emb, fb = memo["dlib-native"]
             scores = _scores(proto, emb, "euclidean" if variant == "dlib-native" else "cosine")
             notes = f"HOG found no face in {fb} images: YuNet's box used as the rectangle"
+        elif variant.startswith("rawconcat:"):
+            name = variant.split(":", 1)[1]
+            rec = R.get_recognizer(name, "cpu")
+            emb = {}
+            for path in tqdm(proto.images(), desc=f"{name} raw crop+mirror", unit="img"):
+                im = _rgb(path)
+                crop = align(im, det.largest(im, rgb=True).landmarks, rec.template)
+                pair = np.stack([crop, np.ascontiguousarray(crop[:, ::-1])])
+                emb[path] = rec._embed_batch(pair).reshape(-1)
+            scores = _scores(proto, emb, "cosine")
+            notes = "un-normalised embeddings of the crop and its mirror concatenated, cosine"
         elif variant == "dlib-yunet-euclid":
             scores = _scores(proto, _crop_variant(proto, "dlib-resnet", det, False, True), "euclidean")
         else:
