@@ -158,7 +158,7 @@ def render_markdown(doc: dict) -> str:
                      f"{e.get('date', '')}, {e.get('seconds', 0):.0f} s on {e.get('device', '?')}"
                      f"{'; ' + e['notes'] if e.get('notes') else ''}")
     if doc.get("investigation"):
-        lines += ["", "## Gaps to published figures", "", doc["investigation"]]
+        lines += ["", "## Notes and gaps to published figures", "", doc["investigation"]]
     lines += ["", "## Package versions (last run)", "", "```", json.dumps(doc.get("packages", {}), indent=1), "```", ""]
     return "\n".join(lines)
 
