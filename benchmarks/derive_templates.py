@@ -3,6 +3,8 @@ differently, so that every recognizer can be fed by ``align(image, yunet_landmar
 
 - ``dlib``: dlib's 150×150 face chip (``dlib.get_face_chip(img, sp5_shape, 150, 0.25)``, what dlib's ResNet
   was trained and published with). For each image, dlib's HOG detector and 5-point shape predictor give the chip;
+  (also printed: the median HOG face rectangle in chip coordinates, which ``dlib-resnet`` uses to re-run the
+  shape predictor inside an aligned crop);
   the chip's exact image→chip similarity is recovered by extracting a chip of coordinate images (pixel value =
   source x, source y) and fitting; YuNet's landmarks are mapped through it and averaged over images.
 - ``facenet``: facenet-pytorch's MTCNN crop (box + margin 14 px at 160×160, the setting of its LFW evaluation);
@@ -58,7 +60,9 @@ def _dlib_points(images, det: YuNet) -> tuple[np.ndarray, int]:
         src_xy = np.stack([cx.ravel(), cy.ravel()], 1).astype(np.float64)
         inside = (src_xy[:, 0] > 1) & (src_xy[:, 0] < w - 2) & (src_xy[:, 1] > 1) & (src_xy[:, 1] < h - 2)
         m = similarity_transform(src_xy[inside], chip_xy[inside])  # source image → chip
-        pts.append(transform_points(m, face.landmarks))
+        r = rects[0]
+        corners = transform_points(m, np.array([[r.left(), r.top()], [r.right(), r.bottom()]], dtype=np.float64))
+        pts.append(np.vstack([transform_points(m, face.landmarks), corners]))
     return np.array(pts), skipped
 
 
@@ -103,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         # Median: robust to the odd landmark failure; the spread is mostly pose (yaw) and the detectors'
         # different landmark definitions (dlib's eye corners vs YuNet's eye centres).
         med = np.median(pts, axis=0)
-        out[which] = {"images": len(pts), "skipped": skipped, "points": np.round(med, 2).tolist(),
-                      "mean": np.round(pts.mean(0), 2).tolist(), "std": np.round(pts.std(0), 2).tolist()}
+        out[which] = {"images": len(pts), "skipped": skipped, "points": np.round(med[:5], 2).tolist(),
+                      "mean": np.round(pts[:, :5].mean(0), 2).tolist(), "std": np.round(pts[:, :5].std(0), 2).tolist()}
+        if pts.shape[1] > 5:  # dlib: its HOG face rectangle in chip coordinates (left, top), (right, bottom)
+            out[which]["hog_rect"] = np.round(med[5:], 2).tolist()
     json.dump(out, sys.stdout, indent=1)
     print()
     return 0

@@ -92,6 +92,11 @@ class Recognizer(abc.ABC):
     def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
         """Raw features for one batch of validated crops."""
 
+    @property
+    def cache_id(self) -> str:
+        """Names what produces the embeddings (recognizer and any processing variant), for embedding caches."""
+        return self.name
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} dim={self.dim} template={self.template.name} device={self.device}>"
 
@@ -272,24 +277,55 @@ def sface_model_path() -> Path:
 # --------------------------------------------------------------------------------------------------------------
 # dlib ResNet, SFace (onnxruntime), facenet-pytorch InceptionResnetV1 (VGGFace2)
 # --------------------------------------------------------------------------------------------------------------
+# dlib's HOG face rectangle inside a DLIB_150 crop (median over LFW images outside View 2, printed by
+# `python -m facelink.benchmarks.derive_templates --which dlib`): where dlib's shape predictor expects the face.
+DLIB_HOG_RECT_150 = (2.2, 2.5, 135.21, 140.09)
+_DLIB_PAD = 25  # replicated border around a crop before re-chipping, so the re-chipped face never hits black
+
+
 class DlibResNetRecognizer(Recognizer):
-    """dlib's ResNet face descriptor on 150×150 chips (``DLIB_150``, dlib's chip geometry). CPU only (dlib-bin)."""
+    """dlib's ResNet face descriptor on 150×150 crops (``DLIB_150``, dlib's chip geometry). CPU only (dlib-bin).
+
+    With ``refine`` (default), dlib's own 5-point shape predictor is run inside each aligned crop (on the face
+    rectangle where dlib's detector puts it, :data:`DLIB_HOG_RECT_150`) and the crop is re-chipped exactly as
+    dlib does (``get_face_chip``, 150 px, padding 0.25) before the descriptor: a fixed template in YuNet's five
+    points cannot reproduce dlib's chip image by image (see benchmarks/results/recognizers_lfw.md).
+    """
 
     name = "dlib-resnet"
     template = DLIB_150
     dim = 128
 
-    def __init__(self, device: str | None = None, batch_size: int = 32):
+    def __init__(self, device: str | None = None, batch_size: int = 32, refine: bool = True):
         try:
             import dlib
         except ImportError as e:
             raise RecognizerUnavailable("dlib-resnet needs dlib: pip install dlib-bin==20.0.1.post1") from e
+        self._dlib = dlib
         self.device = "cpu"  # dlib-bin wheels are built without CUDA; a requested GPU is not used
         self.batch_size = batch_size
         self.model = dlib.face_recognition_model_v1(str(dlib_model_path()))
+        self.refine = refine
+        if refine:
+            self.sp5 = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
+            l, t, r, b = (round(v + _DLIB_PAD) for v in DLIB_HOG_RECT_150)
+            self._rect = dlib.rectangle(l, t, r, b)
+
+    @property
+    def cache_id(self) -> str:
+        return f"{self.name}+sp5-rechip" if self.refine else self.name
+
+    def _rechip(self, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        p = _DLIB_PAD
+        big = cv2.copyMakeBorder(crop, p, p, p, p, cv2.BORDER_REPLICATE)
+        shape = self.sp5(big, self._rect)
+        return self._dlib.get_face_chip(big, shape, 150, 0.25)
 
     def _embed_batch(self, crops):
-        return np.asarray(self.model.compute_face_descriptor(list(crops)), dtype=np.float32)
+        chips = [self._rechip(c) for c in crops] if self.refine else list(crops)
+        return np.asarray(self.model.compute_face_descriptor(chips), dtype=np.float32)
 
 
 def load_sface_onnx():

@@ -492,7 +492,8 @@ def evaluate(protocol: PairProtocol, recognizer, detector, *, detector_name: str
     """Run ``protocol`` end to end: detect, align, (codec), embed, score, and compute the metrics."""
     if setting != "none" and codec is None:
         raise ValueError(f"setting {setting!r} needs a codec")
-    cfg = EmbedConfig(recognizer.name, detector_name, flip, no_face, codec_id, codec_stage)
+    cfg = EmbedConfig(getattr(recognizer, "cache_id", recognizer.name), detector_name, flip, no_face, codec_id,
+                      codec_stage)
     items = pair_items(protocol, setting)
     table = embed_items(items, recognizer, detector, cfg, codec=codec, cache=cache, progress=progress)
     raw = pair_scores(protocol, table, setting)
