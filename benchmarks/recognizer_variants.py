@@ -4,6 +4,7 @@
 Variants:
 - ``default:<recognizer>``: facelink's pipeline (YuNet landmarks, the recognizer's template, cosine); uses the
   embedding cache of ``facelink bench recognizers``.
+- ``norefine:dlib-resnet``: facelink's dlib pipeline without re-chipping (the fixed ``DLIB_150`` template only).
 - ``bgr:<recognizer>``: the same crops with the colour channels reversed (checks the input channel order).
 - ``dlib-native``: dlib's own published pipeline: dlib's HOG face detector (YuNet's box as the face rectangle
   where HOG finds none), its 5-point shape predictor, ``compute_face_descriptor(image, shape)`` (dlib's chip,
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             res = V.evaluate(proto, R.get_recognizer(name, "cpu"), det, cache=cache)
             cache.close()
             scores = res.scores
+        elif variant == "norefine:dlib-resnet":
+            cache = EmbeddingCache(runs_dir() / "cache" / "embeddings.sqlite")
+            res = V.evaluate(proto, R.DlibResNetRecognizer("cpu", refine=False), det, cache=cache)
+            cache.close()
+            scores = res.scores
+            notes = "YuNet landmarks and the fixed DLIB_150 template only (no re-chip with dlib's shape predictor)"
         elif variant.startswith("bgr:"):
             scores = _scores(proto, _crop_variant(proto, variant.split(":", 1)[1], det, True, False), "cosine")
         elif variant in ("dlib-native", "dlib-native-cosine"):

@@ -152,6 +152,9 @@ def render_markdown(doc: dict) -> str:
               "(`python -m facelink.benchmarks.recognizers ARGS` and `facelink bench recognizers ARGS` are the same "
               "program.)", ""]
     for e in doc["entries"]:
+        if e.get("unavailable"):
+            lines.append(f"- **{e['recognizer']}**: not available when `{e['command']}` ran, {e.get('date', '')}")
+            continue
         lines.append(f"- **{e['recognizer']}** (flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
                      f"at commit `{(e.get('git') or {}).get('commit')}`"
                      f"{' (tracked files modified)' if (e.get('git') or {}).get('tracked_files_modified') else ''}, "

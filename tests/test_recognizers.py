@@ -134,6 +134,12 @@ def test_recognizer_on_real_faces(name, faces):
         rec.embed(np.zeros((1, 10, 10, 3), np.uint8))
 
 
+def test_dlib_without_rechip_also_orders_faces(faces):
+    rec = R.DlibResNetRecognizer("cpu", refine=False)
+    assert rec.cache_id == "dlib-resnet" and R.get_recognizer("dlib-resnet", "cpu").cache_id != rec.cache_id
+    _check_embeddings(rec.embed(np.stack([A.align(im, lm, rec.template) for im, lm in faces])), 128)
+
+
 def test_mobilefacenet_is_differentiable_and_matches_embed(faces):
     rec = R.get_recognizer("mobilefacenet", "cpu")
     crops = np.stack([A.align(im, lm, rec.template) for im, lm in faces])
