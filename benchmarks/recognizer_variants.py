@@ -11,6 +11,7 @@ Variants:
   150×150, padding 0.25) and the Euclidean distance between raw descriptors.
 - ``dlib-native-cosine``: the same descriptors scored by cosine similarity.
 - ``dlib-yunet-euclid``: facelink's crops (YuNet + DLIB_150) but Euclidean distance on raw descriptors.
+- ``detector-agreement``: how far MTCNN's chosen face is from YuNet's (from the bench tool's detection cache).
 - ``rawconcat:<recognizer>``: flip handled as in the assets README's reference measurement: the un-normalised
   embeddings of the crop and of its mirror concatenated, then cosine.
 
@@ -87,6 +88,27 @@ def _dlib_native(proto, det: YuNet) -> tuple[dict, int]:
     return emb, fallbacks
 
 
+def _detector_agreement(proto, command: str) -> dict:
+    """YuNet's and MTCNN's chosen face (largest box) per image, from the detection cache of the bench tool."""
+    cache = EmbeddingCache(runs_dir() / "cache" / "embeddings.sqlite")
+    dist, missing = [], 0
+    for path in proto.images():
+        sha = V.sha256_bytes(path.read_bytes())
+        y, m = cache.get_detection(f"{sha}|yunet"), cache.get_detection(f"{sha}|mtcnn")
+        if y is None or m is None:
+            missing += 1
+            continue
+        if len(y) and len(m):
+            dist.append(float(np.linalg.norm(y - m, axis=1).mean()))
+    cache.close()
+    d = np.array(dist)
+    notes = (f"{len(d)} images with a face from both detectors ({missing} not in the cache): mean distance between "
+             f"their five landmarks median {np.median(d):.2f} px, 90th percentile {np.percentile(d, 90):.2f} px; "
+             f"> 20 px (a different face chosen) in {int((d > 20).sum())} images")
+    return {"variant": "detector-agreement", "folds": sorted({p.fold for p in proto.pairs}), "notes": notes,
+            "command": command, "git": git_state()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m facelink.benchmarks.recognizer_variants", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         t0 = time.time()
         notes = ""
+        if variant == "detector-agreement":
+            results.append(_detector_agreement(proto, command))
+            print(f"{variant:24s} {results[-1]['notes']}", flush=True)
+            continue
         if variant.startswith("default:"):
             name = variant.split(":", 1)[1]
             cache = EmbeddingCache(runs_dir() / "cache" / "embeddings.sqlite")

@@ -155,7 +155,7 @@ def render_markdown(doc: dict) -> str:
         if e.get("unavailable"):
             lines.append(f"- **{e['recognizer']}**: not available when `{e['command']}` ran, {e.get('date', '')}")
             continue
-        lines.append(f"- **{e['recognizer']}** (flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
+        lines.append(f"- **{e['recognizer']}** ({e.get('detector')}, flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
                      f"at commit `{(e.get('git') or {}).get('commit')}`"
                      f"{' (tracked files modified)' if (e.get('git') or {}).get('tracked_files_modified') else ''}, "
                      f"{e.get('date', '')}, {e.get('seconds', 0):.0f} s on {e.get('device', '?')}"
