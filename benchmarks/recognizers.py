@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
-import platform
 import shlex
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from facelink.benchmarks import provenance
 from facelink.shared.paths import REPO_ROOT, MissingAssetError, runs_dir
 
 DATASETS = ("lfw", "celeba")
@@ -95,26 +93,13 @@ class EmbeddingCache:
 # Provenance of a result
 # ----------------------------------------------------------------------------------------------------------------
 def git_state() -> dict:
-    def run(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO_ROOT or Path.cwd(), capture_output=True, text=True,
-                                  timeout=20).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = run("rev-parse", "HEAD")
-    dirty = run("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit or None, "tracked_files_modified": bool(dirty)}
+    """Git state in this tool's result schema (``tracked_files_modified``)."""
+    g = provenance.git_state()
+    return {"commit": g["commit"], "tracked_files_modified": bool(g["dirty"])}
 
 
 def package_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            out[p] = None
-    return out
+    return provenance.package_versions(PACKAGES)
 
 
 def entry_key(e: dict) -> tuple:

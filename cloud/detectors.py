@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelink.shared.detection import Detection, YuNet, verified
+from facelink.shared.detection import Detection, FaceDetector, YuNet, verified
 
 # sha256 of the MTCNN weight files inside PyPI facenet-pytorch 2.5.3 (facenet_pytorch/data/*.pt), checked on load.
 MTCNN_SHA256 = {
@@ -22,7 +22,7 @@ MTCNN_SHA256 = {
 DETECTORS = ("yunet", "mtcnn")
 
 
-class MTCNNDetector:
+class MTCNNDetector(FaceDetector):
     """MTCNN (Zhang et al. 2016) from facenet-pytorch; same ``detect``/``largest`` interface as :class:`YuNet`."""
 
     def __init__(self, device: str | None = None, min_face_size: int = 20,
@@ -54,12 +54,6 @@ class MTCNNDetector:
             box = np.array([b[0], b[1], b[2] - b[0], b[3] - b[1]], dtype=np.float64)
             out.append(Detection(box, np.asarray(lm, dtype=np.float64).reshape(5, 2), float(p)))
         return sorted(out, key=lambda d: d.score, reverse=True)
-
-    def largest(self, image: np.ndarray, rgb: bool = False) -> Detection | None:
-        faces = self.detect(image, rgb=rgb)
-        if not faces:
-            return None
-        return max(faces, key=lambda d: (d.box[2] * d.box[3], d.score))
 
 
 def get_detector(name: str, device: str | None = None):

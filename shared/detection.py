@@ -42,7 +42,21 @@ def verified(path: Path, sha256: str) -> Path:
     return path
 
 
-class YuNet:
+class FaceDetector:
+    """A detector: ``detect`` returns faces sorted by score; ``largest`` picks the most prominent one."""
+
+    def detect(self, image: np.ndarray, rgb: bool = False) -> list[Detection]:
+        raise NotImplementedError
+
+    def largest(self, image: np.ndarray, rgb: bool = False) -> Detection | None:
+        """The most prominent face: largest box among detections (ties broken by score)."""
+        faces = self.detect(image, rgb=rgb)
+        if not faces:
+            return None
+        return max(faces, key=lambda d: (d.box[2] * d.box[3], d.score))
+
+
+class YuNet(FaceDetector):
     """Face detector; ``detect`` takes a BGR or RGB uint8 image (YuNet was trained on BGR; pass ``rgb=True``)."""
 
     def __init__(self, model: str | Path | None = None, score_threshold: float = 0.6, nms_threshold: float = 0.3,
@@ -65,10 +79,3 @@ class YuNet:
         out = [Detection(f[0:4].astype(np.float64), f[4:14].reshape(5, 2).astype(np.float64), float(f[14]))
                for f in faces]
         return sorted(out, key=lambda d: d.score, reverse=True)
-
-    def largest(self, image: np.ndarray, rgb: bool = False) -> Detection | None:
-        """The most prominent face: largest box among detections (ties broken by score)."""
-        faces = self.detect(image, rgb=rgb)
-        if not faces:
-            return None
-        return max(faces, key=lambda d: (d.box[2] * d.box[3], d.score))
