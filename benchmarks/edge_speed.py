@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     from facelink.cloud.export import load_codec_from_bundle
     from facelink.edge.encoder import EdgeEncoder
     from facelink.shared import bitstream
+    from facelink.shared.alignment import ARCFACE_112
 
     torch.set_num_threads(1)
     enc = EdgeEncoder(args.model, threads=1)
     model = load_codec_from_bundle(enc.bundle)
     model.update(force=True)
     crops, names = face_crops(args.faces, args.assets)
-    tmpl = __import__("facelink.shared.alignment", fromlist=["ARCFACE_112"]).ARCFACE_112
+    tmpl = ARCFACE_112
     edge_ms = np.full(len(crops), np.inf)
     torch_ms = np.full(len(crops), np.inf)
     sizes, torch_sizes = [], []

@@ -27,7 +27,9 @@ def _wait_ready(proc: subprocess.Popen, ready: Path, timeout: float) -> dict:
         if ready.exists():
             return json.loads(ready.read_text())
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode} before serving")
+            log = ready.with_name("server.log")
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"the server exited with status {proc.returncode} before serving:\n{tail}")
         time.sleep(0.2)
     raise TimeoutError(f"the server did not come up within {timeout:.0f} s")
 
@@ -47,18 +49,23 @@ def identity_of(path: str) -> str:
     return Path(path).stem.rsplit("_", 1)[0].replace("_", " ")
 
 
+def _tool(script: str, module: str) -> list[str]:
+    """A console script beside this interpreter, or ``python -m module`` where it is not installed."""
+    exe = Path(sys.executable).parent / script
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
 def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool = False, keep: Path | None = None,
         timeout: float = 180.0, out=sys.stdout) -> dict:
     work = Path(tempfile.mkdtemp(prefix="facelink-demo-"))
     ready = work / "ready.json"
-    bindir = Path(sys.executable).parent
-    server_cmd = [str(bindir / "facelink"), "serve", "--port", "0", "--gallery", str(work / "gallery.db"),
-                  "--ready-file", str(ready)]
-    if not (bindir / "facelink").exists():
-        server_cmd = [sys.executable, "-m", "facelink.cloud.cli"] + server_cmd[1:]
+    server_cmd = _tool("facelink", "facelink.cloud.cli") + ["serve", "--port", "0", "--gallery",
+                                                             str(work / "gallery.db"), "--ready-file", str(ready)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    print(f"[demo] starting the cloud server: {' '.join(server_cmd[:2])} ...", file=out, flush=True)
-    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    print("[demo] starting the cloud server: facelink serve ...", file=out, flush=True)
+    # the server's output goes to a file: an unread pipe could fill and stall it
+    server_log = open(work / "server.log", "w")
+    server = subprocess.Popen(server_cmd, stdout=server_log, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         info = _wait_ready(server, ready, timeout)
         target = f"127.0.0.1:{info['port']}"
@@ -75,9 +82,8 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
                 enrolled.append(name)
                 print(f"[demo] enrolled {name:<22} from {f.name} ({r.samples} sample)", file=out, flush=True)
 
-        edge_cmd = [str(bindir / "facelink-edge"), "stream", str(faces / "probe"), "--server", target, "--json"]
-        if not (bindir / "facelink-edge").exists():
-            edge_cmd = [sys.executable, "-m", "facelink.edge.cli"] + edge_cmd[1:]
+        edge_cmd = _tool("facelink-edge", "facelink.edge.cli") + ["stream", str(faces / "probe"), "--server", target,
+                                                                   "--json"]
         if model:
             edge_cmd += ["--model", model]
         if full_frame:
@@ -117,6 +123,7 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        server_log.close()
         if keep:
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copytree(work, keep, dirs_exist_ok=True)

@@ -75,11 +75,3 @@ def _load(folder: str, verify: bool) -> ModelBundle:
         raise IntegrityError(f"model {manifest['name']}: tables hash to {tables.model_id}, manifest says "
                              f"{manifest['model_id']}")
     return ModelBundle(manifest["name"], path, manifest, tables)
-
-
-def by_model_id(model_id: str, root: Path | None = None) -> ModelBundle:
-    for name in available(root):
-        b = load(name, root)
-        if b.model_id == model_id:
-            return b
-    raise UnknownModelError(f"no model with id {model_id} in the registry")
