@@ -45,19 +45,22 @@ export-first: $(STAMP)
 # first model), with the identity term (train-ipr) and with pixel loss only (train-pixel, the ablation); resumable
 # (a finished rate point, one with model.pt, is not retrained), then each exported to the registry.
 # TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--set threads=1" on a busy machine.
-# $(call train-rates,config/run prefix,registry prefix,description)
+# Rate points are exported with float16 weights (half the bytes: the 40 MB budget for committed weights).
+# The ablation is not committed: it is exported to runs/models, which FACELINK_MODELS_PATH adds to the registry.
+# $(call train-rates,config/run prefix,registry prefix,description,export options)
 define train-rates
 	@test -f runs/first-model/model.pt || $(MAKE) train-first
 	@set -e; for q in 5 4 3 2 1; do \
 	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
 	  $(BIN)/facelink export --checkpoint runs/$(1)-q$$q/model.pt --name face-$(2)-q$$q \
-	    --description "$(3), rate point q$$q of 5 (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)"; \
+	    --description "$(3), rate point q$$q of 5 (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
+	    --weights float16 $(4); \
 	done
 endef
 train-ipr: $(STAMP)
 	$(call train-rates,ipr,ipr,IPR: rate + lambda*(pixel MSE + alpha*MobileFaceNet identity))
 train-pixel: $(STAMP)
-	$(call train-rates,pixel,pix,Ablation of face-ipr: pixel loss only with the same data and fine-tuning chain)
+	$(call train-rates,pixel,pix,Ablation of face-ipr: pixel loss only with the same data and fine-tuning chain,--out-root runs/models)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

@@ -48,15 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from facelink.cloud.export import load_codec_from_bundle
+    from facelink.cloud.export import reference_model
     from facelink.edge.encoder import EdgeEncoder
     from facelink.shared import bitstream
     from facelink.shared.alignment import ARCFACE_112
 
     torch.set_num_threads(1)
     enc = EdgeEncoder(args.model, threads=1)
-    model = load_codec_from_bundle(enc.bundle)
-    model.update(force=True)
+    model = reference_model(enc.bundle)
     crops, names = face_crops(args.faces, args.assets)
     tmpl = ARCFACE_112
     edge_ms = np.full(len(crops), np.inf)

@@ -24,7 +24,7 @@ class _Synthesis:
         m = bundle.manifest
         model = build(m["architecture"], m["N"], m["M"])
         state = load_file(str(bundle.weights))
-        model.g_s.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("g_s.")})
+        model.g_s.load_state_dict({k[4:]: v.float() for k, v in state.items() if k.startswith("g_s.")})
         self.g_s = model.g_s.to(device).eval()
         self.device = device
 

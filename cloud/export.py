@@ -2,8 +2,14 @@
 
 - ``encoder.onnx``: image (1, 3, H, W) in [0, 1], H and W multiples of 64 → latents ``y`` and ``z`` (the edge);
 - ``tables.npz``: entropy-coding tables and the integer hyper-synthesis (both sides; its hash is the model id);
-- ``codec.safetensors``: the torch weights (the cloud's synthesis transform, and torch ``compress()``);
-- ``manifest.json``: name, model id, architecture, training provenance, sha256 of every file.
+- ``decoder.safetensors``: the synthesis transform ``g_s`` (the cloud's only float part);
+- ``manifest.json``: name, model id, architecture, training provenance, weight precision, sha256 of every file.
+
+Nothing is stored twice: ``g_a``/``h_a`` live only in the ONNX, ``h_s`` and the entropy models only in the tables.
+With ``--weights float16`` the encoder's and decoder's weights are rounded to float16 and stored so (half the
+bytes); the rounded encoder *is* the deployed one (ONNX casts them back to float32 once, when it loads), so the
+edge, the tests and the benchmarks all see the same numbers. The bitstream's entropy parameters are unaffected
+(integer tables). :func:`reference_model` reassembles a torch ``FaceCodec`` from these files for torch baselines.
 
 ``facelink export --checkpoint RUN/model.pt --name NAME`` writes them under the model registry.
 """
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from compressai.layers import GDN
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from facelink.cloud.codec_model import FaceCodec, build
 from facelink.shared import registry, tables as tables_mod
@@ -28,6 +34,9 @@ from facelink.shared.hyper_int import EXACT_LIMIT, IntHyperSynthesis, IntLayer
 FRAC_BITS = 10  # fixed-point fraction bits of hyper-synthesis activations
 WEIGHT_BITS = 14  # |integer weight| ≤ 2**WEIGHT_BITS
 ONNX_OPSET = 18
+WEIGHT_DTYPES = ("float32", "float16")
+F16_SUFFIX = "__f16"  # an ONNX initializer stored as float16, cast back to its own name's float32 at load
+FILES = ("encoder.onnx", "tables.npz", "decoder.safetensors")
 
 
 def integerize_hyper_synthesis(h_s: nn.Sequential, z_medians: torch.Tensor) -> IntHyperSynthesis:
@@ -99,12 +108,55 @@ class _Encoder(nn.Module):
         return y, self.h_a(y)
 
 
-def export_onnx(model: FaceCodec, path: Path) -> None:
-    enc = _Encoder(model).eval()
+def _round_to(module: nn.Module, dtype: str) -> nn.Module:
+    if dtype == "float16":
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                t.copy_(t.half().float())
+    return module
+
+
+def deployed_encoder(model: FaceCodec, dtype: str = "float32") -> nn.Module:
+    """The torch module the ONNX encoder is exported from: plain-op GDNs, weights rounded to ``dtype``."""
+    return _round_to(_Encoder(model).eval(), dtype)
+
+
+def _initializers_to_float16(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    casts, inits = [], []
+    for init in m.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            inits.append(init)
+            continue
+        a = numpy_helper.to_array(init)
+        inits.append(numpy_helper.from_array(a.astype(np.float16), init.name + F16_SUFFIX))
+        casts.append(helper.make_node("Cast", [init.name + F16_SUFFIX], [init.name], to=TensorProto.FLOAT,
+                                      name="cast_" + init.name))
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    nodes = casts + list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def export_onnx(model: FaceCodec, path: Path, dtype: str = "float32") -> None:
+    enc = deployed_encoder(model, dtype)
     x = torch.rand(1, 3, 128, 192)
     torch.onnx.export(enc, (x,), str(path), input_names=["image"], output_names=["y", "z"], opset_version=ONNX_OPSET,
                       dynamic_axes={"image": {2: "height", 3: "width"}, "y": {2: "yh", 3: "yw"},
                                     "z": {2: "zh", 3: "zw"}}, dynamo=False)
+    if dtype == "float16":
+        _initializers_to_float16(path)
+
+
+def decoder_state(model: FaceCodec, dtype: str = "float32") -> dict[str, torch.Tensor]:
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    return {f"g_s.{k}": v.detach().to(torch_dtype).contiguous() for k, v in model.g_s.state_dict().items()}
 
 
 def load_checkpoint(path: str | Path) -> tuple[FaceCodec, dict]:
@@ -116,35 +168,67 @@ def load_checkpoint(path: str | Path) -> tuple[FaceCodec, dict]:
     return model, state
 
 
-def load_codec_from_bundle(bundle: registry.ModelBundle) -> FaceCodec:
-    """The full torch model of a registry rate point (for torch ``compress()`` and checks against the ONNX)."""
-    from safetensors.torch import load_file
+def reference_model(bundle: registry.ModelBundle) -> FaceCodec:
+    """A torch ``FaceCodec`` that computes what a registry rate point's artifacts compute: ``g_a``/``h_a`` from the
+    ONNX initializers (plain-op GDNs), ``h_s`` from the integer tables (de-scaled), ``g_s`` from the decoder
+    weights, the entropy models' CDFs from the tables. For torch ``compress()`` baselines and checks."""
+    import onnx
+    from onnx import numpy_helper
 
     m = bundle.manifest
     model = build(m["architecture"], m["N"], m["M"])
-    model.load_state_dict(load_file(str(bundle.weights)))
+    model.g_a, model.h_a = _plain(model.g_a), _plain(model.h_a)
+    inits = {i.name.removesuffix(F16_SUFFIX): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
+             for i in onnx.load(str(bundle.encoder_onnx)).graph.initializer}
+    for name in ("g_a", "h_a"):
+        sub = getattr(model, name)
+        missing = [f"{name}.{k}" for k in sub.state_dict() if f"{name}.{k}" not in inits]
+        if missing:  # the ONNX exporter merges initializers with equal values (untrained GDNs)
+            raise ValueError(f"{bundle.encoder_onnx}: no initializers named {', '.join(missing)}; "
+                             "the exporter merged equal tensors, so the torch model cannot be reassembled")
+        sub.load_state_dict({k: inits[f"{name}.{k}"] for k in sub.state_dict()})
+    model.g_s.load_state_dict({k[4:]: v.float() for k, v in load_file(str(bundle.weights)).items()})
+    t = bundle.tables
+    convs = [mod for mod in model.h_s if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))]
+    frac = t.hyper.frac_bits
+    with torch.no_grad():
+        for mod, L in zip(convs, t.hyper.layers, strict=True):
+            mod.weight.copy_(torch.from_numpy(L.weight / 2.0**L.shift))
+            mod.bias.copy_(torch.from_numpy(L.bias / 2.0 ** (frac + L.shift)))
+        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
+        eb.quantiles[:, 0, 1] = torch.from_numpy(t.hyper.z_medians / 2.0**frac)
+    model.update(force=True)  # scale table and buffer shapes; the CDFs are then replaced by the tables' own
+    for module, et in ((eb, t.z), (gc, t.y)):
+        module._quantized_cdf = torch.from_numpy(et.cdfs.astype(np.int32))
+        module._cdf_length = torch.from_numpy(et.cdf_lengths.astype(np.int32))
+        module._offset = torch.from_numpy(et.offsets.astype(np.int32))
     return model.eval()
 
 
 def export(checkpoint: str | Path, name: str, out_root: Path | None = None, description: str = "",
-           command: str = "") -> Path:
+           command: str = "", weights: str = "float32") -> Path:
+    if weights not in WEIGHT_DTYPES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weights!r}")
     model, state = load_checkpoint(checkpoint)
     out = (out_root or registry.MODELS_DIR) / name
     out.mkdir(parents=True, exist_ok=True)
     tables = export_tables(model)
     tables_mod.save(tables, out / "tables.npz")
-    export_onnx(model, out / "encoder.onnx")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "codec.safetensors"))
+    export_onnx(model, out / "encoder.onnx", weights)
+    save_file(decoder_state(model, weights), str(out / "decoder.safetensors"))
+    for stale in ("codec.safetensors",):  # the format before decoder-only weights
+        (out / stale).unlink(missing_ok=True)
     cfg = state["config"]
     manifest = {
         "name": name,
         "model_id": tables.model_id,
         "architecture": cfg["architecture"],
         "N": cfg["N"], "M": cfg["M"],
+        "weights": weights,
         "description": description,
-        "training": {"lambda": cfg["lmbda"], "steps": state.get("step"), "datasets": cfg["datasets"],
-                     "config": cfg, "command": command},
-        "files": {f: sha256_file(out / f) for f in ("encoder.onnx", "tables.npz", "codec.safetensors")},
+        "training": {"lambda": cfg["lmbda"], "alpha": cfg.get("alpha", 0.0), "steps": state.get("step"),
+                     "datasets": cfg["datasets"], "config": cfg, "command": command},
+        "files": {f: sha256_file(out / f) for f in FILES},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
@@ -158,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-root", type=Path, help="registry folder (default: the package's models/)")
     ap.add_argument("--description", default="")
     ap.add_argument("--command", default="", help="the training command, recorded in the manifest")
+    ap.add_argument("--weights", choices=WEIGHT_DTYPES, default="float32",
+                    help="precision the encoder and decoder weights are rounded to and stored in")
     args = ap.parse_args(argv)
-    out = export(args.checkpoint, args.name, args.out_root, args.description, args.command)
+    out = export(args.checkpoint, args.name, args.out_root, args.description, args.command, args.weights)
     print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
     return 0
 

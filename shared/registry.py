@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,7 @@ from facelink.shared.detection import IntegrityError, sha256_file
 from facelink.shared.paths import MODELS_DIR
 
 DEFAULT_MODEL = "face-msh-q4"
+MODELS_PATH_ENV = "FACELINK_MODELS_PATH"
 
 
 class UnknownModelError(LookupError):
@@ -34,23 +36,32 @@ class ModelBundle:
 
     @property
     def weights(self) -> Path:
-        return self.path / "codec.safetensors"
+        """The synthesis transform's weights (the cloud's; the edge never opens them)."""
+        return self.path / "decoder.safetensors"
+
+
+def roots(root: Path | None = None) -> list[Path]:
+    """Folders searched for rate points: ``root`` if given, else the package's registry followed by the folders
+    in ``$FACELINK_MODELS_PATH`` (``os.pathsep``-separated; for models that are not committed, e.g. ablations)."""
+    if root is not None:
+        return [Path(root)]
+    extra = [Path(p) for p in os.environ.get(MODELS_PATH_ENV, "").split(os.pathsep) if p]
+    return [MODELS_DIR, *extra]
 
 
 def available(root: Path | None = None) -> list[str]:
-    root = root or MODELS_DIR
-    return sorted(p.parent.name for p in root.glob("*/manifest.json"))
+    return sorted({p.parent.name for r in roots(root) for p in r.glob("*/manifest.json")})
 
 
 def _folder(name_or_path: str | None, root: Path | None) -> Path:
     if name_or_path and (Path(name_or_path) / "manifest.json").is_file():
         return Path(name_or_path)
     name = name_or_path or DEFAULT_MODEL
-    folder = (root or MODELS_DIR) / name
-    if not (folder / "manifest.json").is_file():
-        raise UnknownModelError(f"no model {name!r} in the registry {root or MODELS_DIR}; "
-                                f"available: {', '.join(available(root)) or 'none'}")
-    return folder
+    for r in roots(root):
+        if (r / name / "manifest.json").is_file():
+            return r / name
+    raise UnknownModelError(f"no model {name!r} in the registry ({', '.join(map(str, roots(root)))}); "
+                            f"available: {', '.join(available(root)) or 'none'}")
 
 
 def load(name_or_path: str | None = None, root: Path | None = None, verify: bool = True) -> ModelBundle:

@@ -72,7 +72,7 @@ def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarr
         "y_offsets": y.offsets.astype(np.int32), "y_scale_thresholds": thresholds.astype(np.int64),
     }
     for i, L in enumerate(hyper.layers):
-        arrays[f"hs{i}_weight"] = L.weight.astype(np.int32)  # |w| ≤ 2**14: int32 halves the file
+        arrays[f"hs{i}_weight"] = L.weight.astype(np.int32)  # canonical dtype for the hash; stored as int16
         arrays[f"hs{i}_bias"] = L.bias.astype(np.int64)
         arrays[f"hs{i}_config"] = np.array(
             [{"conv": 0, "deconv": 1}[L.kind], L.shift, L.stride, L.padding, L.output_padding, int(L.relu)],
@@ -96,14 +96,27 @@ def build(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray
     return ModelTables(meta, z, y, np.asarray(thresholds, dtype=np.int64), hyper, model_id)
 
 
+def _stored(name: str, a: np.ndarray) -> np.ndarray:
+    """How an array lies in the file: hyper-synthesis weights (|w| ≤ 2**14) as int16, everything else as is.
+    Storage only: :func:`content_hash` always sees the canonical dtypes of :func:`_arrays`."""
+    if name.endswith("_weight") and a.size and np.abs(a).max() <= np.iinfo(np.int16).max:
+        return a.astype(np.int16)
+    return a
+
+
+def _canonical(name: str, a: np.ndarray) -> np.ndarray:
+    return a.astype(np.int32) if name.endswith("_weight") else a
+
+
 def save(tables: ModelTables, path: str | Path) -> None:
-    np.savez_compressed(path, **_arrays(tables.meta, tables.z, tables.y, tables.scale_thresholds, tables.hyper))
+    arrays = _arrays(tables.meta, tables.z, tables.y, tables.scale_thresholds, tables.hyper)
+    np.savez_compressed(path, **{k: _stored(k, a) for k, a in arrays.items()})
 
 
 def load(path: str | Path) -> ModelTables:
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            arrays = {k: _canonical(k, f[k]) for k in f.files}
     except (OSError, ValueError) as e:
         raise TablesError(f"cannot read model tables {path}: {e}") from e
     try:

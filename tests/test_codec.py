@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from facelink.cloud.decoder import CloudDecoder
-from facelink.cloud.export import load_codec_from_bundle
+from facelink.cloud import export as export_mod
+from facelink.cloud.codec_model import ARCHITECTURE, build
 from facelink.edge.encoder import EdgeEncoder, EdgePipeline
 from facelink.shared import bitstream, codec, registry
 from facelink.shared.alignment import ARCFACE_112
@@ -53,24 +54,75 @@ def test_round_trip_full_frame_odd_size(encoder, decoder, face_rgb):
     assert psnr(dec.image, img) > 22.0
 
 
-def test_onnx_encoder_matches_torch(face_rgb):
-    bundle = registry.load()
-    model = load_codec_from_bundle(bundle)
-    x = np.ascontiguousarray(face_rgb[:128, :128].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A freshly initialised (untrained) codec, checkpointed and exported in both weight precisions."""
+    root = tmp_path_factory.mktemp("registry")
+    torch.manual_seed(0)
+    model = build(ARCHITECTURE, 64, 128).eval()
+    with torch.no_grad():  # untrained GDNs are all equal, and the ONNX exporter would merge them
+        for p in model.parameters():
+            p.mul_(1 + 0.05 * torch.rand_like(p))
+    ckpt = root / "model.pt"
+    cfg = {"architecture": ARCHITECTURE, "N": 64, "M": 128, "lmbda": 0.01, "datasets": []}
+    torch.save({"config": cfg, "model": model.state_dict(), "step": 0}, ckpt)
+    for w in ("float32", "float16"):
+        export_mod.export(ckpt, f"t-{w}", root, weights=w)
+    model, _ = export_mod.load_checkpoint(ckpt)
+    return model, root
+
+
+def _onnx(bundle, x):
     sess = ort.InferenceSession(str(bundle.encoder_onnx), providers=["CPUExecutionProvider"])
-    y, z = sess.run(["y", "z"], {"image": x})
+    return sess.run(["y", "z"], {"image": x})
+
+
+@pytest.mark.parametrize("weights", ["float32", "float16"])
+def test_onnx_encoder_matches_torch(face_rgb, exported, weights):
+    model, root = exported
+    bundle = registry.load(f"t-{weights}", root)
+    assert bundle.manifest["weights"] == weights
+    assert set(bundle.manifest["files"]) == {"encoder.onnx", "tables.npz", "decoder.safetensors"}
+    x = np.ascontiguousarray(face_rgb[:128, :192].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    y, z = _onnx(bundle, x)
     with torch.no_grad():
-        yt = model.g_a(torch.from_numpy(x))
+        yd, zd = export_mod.deployed_encoder(model, weights)(torch.from_numpy(x))  # what was exported
+        yt = model.g_a(torch.from_numpy(x))  # the checkpoint itself
         zt = model.h_a(yt)
-    assert np.abs(y - yt.numpy()).max() < 1e-4
-    assert np.abs(z - zt.numpy()).max() < 1e-4
+    assert np.abs(y - yd.numpy()).max() < 1e-4 and np.abs(z - zd.numpy()).max() < 1e-4
+    tol = 1e-4 if weights == "float32" else 2e-2 * float(yt.abs().max())
+    assert np.abs(y - yt.numpy()).max() < tol
+    # the torch model reassembled from the artifacts computes the same
+    ref = export_mod.reference_model(bundle)
+    with torch.no_grad():
+        yr = ref.g_a(torch.from_numpy(x))
+    assert np.abs(y - yr.numpy()).max() < 1e-4
 
 
-def test_integer_entropy_parameters_follow_the_float_model(face_rgb):
-    """The integer hyper-synthesis approximates the trained float one to its fixed-point resolution."""
-    bundle = registry.load()
-    model = load_codec_from_bundle(bundle)
-    t = bundle.tables
+def test_float16_export_halves_the_weights(exported):
+    _, root = exported
+    size = {w: sum((root / f"t-{w}" / f).stat().st_size for f in ("encoder.onnx", "decoder.safetensors"))
+            for w in ("float32", "float16")}
+    assert size["float16"] < 0.55 * size["float32"]
+    a, b = (registry.load(f"t-{w}", root) for w in ("float32", "float16"))
+    assert a.model_id == b.model_id  # precision of the float transforms never touches the bitstream
+
+
+def test_tables_store_int16_but_hash_canonically(exported, tmp_path):
+    _, root = exported
+    path = root / "t-float32" / "tables.npz"
+    with np.load(path) as f:
+        assert f["hs0_weight"].dtype == np.int16
+    t = registry.load("t-float32", root).tables
+    from facelink.shared import tables as tables_mod
+    tables_mod.save(t, tmp_path / "again.npz")
+    assert tables_mod.load(tmp_path / "again.npz").model_id == t.model_id
+
+
+def test_integer_entropy_parameters_follow_the_float_model(exported):
+    """The integer hyper-synthesis approximates the float one it was exported from to its fixed-point resolution."""
+    model, root = exported
+    t = registry.load("t-float32", root).tables
     z_sym = np.random.default_rng(0).integers(-2, 3, (t.N, 2, 2))
     scales, means = t.hyper(z_sym)
     z_hat = torch.from_numpy(z_sym + t.hyper.z_medians[:, None, None] / 2.0**t.hyper.frac_bits).float()[None]
@@ -79,6 +131,19 @@ def test_integer_entropy_parameters_follow_the_float_model(face_rgb):
     res = 2.0**-t.hyper.frac_bits
     assert np.abs(scales * res - s_f[0].numpy()).max() < 64 * res
     assert np.abs(means * res - m_f[0].numpy()).max() < 64 * res
+
+
+def test_reference_model_decodes_like_the_cloud(face_rgb, decoder):
+    """Torch ``decompress`` of the reassembled reference model reproduces the cloud decoder's image."""
+    bundle = registry.load()
+    data = EdgeEncoder().encode(face_rgb[:128, :128].copy())
+    frame = bitstream.unpack(data)
+    y_hat = codec.decompress_latents(bundle.tables, frame)
+    ref = export_mod.reference_model(bundle)
+    with torch.no_grad():
+        x = ref.g_s(torch.from_numpy(y_hat)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    img = decoder.decode(data).image
+    assert np.abs(x * 255 - img.astype(np.float64)).max() <= 1.0
 
 
 def test_model_mismatch_is_reported(encoder, decoder, face_rgb):
