@@ -26,7 +26,8 @@ import numpy as np
 
 from facelink.benchmarks import engine, metrics
 from facelink.benchmarks.provenance import git_state, host, package_versions
-from facelink.benchmarks.codecs import CLASSICAL, CodecUnavailable, REGISTRY, get_codec, parse_codec_spec
+from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, get_codec, learned_families,
+                                       parse_codec_spec)
 from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
 from facelink.shared.detection import sha256_file
 
@@ -300,7 +301,7 @@ def _estimate(args) -> int:
 
 
 def _codecs(_args) -> int:
-    for name in REGISTRY:
+    for name in dict.fromkeys([*REGISTRY, *learned_families()]):
         c = get_codec(name)
         try:
             c.check_available()

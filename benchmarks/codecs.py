@@ -10,6 +10,8 @@ Adding a codec is one entry in :data:`REGISTRY` (a name and a factory). facelink
 """
 from __future__ import annotations
 
+import json
+
 import io
 import re
 import shutil
@@ -335,7 +337,9 @@ class FacelinkCodec(Codec):
         return out, self.bits(data)
 
     def settings(self):
-        return {"models": list(self.qualities)}
+        # Each rate point by name and a digest of its manifest (sha256 of every artifact): re-exporting a model
+        # under the same name (e.g. with other weight precision) is a different setting, never a stale cache hit.
+        return {"models": {str(q): _model_digest(str(q)) for q in self.qualities}}
 
     def version(self):
         try:
@@ -345,10 +349,45 @@ class FacelinkCodec(Codec):
             return "facelink ?"
 
 
-def _registry_models() -> list[str]:
+def _model_digest(name: str) -> str | None:
+    import hashlib
+
     from facelink.shared import registry
 
-    return registry.available()
+    try:
+        bundle = registry.load(name, verify=False)
+    except Exception:  # noqa: BLE001 - an unknown model is reported by check_available, not here
+        return None
+    return hashlib.sha256(json.dumps(bundle.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve.
+FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model"}
+
+
+def _family(name: str) -> str | None:
+    parts = name.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "face" else None
+
+
+def _registry_models(family: str | None = None) -> list[str]:
+    from facelink.shared import registry
+
+    names = registry.available()
+    return [n for n in names if _family(n) == family] if family else names
+
+
+def learned_families() -> list[str]:
+    """Codec names of the learned families in the registry (``facelink-ipr``, ...); the registry is read once."""
+    try:
+        return sorted({f"facelink-{f}" for f in map(_family, _registry_models()) if f})
+    except Exception:  # noqa: BLE001 - no registry (an edge-only install): no learned families
+        return []
+
+
+def _family_codec(family: str) -> Callable[[], Codec]:
+    return lambda: FacelinkCodec(models=tuple(_registry_models(family)), name=f"facelink-{family}",
+                                 label=FAMILY_LABELS.get(family, f"facelink {family}"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -359,7 +398,8 @@ REGISTRY: dict[str, Callable[[], Codec]] = {
     "avif": AVIF,
     "jxl": JPEGXL,
     "hevc": HEVC,
-    # facelink's learned codecs: one entry per family, the sweep being its model names (the registry's rate points).
+    # facelink's learned codecs: every rate point in the registry ("facelink"), and one entry per family
+    # ("facelink-ipr", ...; added below), the sweep being its models' names.
     "facelink": lambda: FacelinkCodec(models=tuple(_registry_models())),
 }
 CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
@@ -367,10 +407,12 @@ CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
 
 def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
     """A codec by registry name; ``qualities`` overrides its default sweep."""
+    if name not in REGISTRY and name.startswith("facelink-"):
+        REGISTRY[name] = _family_codec(name.removeprefix("facelink-"))
     try:
         codec = REGISTRY[name]()
     except KeyError:
-        raise KeyError(f"unknown codec {name!r}; known: {', '.join(REGISTRY)}") from None
+        raise KeyError(f"unknown codec {name!r}; known: {', '.join([*REGISTRY, *learned_families()])}") from None
     if qualities is not None:
         codec.qualities = tuple(qualities)
     return codec

@@ -7,7 +7,8 @@ from pathlib import Path
 from facelink.benchmarks.results_io import TAR, nan, stem
 
 STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
-         "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*")}
+         "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*"),
+         "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):

@@ -99,6 +99,29 @@ def test_learned_codec_is_charged_for_the_whole_container(demo_faces):
     assert out.shape == rgb.shape and bits == 8 * len(data)
 
 
+def test_learned_families_are_curves_of_their_own(tmp_path, monkeypatch):
+    """face-<family>-q<k> rate points form one codec per family; an extra registry folder adds families."""
+    import shutil
+
+    from facelink.benchmarks.codecs import learned_families
+    from facelink.shared import registry
+
+    extra = tmp_path / "models"
+    shutil.copytree(registry.load().path, extra / "face-abl-q4")
+    monkeypatch.setenv(registry.MODELS_PATH_ENV, str(extra))
+    assert "face-abl-q4" in registry.available() and "facelink-abl" in learned_families()
+    fam = get_codec("facelink-abl")
+    assert fam.qualities == ("face-abl-q4",) and fam.name == "facelink-abl"
+    assert get_codec("facelink-msh").qualities == (registry.DEFAULT_MODEL,)
+    # a model re-exported under the same name is a different setting (the cache never serves stale results)
+    before = fam.settings()
+    (extra / "face-abl-q4" / "manifest.json").write_text(
+        (extra / "face-abl-q4" / "manifest.json").read_text().replace('"tables.npz": "', '"tables.npz": "0'))
+    registry._load.cache_clear()
+    assert get_codec("facelink-abl").settings() != before
+    registry._load.cache_clear()
+
+
 def test_learned_codec_adapter_is_lazy_and_explicit():
     codec = FacelinkCodec(models=("no-such-model",))
     assert codec.quality_name == "model" and codec.qualities == ("no-such-model",)
