@@ -5,6 +5,7 @@
   facelink decode IN.flk    decode a bitstream to an image file
   facelink train            train a codec (schema-checked config)
   facelink export           package a trained codec as a registry rate point
+  facelink train-summary    steps, wall time and end-of-training figures of training runs
   facelink verify-bitexact  edge-encode / cloud-decode a data set and count mismatches
   facelink bench ...        accuracy-versus-bpp benchmarks; `bench recognizers`, `bench edge-speed`
   facelink demo             the whole pipeline on loopback
@@ -20,6 +21,7 @@ COMMANDS = {
     "serve": "facelink.cloud.server",
     "train": "facelink.cloud.train",
     "export": "facelink.cloud.export",
+    "train-summary": "facelink.cloud.train_summary",
     "verify-bitexact": "facelink.cloud.bitexact",
     "demo": "facelink.cloud.demo",
     "bench": "facelink.benchmarks.bench",

