@@ -145,7 +145,11 @@ def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool
 
 
 def recognizer_slot(name: str, flip: bool) -> str:
-    return f"{name}+flip" if flip else name
+    """The cache slot of a recognizer's embeddings: its cache id (which names any processing variant), +flip."""
+    from facelink.cloud.recognizers import cache_id_of
+
+    cid = cache_id_of(name)
+    return f"{cid}+flip" if flip else cid
 
 
 # ------------------------------------------------------------------------------------------------------------

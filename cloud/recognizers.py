@@ -314,7 +314,7 @@ class DlibResNetRecognizer(Recognizer):
 
     @property
     def cache_id(self) -> str:
-        return f"{self.name}+sp5-rechip" if self.refine else self.name
+        return CACHE_IDS[self.name] if self.refine else self.name
 
     def _rechip(self, crop: np.ndarray) -> np.ndarray:
         import cv2
@@ -444,6 +444,15 @@ class FacenetVGGFace2Recognizer(_TorchRecognizer):
 # Registry
 # --------------------------------------------------------------------------------------------------------------
 _FACTORIES: dict[str, Callable[..., Recognizer]] = {}
+
+
+# Where a registered recognizer's default embeddings differ from what its bare name produced earlier, the name
+# under which caches keep them (so a cache never mixes the two). Read without loading any model.
+CACHE_IDS = {"dlib-resnet": "dlib-resnet+sp5-rechip"}
+
+
+def cache_id_of(name: str) -> str:
+    return CACHE_IDS.get(name, name)
 
 
 def register(name: str):
