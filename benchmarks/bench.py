@@ -205,7 +205,8 @@ def _common(p: argparse.ArgumentParser):
                    help="recognizer names (facelink.cloud.recognizers)")
     p.add_argument("--codecs", nargs="+", metavar="SPEC",
                    help="codecs as name or name:q1,q2,... (default: jpeg webp avif jxl hevc with their sweeps)")
-    p.add_argument("--limit", type=int, default=None, help="pairs per fold (half matched, half mismatched)")
+    p.add_argument("--limit", type=_pairs_per_fold, default=None,
+                   help="pairs per fold (half matched, half mismatched; at least 2)")
     p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored crop")
     p.add_argument("--no-flip-for", type=_csv, default=[], metavar="NAMES",
                    help="recognizers to embed without flip averaging (e.g. slow ones)")
@@ -236,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sample", type=int, default=8, help="images timed per codec setting")
     sub.add_parser("codecs", help="list codecs, sweeps and availability")
     return ap
+
+
+def _pairs_per_fold(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--limit takes a whole number of pairs per fold, not {text!r}") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"--limit {n}: each fold needs at least one matched and one mismatched "
+                                         "pair, so at least 2")
+    return n
 
 
 def _run(args) -> int:

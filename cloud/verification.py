@@ -189,6 +189,8 @@ def eer(scores, labels) -> tuple[float, float]:
     """Equal error rate and its threshold: FAR(t) = FRR(t), linear interpolation between ROC points."""
     s, y = _check(scores, labels)
     pos, neg = np.sort(s[y]), np.sort(s[~y])
+    if not len(pos) or not len(neg):
+        raise ValueError(f"EER needs matched and mismatched pairs; got {len(pos)} matched, {len(neg)} mismatched")
     ts = np.concatenate([[-np.inf], np.unique(s), [np.inf]])
     # accept iff score >= t
     far = 1.0 - np.searchsorted(neg, ts, side="left") / len(neg)
