@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-recognizers train-first export-first train-ipr train-pixel verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-recognizers train-first export-first train-ipr train-pixel verify-bitexact proto clean
 
 all: test
 
@@ -72,6 +72,21 @@ verify-bitexact: $(STAMP)
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--workers 8", or BENCH_ARGS="--limit 20" for a quick run.
 bench: $(STAMP) system-deps
 	$(BIN)/facelink bench run --datasets lfw,celeba --recognizers mobilefacenet,sface --no-flip-for sface $(BENCH_ARGS)
+
+# Issue #5: the IPR rate points and the pixel-loss ablation (runs/models, from make train-pixel) against HEVC,
+# with MobileFaceNet (seen in training) and dlib's ResNet and SFace (never seen), both protocols and settings.
+# IPR_BENCH: dataset:pairs-per-fold (0 = the full protocol) -> benchmarks/results/ipr-<dataset>-limit<N> (or -full).
+# What ran here: the default below (LFW 200 pairs, CelebA 100 pairs).
+IPR_BENCH ?= lfw:20 celeba:10
+bench-ipr: $(STAMP) system-deps
+	@test -f shared/resources/models/face-ipr-q1/manifest.json || $(MAKE) train-ipr
+	@test -f runs/models/face-pix-q1/manifest.json || $(MAKE) train-pixel
+	@set -e; for spec in $(IPR_BENCH); do ds=$${spec%%:*}; n=$${spec##*:}; \
+	  if [ "$$n" = 0 ]; then lim=""; out=full; else lim="--limit $$n"; out=limit$$n; fi; \
+	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim \
+	    --recognizers mobilefacenet,sface,dlib-resnet --no-flip-for sface,dlib-resnet \
+	    --codecs hevc facelink-ipr facelink-pix facelink-msh --workers 2 --out benchmarks/results/ipr-$$ds-$$out; \
+	done
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
