@@ -63,6 +63,10 @@ class Codec:
         """Fixed encoder settings (besides the quality): part of the cache key and of the provenance."""
         return {}
 
+    def settings_for(self, quality) -> dict:
+        """What, besides ``quality``, decides the output of one setting: its cache key (default: ``settings()``)."""
+        return self.settings()
+
     def version(self) -> str:
         """Library version string, for provenance."""
         return ""
@@ -337,9 +341,12 @@ class FacelinkCodec(Codec):
         return out, self.bits(data)
 
     def settings(self):
-        # Each rate point by name and a digest of its manifest (sha256 of every artifact): re-exporting a model
-        # under the same name (e.g. with other weight precision) is a different setting, never a stale cache hit.
         return {"models": {str(q): _model_digest(str(q)) for q in self.qualities}}
+
+    def settings_for(self, quality):
+        # The rate point's own artifacts (a digest of its manifest's sha256s): re-exporting a model under the same
+        # name is a different setting, never a stale cache hit; adding a rate point to the family changes nothing.
+        return {"model_digest": _model_digest(str(quality))}
 
     def version(self):
         try:

@@ -141,7 +141,8 @@ class Condition:
 
 
 def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool) -> Condition:
-    return Condition(dataset, protocol, codec.name, quality, json.dumps(codec.settings(), sort_keys=True), flip)
+    return Condition(dataset, protocol, codec.name, quality, json.dumps(codec.settings_for(quality), sort_keys=True),
+                     flip)
 
 
 def recognizer_slot(name: str, flip: bool) -> str:
