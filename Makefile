@@ -41,7 +41,7 @@ export-first: $(STAMP)
 	  --command "make train-first"
 	$(BIN)/python tests/golden/make_golden.py
 
-# Issue #5: five rate points (q5 = λ 0.013 … q1 = λ 0.0018), each fine-tuned from the next-higher one (q5 from the
+# Issue #5: six rate points (q5 = λ 0.013 … q1 = λ 0.0018, q0 = λ 0.0009), each fine-tuned from the next-higher one (q5 from the
 # first model), with the identity term (train-ipr) and with pixel loss only (train-pixel, the ablation); resumable
 # (a finished rate point, one with model.pt, is not retrained), then each exported to the registry.
 # TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--set threads=1" on a busy machine.
@@ -50,10 +50,10 @@ export-first: $(STAMP)
 # $(call train-rates,config/run prefix,registry prefix,description,export options)
 define train-rates
 	@test -f runs/first-model/model.pt || $(MAKE) train-first
-	@set -e; for q in 5 4 3 2 1; do \
+	@set -e; for q in 5 4 3 2 1 0; do \
 	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
 	  $(BIN)/facelink export --checkpoint runs/$(1)-q$$q/model.pt --name face-$(2)-q$$q \
-	    --description "$(3), rate point q$$q of 5 (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
+	    --description "$(3), rate point q$$q (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
 	    --weights float16 $(4); \
 	done
 endef
@@ -79,8 +79,8 @@ bench: $(STAMP) system-deps
 # What ran here: the default below (LFW 200 pairs, CelebA 100 pairs).
 IPR_BENCH ?= lfw:20 celeba:10
 bench-ipr: $(STAMP) system-deps
-	@test -f shared/resources/models/face-ipr-q1/manifest.json || $(MAKE) train-ipr
-	@test -f runs/models/face-pix-q1/manifest.json || $(MAKE) train-pixel
+	@test -f shared/resources/models/face-ipr-q0/manifest.json || $(MAKE) train-ipr
+	@test -f runs/models/face-pix-q0/manifest.json || $(MAKE) train-pixel
 	@set -e; for spec in $(IPR_BENCH); do ds=$${spec%%:*}; n=$${spec##*:}; \
 	  if [ "$$n" = 0 ]; then lim=""; out=full; else lim="--limit $$n"; out=limit$$n; fi; \
 	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim \
