@@ -313,7 +313,7 @@ def _estimate(args) -> int:
 
 
 def _codecs(_args) -> int:
-    for name in dict.fromkeys([*REGISTRY, *learned_families()]):
+    for name in [*REGISTRY, *learned_families()]:
         c = get_codec(name)
         try:
             c.check_available()

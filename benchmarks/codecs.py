@@ -385,7 +385,7 @@ def _registry_models(family: str | None = None) -> list[str]:
 
 
 def learned_families() -> list[str]:
-    """Codec names of the learned families in the registry (``facelink-ipr``, ...); the registry is read once."""
+    """Codec names of the learned families in the registry (``facelink-ipr``, ...)."""
     try:
         return sorted({f"facelink-{f}" for f in map(_family, _registry_models()) if f})
     except Exception:  # noqa: BLE001 - no registry (an edge-only install): no learned families
@@ -414,12 +414,12 @@ CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
 
 def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
     """A codec by registry name; ``qualities`` overrides its default sweep."""
-    if name not in REGISTRY and name.startswith("facelink-"):
-        REGISTRY[name] = _family_codec(name.removeprefix("facelink-"))
-    try:
+    if name in REGISTRY:
         codec = REGISTRY[name]()
-    except KeyError:
-        raise KeyError(f"unknown codec {name!r}; known: {', '.join([*REGISTRY, *learned_families()])}") from None
+    elif name.startswith("facelink-"):
+        codec = _family_codec(name.removeprefix("facelink-"))()
+    else:
+        raise KeyError(f"unknown codec {name!r}; known: {', '.join([*REGISTRY, *learned_families()])}")
     if qualities is not None:
         codec.qualities = tuple(qualities)
     return codec

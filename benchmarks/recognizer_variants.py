@@ -30,6 +30,7 @@ results go to ``benchmarks/results/recognizer_variants_lfw.json`` (merged by var
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -75,25 +76,38 @@ def _crop_variant(proto, name: str, det: YuNet, bgr: bool, raw: bool) -> dict:
     return emb
 
 
+@functools.lru_cache(maxsize=1)
+def _dlib_recognition_model():
+    import dlib
+
+    return dlib.face_recognition_model_v1(str(R.dlib_model_path()))
+
+
+def _hog_rect(hog, im: np.ndarray, det: YuNet, adjust: float):
+    """(rectangle, fell back): HOG's box nearest the image centre (LFW's subject is centred), run at ``adjust``;
+    YuNet's box where HOG finds none."""
+    import dlib
+
+    rects, _, _ = hog.run(im, 1, adjust)
+    if rects:
+        h, w = im.shape[:2]
+        return min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2), False
+    x, y, bw, bh = det.largest(im, rgb=True).box
+    return dlib.rectangle(int(x), int(y), int(x + bw), int(y + bh)), True
+
+
 def _dlib_native(proto, det: YuNet) -> tuple[dict, int]:
     import dlib
 
     hog = dlib.get_frontal_face_detector()
     sp5 = dlib.shape_predictor(str(R.dlib_model_path("shape_predictor_5_face_landmarks.dat")))
-    model = dlib.face_recognition_model_v1(str(R.dlib_model_path()))
+    model = _dlib_recognition_model()
     emb, fallbacks = {}, 0
     for path in tqdm(proto.images(), desc="dlib native", unit="img"):
         im = _rgb(path)
-        rects = list(hog(im, 1))
-        if rects:  # the face nearest the image centre (LFW's subject is centred)
-            h, w = im.shape[:2]
-            rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
-        else:
-            fallbacks += 1
-            x, y, bw, bh = det.largest(im, rgb=True).box
-            rect = dlib.rectangle(int(x), int(y), int(x + bw), int(y + bh))
-        shape = sp5(im, rect)
-        emb[path] = np.asarray(model.compute_face_descriptor(im, shape), dtype=np.float32)
+        rect, fell_back = _hog_rect(hog, im, det, 0.0)
+        fallbacks += fell_back
+        emb[path] = np.asarray(model.compute_face_descriptor(im, sp5(im, rect)), dtype=np.float32)
     return emb, fallbacks
 
 
@@ -103,18 +117,12 @@ def _dlib_harness(proto, det: YuNet) -> tuple[dict, dict, int]:
 
     hog = dlib.get_frontal_face_detector()
     sp68 = dlib.shape_predictor(str(R.dlib_model_path("shape_predictor_68_face_landmarks.dat")))
-    model = dlib.face_recognition_model_v1(str(R.dlib_model_path()))
+    model = _dlib_recognition_model()
     emb, chips, fallbacks = {}, {}, 0
     for path in tqdm(proto.images(), desc="dlib harness", unit="img"):
         im = _rgb(path)
-        rects, _, _ = hog.run(im, 1, -0.9)
-        if rects:
-            h, w = im.shape[:2]
-            rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
-        else:
-            fallbacks += 1
-            x, y, bw, bh = det.largest(im, rgb=True).box
-            rect = dlib.rectangle(int(x), int(y), int(x + bw), int(y + bh))
+        rect, fell_back = _hog_rect(hog, im, det, -0.9)
+        fallbacks += fell_back
         chip = dlib.get_face_chip(im, sp68(im, rect), 150, 0.25)
         chips[path] = chip
         emb[path] = np.asarray(model.compute_face_descriptor(chip), dtype=np.float32)
@@ -126,23 +134,20 @@ def _fixed_threshold_accuracy(proto, scores: np.ndarray, distance: float) -> flo
 
 
 def _jittered(proto, base: dict, chips: dict, jitters: int, margin: float) -> tuple[dict, dict]:
-    import dlib
-
-    model = dlib.face_recognition_model_v1(str(R.dlib_model_path()))
+    model = _dlib_recognition_model()
     d0 = -_scores(proto, base, "euclidean")
     m0 = V.verification_metrics(-d0, proto.labels, proto.folds)
     ts = [-t for t in m0.fold_thresholds] + [0.6]
     lo, hi = min(ts) - margin, max(ts) + margin
-    near = [p for p, d in zip(proto.pairs, d0) if lo <= d <= hi]
-    todo = sorted({q for p in near for q in (p.a, p.b)})
+    near = (d0 >= lo) & (d0 <= hi)
+    todo = sorted({q for p, n in zip(proto.pairs, near) if n for q in (p.a, p.b)})
     emb = dict(base)
     for path in tqdm(todo, desc=f"dlib jitter ×{jitters}", unit="img"):
         emb[path] = np.asarray(model.compute_face_descriptor(chips[path], jitters), dtype=np.float32)
     d1 = -_scores(proto, emb, "euclidean")
-    idx = [i for i, (d, e) in enumerate(zip(d0, d1)) if lo <= d <= hi]
-    change = np.abs(d1[idx] - d0[idx]) if idx else np.zeros(1)
+    change = np.abs(d1 - d0)[near] if near.any() else np.zeros(1)
     info = {"jitters": jitters, "margin": margin, "window": [round(lo, 4), round(hi, 4)], "pairs_redescribed":
-            len(near), "images_redescribed": len(todo), "max_distance_change": round(float(change.max()), 4),
+            int(near.sum()), "images_redescribed": len(todo), "max_distance_change": round(float(change.max()), 4),
             "mean_distance_change": round(float(change.mean()), 4),
             "exact": bool(change.max() < margin)}
     return emb, info
@@ -251,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant:24s} folds {args.folds}: acc {100 * m.accuracy_mean:.2f} ± {100 * m.accuracy_std:.2f} %  "
               f"TAR@FAR=1e-3 {100 * m.tar_at_far:.2f} %  EER {100 * m.eer:.2f} %  AUC {m.auc:.4f}  {notes}", flush=True)
         results.append({"variant": variant, "folds": args.folds, "n_pairs": len(pairs), "metrics": m.as_dict(),
-                        **memo.pop("extra", {}), "notes": notes, "seconds": round(time.time() - t0, 1), "command": command,
-                        "git": git_state()})
+                        **memo.pop("extra", {}), "notes": notes, "seconds": round(time.time() - t0, 1),
+                        "command": command, "git": git_state()})
     out = args.out or (REPO_ROOT / "benchmarks" / "results" / "recognizer_variants_lfw.json")
     try:
         old = json.loads(open(out).read())

@@ -42,6 +42,15 @@ def build(arch: str, N: int, M: int) -> FaceCodec:
     return FaceCodec(N, M)
 
 
+def load_synthesis(model: FaceCodec, path) -> FaceCodec:
+    """Load a rate point's ``decoder.safetensors`` (``g_s.*`` in any float precision) into ``model.g_s`` as float32."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    model.g_s.load_state_dict({k.removeprefix("g_s."): v.float() for k, v in state.items() if k.startswith("g_s.")})
+    return model
+
+
 def rate_distortion_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bits per pixel (estimated from likelihoods) and MSE in [0, 1] units."""
     n, _, h, w = x.shape

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from facelink.cloud.codec_model import build
+from facelink.cloud.codec_model import build, load_synthesis
 from facelink.shared import bitstream, codec, registry
 
 
@@ -22,9 +21,7 @@ class Decoded:
 class _Synthesis:
     def __init__(self, bundle: registry.ModelBundle, device: torch.device):
         m = bundle.manifest
-        model = build(m["architecture"], m["N"], m["M"])
-        state = load_file(str(bundle.weights))
-        model.g_s.load_state_dict({k[4:]: v.float() for k, v in state.items() if k.startswith("g_s.")})
+        model = load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights)
         self.g_s = model.g_s.to(device).eval()
         self.device = device
 

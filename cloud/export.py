@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 from compressai.layers import GDN
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from facelink.cloud.codec_model import FaceCodec, build
+from facelink.cloud.codec_model import FaceCodec, build, load_synthesis
 from facelink.shared import registry, tables as tables_mod
 from facelink.shared.detection import sha256_file
 from facelink.shared.hyper_int import EXACT_LIMIT, IntHyperSynthesis, IntLayer
@@ -34,7 +34,7 @@ from facelink.shared.hyper_int import EXACT_LIMIT, IntHyperSynthesis, IntLayer
 FRAC_BITS = 10  # fixed-point fraction bits of hyper-synthesis activations
 WEIGHT_BITS = 14  # |integer weight| ≤ 2**WEIGHT_BITS
 ONNX_OPSET = 18
-WEIGHT_DTYPES = ("float32", "float16")
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # --weights: stored precision
 F16_SUFFIX = "__f16"  # an ONNX initializer stored as float16, cast back to its own name's float32 at load
 FILES = ("encoder.onnx", "tables.npz", "decoder.safetensors")
 
@@ -109,10 +109,9 @@ class _Encoder(nn.Module):
 
 
 def _round_to(module: nn.Module, dtype: str) -> nn.Module:
-    if dtype == "float16":
-        with torch.no_grad():
-            for t in list(module.parameters()) + list(module.buffers()):
-                t.copy_(t.half().float())
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            t.copy_(t.to(WEIGHT_DTYPES[dtype]).float())
     return module
 
 
@@ -155,8 +154,8 @@ def export_onnx(model: FaceCodec, path: Path, dtype: str = "float32") -> None:
 
 
 def decoder_state(model: FaceCodec, dtype: str = "float32") -> dict[str, torch.Tensor]:
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
-    return {f"g_s.{k}": v.detach().to(torch_dtype).contiguous() for k, v in model.g_s.state_dict().items()}
+    return {f"g_s.{k}": v.detach().to(WEIGHT_DTYPES[dtype]).contiguous()
+            for k, v in model.g_s.state_dict().items()}
 
 
 def load_checkpoint(path: str | Path) -> tuple[FaceCodec, dict]:
@@ -187,7 +186,7 @@ def reference_model(bundle: registry.ModelBundle) -> FaceCodec:
             raise ValueError(f"{bundle.encoder_onnx}: no initializers named {', '.join(missing)}; "
                              "the exporter merged equal tensors, so the torch model cannot be reassembled")
         sub.load_state_dict({k: inits[f"{name}.{k}"] for k in sub.state_dict()})
-    model.g_s.load_state_dict({k[4:]: v.float() for k, v in load_file(str(bundle.weights)).items()})
+    load_synthesis(model, bundle.weights)
     t = bundle.tables
     convs = [mod for mod in model.h_s if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))]
     frac = t.hyper.frac_bits
@@ -216,8 +215,7 @@ def export(checkpoint: str | Path, name: str, out_root: Path | None = None, desc
     tables_mod.save(tables, out / "tables.npz")
     export_onnx(model, out / "encoder.onnx", weights)
     save_file(decoder_state(model, weights), str(out / "decoder.safetensors"))
-    for stale in ("codec.safetensors",):  # the format before decoder-only weights
-        (out / stale).unlink(missing_ok=True)
+    (out / "codec.safetensors").unlink(missing_ok=True)  # the format before decoder-only weights
     cfg = state["config"]
     manifest = {
         "name": name,
@@ -242,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-root", type=Path, help="registry folder (default: the package's models/)")
     ap.add_argument("--description", default="")
     ap.add_argument("--command", default="", help="the training command, recorded in the manifest")
-    ap.add_argument("--weights", choices=WEIGHT_DTYPES, default="float32",
+    ap.add_argument("--weights", choices=list(WEIGHT_DTYPES), default="float32",
                     help="precision the encoder and decoder weights are rounded to and stored in")
     args = ap.parse_args(argv)
     out = export(args.checkpoint, args.name, args.out_root, args.description, args.command, args.weights)
