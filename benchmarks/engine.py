@@ -272,6 +272,16 @@ def _codec(name: str) -> Codec:
     return _STATE[key]
 
 
+def _source_landmarks(det, root: str, key: str, src: np.ndarray):
+    """The source image's largest-face landmarks (None: no face), found once per worker and image: the face-crop
+    protocol crops the same source for every codec setting."""
+    memo = _STATE.setdefault("source_landmarks", {})
+    if (root, key) not in memo:
+        d = det.largest(src, rgb=True)
+        memo[(root, key)] = None if d is None else d.landmarks
+    return memo[(root, key)]
+
+
 def load_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -298,47 +308,60 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
     recs = [_recognizer(n) for n in task["recognizers"]]
     rows, crops = [], {r.name: [] for r in recs}
     stored = task.get("encoded") or {}
-    raw = codec.name == "uncompressed"
+    protocol = task["protocol"]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}")
 
-    def code(img: np.ndarray, key: str):
-        if raw:
-            out, bits = codec.roundtrip(img, task["quality"])
-            return out, bits, None
-        data = stored.get(key)
-        if data is None:
-            data = codec.encode(img, task["quality"])
-        out = codec.decode(data)
-        if out.shape != img.shape:
-            raise RuntimeError(f"{codec.name}: decoded shape {out.shape} differs from input {img.shape}")
-        return out, codec.bits(data), data
-
+    # What each image puts into the codec: the whole frame, or the crop aligned on the source's landmarks.
+    inputs = {}
     for key in task["images"]:
         src = load_rgb(Path(task["root"]) / key)
-        row = {"image": key, "bits": None, "pixels": None, "face": False, "emb": {}, "data": None}
-        if task["protocol"] == "full-frame":
-            dec, bits, row["data"] = code(src, key)
-            row["bits"], row["pixels"] = int(bits), int(src.shape[0] * src.shape[1])
+        if protocol == "full-frame":
+            inputs[key] = src
+        else:
+            landmarks = _source_landmarks(det, task["root"], key, src)
+            rows.append({"image": key, "bits": None, "pixels": None, "face": False, "emb": {}, "data": None})
+            if landmarks is not None:
+                inputs[key] = align(src, landmarks, crop_t)
+    keys = list(inputs)
+    if codec.name == "uncompressed":
+        decoded = {k: codec.roundtrip(inputs[k], task["quality"]) for k in keys}
+        coded = {k: (dec, bits, None) for k, (dec, bits) in decoded.items()}
+    else:
+        todo = [k for k in keys if k not in stored]
+        datas = dict(stored)
+        datas.update(zip(todo, codec.encode_many([inputs[k] for k in todo], task["quality"])))
+        outs = codec.decode_many([datas[k] for k in keys])
+        coded = {}
+        for k, out in zip(keys, outs):
+            if out.shape != inputs[k].shape:
+                raise RuntimeError(f"{codec.name}: decoded shape {out.shape} differs from input {inputs[k].shape}")
+            coded[k] = (out, codec.bits(datas[k]), datas[k])
+
+    if protocol == "full-frame":
+        for key in keys:
+            dec, bits, data = coded[key]
+            row = {"image": key, "bits": int(bits), "pixels": int(dec.shape[0] * dec.shape[1]), "face": False,
+                   "emb": {}, "data": data}
             d = det.largest(dec, rgb=True)
             if d is not None:
                 row["face"] = True
                 for r in recs:
                     crops[r.name].append(align(dec, d.landmarks, r.template))
-        elif task["protocol"] == "face-crop":
-            d = det.largest(src, rgb=True)
-            if d is not None:
-                crop = align(src, d.landmarks, crop_t)
-                dec, bits, row["data"] = code(crop, key)
-                row["bits"], row["pixels"], row["face"] = int(bits), int(crop.shape[0] * crop.shape[1]), True
-                for r in recs:
-                    if r.template.name == crop_t.name:
-                        crops[r.name].append(dec)
-                    else:
-                        m = similarity_transform(crop_t.points, r.template.points)
-                        crops[r.name].append(cv2.warpAffine(dec, m, (r.template.width, r.template.height),
-                                                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-        else:
-            raise ValueError(f"unknown protocol {task['protocol']!r}")
-        rows.append(row)
+            rows.append(row)
+    else:
+        for row in rows:
+            if row["image"] not in coded:
+                continue  # no face on the source: nothing encoded
+            dec, bits, row["data"] = coded[row["image"]]
+            row["bits"], row["pixels"], row["face"] = int(bits), int(dec.shape[0] * dec.shape[1]), True
+            for r in recs:
+                if r.template.name == crop_t.name:
+                    crops[r.name].append(dec)
+                else:
+                    m = similarity_transform(crop_t.points, r.template.points)
+                    crops[r.name].append(cv2.warpAffine(dec, m, (r.template.width, r.template.height),
+                                                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
     with_face = [row for row in rows if row["face"]]
     for r in recs:
         if not with_face:

@@ -62,6 +62,20 @@ def test_hevc_odd_size_is_padded_and_cropped(face):
     assert out.shape == crop.shape and psnr(out, crop) > 30 and bits > 0
 
 
+def test_hevc_batches_are_the_same_bytes_and_pixels_as_single_encodes(face):
+    """encode_many / decode_many run one ffmpeg process for many images, never changing a bit or a pixel;
+    mixed and odd sizes included."""
+    codec = HEVC()
+    images = [face, np.ascontiguousarray(face[10:121, 20:133]), np.ascontiguousarray(face[::-1]),
+              np.ascontiguousarray(face[40:152, 60:172])]
+    single = [codec.encode(im, 33) for im in images]
+    assert codec.encode_many(images, 33) == single
+    for out, data, im in zip(codec.decode_many(single), single, images):
+        assert out.shape == im.shape and np.array_equal(out, codec.decode(data))
+    with pytest.raises(ValueError, match="not a facelink HEVC"):
+        codec.decode_many([single[0], b"\x00"])
+
+
 def test_uncompressed_is_24_bpp(face):
     codec = get_codec("uncompressed")
     out, bits = codec.roundtrip(face, "rgb24")

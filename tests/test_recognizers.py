@@ -93,6 +93,29 @@ def test_sface_graph_is_pruned_and_batchable():
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
 
 
+def test_sface_folded_weights_compute_the_same_function():
+    import onnxruntime as ort
+
+    folded, plain = R.load_sface_onnx(), R.load_sface_onnx(fold_weights=False)
+    assert {n.op_type for n in folded.graph.node}.isdisjoint({"DequantizeLinear"})
+    x = np.random.default_rng(0).uniform(0, 255, (3, 3, 112, 112)).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    run = [ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+           for m in (folded, plain)]
+    np.testing.assert_allclose(run[0], run[1], atol=1e-4 * np.abs(run[1]).max())
+
+
+def test_mobilefacenet_batchnorm_folding_keeps_the_function():
+    model = R.load_mobilefacenet("cpu")
+    folded = R.fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "the training model is untouched"
+    x = torch.randn(3, 3, 112, 96)
+    with torch.inference_mode():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------- real faces
 @pytest.fixture(scope="module")
 def faces():
