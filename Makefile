@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-recognizers train-first export-first train-ipr train-pixel verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
 
 all: test
 
@@ -61,6 +61,14 @@ train-ipr: $(STAMP)
 	$(call train-rates,ipr,ipr,IPR: rate + lambda*(pixel MSE + alpha*MobileFaceNet identity))
 train-pixel: $(STAMP)
 	$(call train-rates,pixel,pix,Ablation of face-ipr: pixel loss only with the same data and fine-tuning chain,--out-root runs/models)
+# The second ladder: pixel distortion weighted to the face region (background 0.1), with the identity term
+# (train-iprf) and without it (train-pixf, its ablation); λ continues below the first ladder. Both to runs/models.
+train-iprf: $(STAMP)
+	@test -f runs/ipr-q3/model.pt || $(MAKE) train-ipr
+	$(call train-rates,iprf,iprf,IPR with face-weighted pixel distortion,--out-root runs/models)
+train-pixf: $(STAMP)
+	@test -f runs/pixel-q3/model.pt || $(MAKE) train-pixel
+	$(call train-rates,pixf,pixf,Ablation of face-iprf: face-weighted pixel loss only with the same data and chain,--out-root runs/models)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

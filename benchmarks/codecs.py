@@ -450,7 +450,8 @@ def _model_digest(name: str) -> str | None:
 
 
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve.
-FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model"}
+FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model",
+                 "iprf": "facelink IPR, face-weighted", "pixf": "facelink face-weighted pixel loss (ablation)"}
 
 
 def _family(name: str) -> str | None:

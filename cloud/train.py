@@ -1,5 +1,7 @@
 """Training of the face codec: R + λ·(255²·MSE + α·D_identity), resumable, on CPU or GPU.
 
+With ``background_weight`` < 1 the MSE is weighted: 1 on the face region, ``background_weight`` on the rest.
+
 ``facelink train --config CONFIG --out RUN_DIR`` trains; ``--resume`` continues from ``RUN_DIR/checkpoint.pt``.
 With ``alpha`` 0 and ``face_crop_fraction`` 0 (the defaults) it is the pixel-loss trainer the first model was made
 with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.identity_loss`) on patches from the
@@ -58,6 +60,13 @@ class TrainConfig:
     # With alpha > 0 or face_crop_fraction > 0 the landmark-aware sampler is used (images without a face skipped).
     face_crop_fraction: float = 0.0
     max_images: int = 0  # use only this many training images (seeded choice); 0 = all. For smoke runs.
+    # Face-weighted pixel distortion: 255²·mean(w·(x − x̂)²) with w = 1 on the face region and background_weight
+    # elsewhere (1 = plain MSE, the behaviour above). The face region is the recognizer's template rectangle mapped
+    # back into the patch by its landmarks, grown by face_margin of the template's size on every side, with a
+    # linear ramp of face_ramp template pixels. Bits then go to the face, not to the background of a full frame.
+    background_weight: float = 1.0
+    face_margin: float = 0.1
+    face_ramp: float = 8.0
 
     def __post_init__(self):
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
@@ -72,10 +81,15 @@ class TrainConfig:
                                      f"{ARCFACE_112.width} when face_crop_fraction > 0, got {self.patch}")
         if self.max_images < 0:
             raise cfgmod.ConfigError(f"max_images must be ≥ 0, got {self.max_images}")
+        if not 0.0 <= self.background_weight <= 1.0:
+            raise cfgmod.ConfigError(f"background_weight must lie in [0, 1], got {self.background_weight}")
+        if not (0.0 <= self.face_margin <= 2.0 and self.face_ramp >= 0):
+            raise cfgmod.ConfigError(f"face_margin must lie in [0, 2] and face_ramp be ≥ 0, got "
+                                     f"{self.face_margin}, {self.face_ramp}")
 
     @property
     def uses_landmarks(self) -> bool:
-        return self.alpha > 0 or self.face_crop_fraction > 0
+        return self.alpha > 0 or self.face_crop_fraction > 0 or self.background_weight < 1.0
 
 
 def training_files(names: list[str], assets=None) -> list[Path]:
@@ -244,6 +258,27 @@ class LandmarkPatchSampler(PatchSampler):
         return _to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32)
 
 
+def face_weight_map(matrices: np.ndarray, height: int, width: int, template, background_weight: float,
+                    margin: float = 0.25, ramp: float = 8.0) -> torch.Tensor:
+    """N×1×H×W pixel weights: 1 on each patch's face region, ``background_weight`` elsewhere.
+
+    ``matrices``: N×2×3 pixel matrices patch → ``template`` (as :func:`template_matrices` gives). A patch pixel is
+    in the face region when its template coordinates lie in the template rectangle grown by ``margin`` × its size
+    on every side; the weight falls linearly to ``background_weight`` over ``ramp`` template pixels outside it.
+    """
+    m = np.asarray(matrices, dtype=np.float64)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    tx = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None]
+    ty = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None]
+    mx, my = margin * template.width, margin * template.height
+    dx = np.maximum(np.maximum(-mx - 0.5 - tx, tx - (template.width - 0.5 + mx)), 0.0)
+    dy = np.maximum(np.maximum(-my - 0.5 - ty, ty - (template.height - 0.5 + my)), 0.0)
+    dist = np.hypot(dx, dy)
+    inside = np.clip(1.0 - dist / ramp, 0.0, 1.0) if ramp > 0 else (dist == 0).astype(np.float64)
+    w = background_weight + (1.0 - background_weight) * inside
+    return torch.from_numpy(w[:, None].astype(np.float32))
+
+
 LOG_COLUMNS = ["step", "loss", "bpp", "mse", "psnr", "aux", "lr", "seconds", "identity", "face_share"]
 
 
@@ -320,7 +355,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
             x = sampler.batch(cfg.batch_size).to(device)
         out_ = model(x)
         bpp, mse = rate_distortion_terms(out_, x)
-        distortion = 255**2 * mse
+        if cfg.background_weight < 1.0:
+            wmap = face_weight_map(mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight,
+                                   cfg.face_margin, cfg.face_ramp).to(device)
+            distortion = 255**2 * torch.mean(wmap * (out_["x_hat"] - x) ** 2)
+        else:
+            distortion = 255**2 * mse
         if identity is not None:
             with torch.set_grad_enabled(cfg.alpha > 0):
                 d_id, per_sample = identity(x, out_["x_hat"], mats, weights)

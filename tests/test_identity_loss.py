@@ -8,7 +8,8 @@ import torch
 
 from facelink.cloud import config
 from facelink.cloud.identity_loss import IdentityLoss, face_inside, pixel_matrix_to_theta, template_matrices, warp
-from facelink.cloud.train import FLIP_ORDER, LOG_COLUMNS, LandmarkPatchSampler, TrainConfig, landmark_cache_path, open_log
+from facelink.cloud.train import (FLIP_ORDER, LOG_COLUMNS, LandmarkPatchSampler, TrainConfig, face_weight_map,
+                                  landmark_cache_path, open_log)
 from facelink.shared.alignment import ARCFACE_112, MOBILEFACENET_96x112, align, similarity_transform
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import DEMO_FACES_DIR
@@ -102,6 +103,35 @@ def test_face_inside():
     m = similarity_transform(ARCFACE_112.points, MOBILEFACENET_96x112.points)  # the 96×112 box sits at x 8..104
     assert face_inside(m, 112, 112) and face_inside(m, 128, 128)
     assert not face_inside(m, 100, 128)
+
+
+def test_face_weight_map_weights_the_face_region():
+    # The edge's 112×112 crop: the MobileFaceNet rectangle sits at x 8..104, y 0..112 of it.
+    m = similarity_transform(ARCFACE_112.points, MOBILEFACENET_96x112.points)
+    w = face_weight_map(m[None], 128, 128, MOBILEFACENET_96x112, 0.1, margin=0.0, ramp=4.0)[0, 0].numpy()
+    assert w.shape == (128, 128) and w.dtype == np.float32
+    assert w[56, 56] == 1.0 and w[56, 10] == 1.0 and w[56, 6] < 1.0   # left edge of the rectangle at x = 8
+    assert w[60, 127] == pytest.approx(0.1) and w[127, 60] < 1.0        # padding right and below the crop
+    assert w.min() == pytest.approx(0.1) and w.max() == 1.0
+    grown = face_weight_map(m[None], 128, 128, MOBILEFACENET_96x112, 0.1, margin=0.25, ramp=4.0)[0, 0].numpy()
+    assert (grown >= w).all() and grown.mean() > w.mean()
+    assert torch.equal(face_weight_map(m[None], 128, 128, MOBILEFACENET_96x112, 1.0), torch.ones(1, 1, 128, 128))
+
+
+def test_face_weighted_training_runs_resumes_and_logs(tmp_path):
+    from facelink.cloud.train import train
+
+    cfg = config.from_mapping(TrainConfig, {"steps": 2, "batch_size": 2, "max_images": 6, "threads": 1,
+                                            "checkpoint_every": 1, "background_weight": 0.2, "alpha": 10.0,
+                                            "face_crop_fraction": 0.5})
+    assert cfg.uses_landmarks
+    final = train(cfg, tmp_path / "run")
+    assert final.is_file()
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].split(",") == LOG_COLUMNS and len(rows) == 3
+    cfg.steps = 3
+    train(cfg, tmp_path / "run", resume=True)
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 4
 
 
 def _blob_image(points: np.ndarray, size=250) -> np.ndarray:
@@ -208,7 +238,8 @@ def test_defaults_keep_the_first_model_behaviour():
 
 
 @pytest.mark.parametrize("data", [{"alpha": -1.0}, {"face_crop_fraction": 1.5}, {"recognizer": "sface"},
-                                  {"face_crop_fraction": 0.5, "patch": 96}, {"alpha": "high"}])
+                                  {"face_crop_fraction": 0.5, "patch": 96}, {"alpha": "high"},
+                                  {"background_weight": 1.5}, {"face_margin": -0.1}, {"face_ramp": -1.0}])
 def test_bad_ipr_settings_are_config_errors(data):
     with pytest.raises(config.ConfigError):
         config.from_mapping(TrainConfig, data)
