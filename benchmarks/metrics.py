@@ -111,6 +111,7 @@ class Parity:
     status: str  # "interpolated" | "upper_bound" (lowest setting already reaches it) | "not_reached"
     target_quality: float
     reference_bpp: float
+    best_quality: float = math.nan  # the codec's highest quality on its curve (how close a "not reached" came)
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -136,4 +137,6 @@ def bpp_at_parity(rate, quality, reference_bpp: float, reference_quality: float,
     """bpp-at-parity of a codec curve against a reference operating point (bpp, quality)."""
     bpp, status = rate_at_quality(rate, quality, reference_quality, method)
     pct = 100.0 * bpp / reference_bpp if math.isfinite(bpp) and reference_bpp > 0 else math.nan
-    return Parity(bpp, pct, status, float(reference_quality), float(reference_bpp))
+    q = np.asarray(quality, dtype=float)
+    best = float(np.nanmax(q)) if np.isfinite(q).any() else math.nan
+    return Parity(bpp, pct, status, float(reference_quality), float(reference_bpp), best)

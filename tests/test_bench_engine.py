@@ -64,6 +64,12 @@ def test_end_to_end_run_resumes_and_writes_everything(suite, tmp_path):
     assert hevc["results"]["bytes_per_face"][1] * 8 / (250 * 250) == pytest.approx(b23)
     assert doc["reference"]["bpp"] == pytest.approx(b23) and doc["reference"]["quality"] == 23
     assert doc["headline"]["bpp_at_parity"]["hevc"]["percent_of_reference"] <= 100.0
+    near = doc["headline"]["near_uncompressed"]
+    assert near["points_below"] == pytest.approx(0.5) and set(near["codecs"]) == {"jpeg", "hevc"}
+    for n in near["codecs"].values():
+        assert n["target_quality"] == pytest.approx(doc["uncompressed"]["accuracy"] - 0.005)
+        if n["bpp"] is not None:  # bytes per face follow from bpp over the 250×250 frame
+            assert n["bytes_per_face"] == pytest.approx(n["bpp"] * 250 * 250 / 8)
     assert 0.5 <= doc["uncompressed"]["accuracy"] <= 1.0
 
     crop = json.loads((tmp_path / "out" / "lfw_mobilefacenet_face-crop_symmetric.json").read_text())

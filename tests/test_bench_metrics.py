@@ -75,7 +75,7 @@ def test_parity_bounds_and_not_reached():
     up = metrics.bpp_at_parity(BPP, ACC, reference_bpp=0.5, reference_quality=0.6)
     assert up.status == "upper_bound" and up.bpp == pytest.approx(0.05) and up.percent_of_reference == 10.0
     no = metrics.bpp_at_parity(BPP, ACC, reference_bpp=0.5, reference_quality=0.995)
-    assert no.status == "not_reached" and math.isnan(no.bpp)
+    assert no.status == "not_reached" and math.isnan(no.bpp) and no.best_quality == pytest.approx(max(ACC))
     assert no.to_dict()["bpp"] is None
 
 
