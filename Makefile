@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
 
 all: test
 
@@ -75,8 +75,8 @@ verify-bitexact: $(STAMP)
 	$(BIN)/facelink verify-bitexact --dataset lfw --workers 2 --out benchmarks/results/bitexact_lfw.json
 
 # Issue #4: accuracy-versus-bpp suite — LFW View 2 + CelebA test, every classical codec, both protocols and
-# settings, MobileFaceNet and SFace -> benchmarks/results/full. About 29 h in one process on 2 busy CPU cores
-# (measured per image; see benchmarks/README.md); resumable (cache: runs/bench/cache.sqlite).
+# settings, MobileFaceNet and SFace -> benchmarks/results/full. About 4 h with --workers 2 on this 2-core machine
+# (CelebA's part took 46 min; see benchmarks/README.md); resumable (cache: runs/bench/cache.sqlite).
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--workers 8", or BENCH_ARGS="--limit 20" for a quick run.
 bench: $(STAMP) system-deps
 	$(BIN)/facelink bench run --datasets lfw,celeba --recognizers mobilefacenet,sface --no-flip-for sface $(BENCH_ARGS)
@@ -94,6 +94,20 @@ bench-ipr: $(STAMP) system-deps
 	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim \
 	    --recognizers mobilefacenet,sface,dlib-resnet --no-flip-for sface,dlib-resnet \
 	    --codecs hevc facelink-ipr facelink-pix facelink-msh --workers 2 --out benchmarks/results/ipr-$$ds-$$out; \
+	done
+
+# Issue #5, second ladder: face-weighted IPR (face-iprf) against its ablation (face-pixf) and HEVC, MobileFaceNet
+# (seen in training) and SFace (never seen), both protocols and settings.
+# IPRF_BENCH: dataset:pairs-per-fold as for bench-ipr -> benchmarks/results/iprf-<dataset>-limit<N>.
+IPRF_BENCH ?= lfw:100
+bench-iprf: $(STAMP) system-deps
+	@test -f runs/models/face-iprf-q0/manifest.json || $(MAKE) train-iprf
+	@test -f runs/models/face-pixf-q0/manifest.json || $(MAKE) train-pixf
+	@set -e; for spec in $(IPRF_BENCH); do ds=$${spec%%:*}; n=$${spec##*:}; \
+	  if [ "$$n" = 0 ]; then lim=""; out=full; else lim="--limit $$n"; out=limit$$n; fi; \
+	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim \
+	    --recognizers mobilefacenet,sface --no-flip-for sface \
+	    --codecs hevc facelink-iprf facelink-pixf --workers 2 --out benchmarks/results/iprf-$$ds-$$out; \
 	done
 
 proto: $(STAMP)
