@@ -334,16 +334,21 @@ class HEVC(Codec):
     def _decoder_args() -> list[str]:
         return ["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]
 
+    @staticmethod
+    def _cropped(r: subprocess.CompletedProcess, raw: bytes, h: int, w: int, what: str = "") -> np.ndarray:
+        """ffmpeg's raw RGB output of the padded frame → the h×w image; a clear error for a failed decode."""
+        ph, pw = h + (h & 1), w + (w & 1)
+        if r.returncode != 0 or len(raw) != ph * pw * 3:
+            raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, {what}{len(raw)} bytes): "
+                               f"{r.stderr.decode(errors='replace')[-500:]}")
+        return np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:h, :w].copy()
+
     def decode(self, data):
         stream, h, w = self._unpack(data)
-        ph, pw = h + (h & 1), w + (w & 1)
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "hevc", "-i", "-",
                *self._decoder_args(), "-"]
         r = subprocess.run(cmd, input=stream, capture_output=True)
-        if r.returncode != 0 or len(r.stdout) != ph * pw * 3:
-            raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, {len(r.stdout)} bytes): "
-                               f"{r.stderr.decode(errors='replace')[-500:]}")
-        return np.frombuffer(r.stdout, np.uint8).reshape(ph, pw, 3)[:h, :w].copy()
+        return self._cropped(r, r.stdout, h, w)
 
     def decode_many(self, datas):
         """One ffmpeg process decodes every stream (N inputs to N outputs); same images as :meth:`decode`."""
@@ -358,16 +363,9 @@ class HEVC(Codec):
             for i in range(len(parts)):
                 cmd += ["-map", f"{i}:v", *self._decoder_args(), str(Path(d) / f"{i}.rgb")]
             r = subprocess.run(cmd, capture_output=True)
-            out = []
-            for i, (_, h, w) in enumerate(parts):
-                ph, pw = h + (h & 1), w + (w & 1)
-                f = Path(d) / f"{i}.rgb"
-                raw = f.read_bytes() if f.exists() else b""
-                if r.returncode != 0 or len(raw) != ph * pw * 3:
-                    raise RuntimeError(f"ffmpeg HEVC decode failed ({r.returncode}, image {i}: {len(raw)} bytes): "
-                                       f"{r.stderr.decode(errors='replace')[-500:]}")
-                out.append(np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:h, :w].copy())
-            return out
+            outs = [Path(d) / f"{i}.rgb" for i in range(len(parts))]
+            return [self._cropped(r, f.read_bytes() if f.exists() else b"", h, w, f"image {i}: ")
+                    for i, (f, (_, h, w)) in enumerate(zip(outs, parts))]
 
     def settings(self):
         return {"preset": self.preset, "pix_fmt": "yuv420p", "x265-params": self.x265_params,

@@ -325,8 +325,7 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
                 inputs[key] = align(src, landmarks, crop_t)
     keys = list(inputs)
     if codec.name == "uncompressed":
-        decoded = {k: codec.roundtrip(inputs[k], task["quality"]) for k in keys}
-        coded = {k: (dec, bits, None) for k, (dec, bits) in decoded.items()}
+        coded = {k: (*codec.roundtrip(inputs[k], task["quality"]), None) for k in keys}
     else:
         todo = [k for k in keys if k not in stored]
         datas = dict(stored)

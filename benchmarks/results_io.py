@@ -116,6 +116,11 @@ def _num(x, fmt="{:.3f}"):
     return "—" if x is None else fmt.format(x)
 
 
+def _codec_names(docs: list[dict]) -> list[str]:
+    """Every codec in the result files, in order of first appearance (one table column each)."""
+    return list(dict.fromkeys(c["codec"] for d in docs for c in d["codecs"]))
+
+
 def _parity_cell(p: dict | None) -> str:
     if not p:
         return "—"
@@ -128,11 +133,7 @@ def _parity_cell(p: dict | None) -> str:
 
 def headline_table(docs: list[dict]) -> str:
     """One row per result file: reference point, uncompressed accuracy, bpp-at-parity per codec."""
-    codecs = []
-    for d in docs:
-        for c in d["codecs"]:
-            if c["codec"] not in codecs:
-                codecs.append(c["codec"])
+    codecs = _codec_names(docs)
     hdr = ["dataset", "recognizer", "protocol", "setting", "pairs", "uncompr. acc %", "HEVC CRF23 bpp",
            "HEVC CRF23 acc %", *[f"{c} parity" for c in codecs]]
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
@@ -149,11 +150,7 @@ def headline_table(docs: list[dict]) -> str:
 def near_uncompressed_table(docs: list[dict]) -> str:
     """One row per result file: bpp and bytes per face at which each codec comes within half a point of
     uncompressed accuracy."""
-    codecs = []
-    for d in docs:
-        for c in d["codecs"]:
-            if c["codec"] not in codecs:
-                codecs.append(c["codec"])
+    codecs = _codec_names(docs)
     hdr = ["dataset", "recognizer", "protocol", "setting", "uncompr. acc %", "target %", *codecs]
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for d in docs:
@@ -176,11 +173,7 @@ def near_uncompressed_table(docs: list[dict]) -> str:
 
 
 def bd_table(docs: list[dict], metric: str = "accuracy") -> str:
-    codecs = []
-    for d in docs:
-        for c in d["codecs"]:
-            if c["codec"] not in codecs:
-                codecs.append(c["codec"])
+    codecs = _codec_names(docs)
     vs_hevc = [c for c in codecs if c != "hevc"]
     vs_avif = [c for c in codecs if c != "avif"]
     hdr = ["dataset", "recognizer", "protocol", "setting",
