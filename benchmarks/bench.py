@@ -171,6 +171,12 @@ def _json_roundtrip(doc):
     return json.loads(json.dumps(_clean(doc)))
 
 
+def _title(docs: list[dict]) -> str:
+    """The report's title, from the results themselves, so `run` and `report` write the same one."""
+    limit = next((d.get("limit_pairs_per_fold") for d in docs if d.get("limited")), None)
+    return "facelink accuracy-versus-bpp benchmark" + (f" (limited: {limit} pairs per fold)" if limit else "")
+
+
 def write_outputs(docs: list[dict], out: Path, title: str | None = None) -> list[Path]:
     from facelink.benchmarks.plots import plot_doc
 
@@ -184,7 +190,7 @@ def write_outputs(docs: list[dict], out: Path, title: str | None = None) -> list
             plots.append(p.name)
             written.append(p)
     (out / "results.csv").write_text(csv_text(docs))
-    (out / "README.md").write_text(markdown_report(docs, title or "facelink accuracy-versus-bpp benchmark", plots))
+    (out / "README.md").write_text(markdown_report(docs, title or _title(docs), plots))
     written += [out / "results.csv", out / "README.md"]
     return written
 
@@ -290,9 +296,7 @@ def _run(args) -> int:
     prov = provenance(cfg, suites, stats, engine.all_codecs(cfg))
     docs = build_docs(cfg, suites, prov)
     out = args.out or _default_out(cfg.limit)
-    title = "facelink accuracy-versus-bpp benchmark" + (f" (limited: {cfg.limit} pairs per fold)" if cfg.limit
-                                                        else "")
-    written = write_outputs(docs, out, title)
+    written = write_outputs(docs, out)
     print(f"wrote {len(written)} files to {out}")
     return 0
 
