@@ -231,8 +231,8 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 def fold_batchnorm(model: MobileFaceNet) -> MobileFaceNet:
     """An inference copy of ``model`` with every batch norm folded into the convolution before it.
 
-    Same function up to float rounding (≤ 2e-6 on unit-scale embeddings); batch norm, a memory-bound op on a CPU,
-    was half of the eager model's time. Training keeps the unfolded model (:func:`load_mobilefacenet`).
+    Same function up to float rounding (tests/test_recognizers.py checks it); batch norm is a memory-bound op on a
+    CPU. Training keeps the unfolded model (:func:`load_mobilefacenet`).
     """
     model = copy.deepcopy(model).eval()
     for sub in model.modules():
@@ -274,8 +274,8 @@ class MobileFaceNetRecognizer(_TorchRecognizer):
 
     def __init__(self, device: str | None = None, batch_size: int | None = None):
         self.device = str(device or default_device())
-        # Small batches are fastest on a CPU (they stay in cache: 4.5 ms per crop at 8 against 15 ms at 64,
-        # one thread, this machine); a GPU wants large ones.
+        # Small batches are fastest on a CPU (their activations stay in cache); a GPU wants large ones.
+        # The per-image cost of the whole benchmark step is what `facelink bench estimate` measures.
         self.batch_size = batch_size or (8 if self.device == "cpu" else 128)
         self.model = fold_batchnorm(load_mobilefacenet(self.device))
         if self.device == "cpu":
@@ -404,7 +404,8 @@ def _fold_constant_weights(model):
 
     The values are computed once by onnxruntime itself with optimisations off, so they are exactly the floats
     the original graph computes on every run. With plain float weights onnxruntime then fuses each Conv with its
-    BatchNormalization: 22 ms per crop instead of 28 (one thread, this machine), embeddings within 3e-6.
+    BatchNormalization, which is faster on a CPU; the embeddings agree with the unfolded graph's to float rounding
+    (tests/test_recognizers.py checks it).
     """
     import onnx
     import onnxruntime as ort
