@@ -19,7 +19,6 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -236,8 +235,12 @@ _STATE: dict = {}
 
 def _init_worker(threads: int = 1, device: str = "cpu") -> None:
     import cv2
+    from threadpoolctl import threadpool_limits
 
     cv2.setNumThreads(threads)
+    # numpy's BLAS too (the learned codec's integer hyper-synthesis is float64 matrix products): OpenBLAS starts
+    # one busy-waiting thread per core in every worker, so N workers on N cores would oversubscribe the CPU.
+    threadpool_limits(threads)
     try:
         import torch
 

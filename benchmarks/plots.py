@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facelink.benchmarks.results_io import TAR, nan, stem
+from facelink.benchmarks.results_io import TAR, stem
 
 STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
          "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*"),

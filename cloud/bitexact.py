@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import time
 from pathlib import Path
 
@@ -26,8 +25,11 @@ _state: dict = {}
 
 
 def _init(model: str | None) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from threadpoolctl import threadpool_limits
+
     from facelink.edge.encoder import EdgeEncoder
+
+    threadpool_limits(1)  # one BLAS thread per worker process (numpy was imported before this runs)
 
     _state["enc"] = EdgeEncoder(model, threads=1)
 
