@@ -131,18 +131,28 @@ def _parity_cell(p: dict | None) -> str:
     return f"≤ {s}" if p["status"] == "upper_bound" else s
 
 
+def _reference_bits(ref: dict) -> str:
+    b = ref.get("bytes_per_face")
+    return _num(ref.get("bpp")) + ("" if b is None else f" ({b:,.0f} B)")
+
+
+def _reference_accuracy(ref: dict) -> str:
+    sd = ref.get("accuracy_std")
+    return _pct(ref.get("accuracy"), 2) + ("" if sd is None else f" ± {100 * sd:.2f}")
+
+
 def headline_table(docs: list[dict]) -> str:
     """One row per result file: reference point, uncompressed accuracy, bpp-at-parity per codec."""
     codecs = _codec_names(docs)
-    hdr = ["dataset", "recognizer", "protocol", "setting", "pairs", "uncompr. acc %", "HEVC CRF23 bpp",
-           "HEVC CRF23 acc %", *[f"{c} parity" for c in codecs]]
+    hdr = ["dataset", "recognizer", "protocol", "setting", "pairs", "uncompr. acc %", "HEVC CRF23 bpp (bytes/face)",
+           "HEVC CRF23 acc % (± fold std)", *[f"{c} parity" for c in codecs]]
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for d in docs:
         ref = d.get("reference") or {}
         par = d["headline"].get("bpp_at_parity", {})
         lines.append("| " + " | ".join([
             d["dataset"], d["recognizer"], d["protocol"], d["setting"], str(d.get("pairs")),
-            _pct(d["uncompressed"].get("accuracy"), 2), _num(ref.get("bpp")), _pct(ref.get("accuracy"), 2),
+            _pct(d["uncompressed"].get("accuracy"), 2), _reference_bits(ref), _reference_accuracy(ref),
             *[_parity_cell(par.get(c)) for c in codecs]]) + " |")
     return "\n".join(lines)
 
