@@ -178,13 +178,16 @@ def _title(docs: list[dict]) -> str:
 
 
 def write_outputs(docs: list[dict], out: Path, title: str | None = None) -> list[Path]:
-    from facelink.benchmarks.plots import plot_doc
+    from facelink.benchmarks.plots import plot_doc, plot_overviews
 
     out.mkdir(parents=True, exist_ok=True)
     written, plots = [], []
     for d in docs:
         written.append(write_json(d, out))
     docs = read_results(out)  # what a reader of the JSON sees (NaN as null)
+    for p in plot_overviews(docs, out):
+        plots.append(p.name)
+        written.append(p)
     for d in docs:
         for p in plot_doc(d, out):
             plots.append(p.name)

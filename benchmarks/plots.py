@@ -1,5 +1,6 @@
 """PNG plots of accuracy and TAR@FAR=1e-3 against bpp: one curve per codec, uncompressed as a horizontal line,
-HEVC CRF 23 (the parity reference) marked."""
+HEVC CRF 23 (the parity reference) marked. One plot per result file, and one overview per recognizer and
+setting whose panels are the datasets × protocols (the figure a reader of the README looks at first)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,6 +58,59 @@ def plot_doc(doc: dict, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
         path = out_dir / f"{stem(doc)}_{suffix}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+PANEL_ORDER = {"dataset": ("lfw", "celeba"), "protocol": ("full-frame", "face-crop")}
+
+
+def _order(known: tuple):
+    return lambda name: (known.index(name), "") if name in known else (len(known), name)
+
+
+def plot_overviews(docs: list[dict], out_dir: Path, metric: str = "accuracy") -> list[Path]:
+    """``overview_<recognizer>_<setting>.png``: accuracy vs bpp, one panel per dataset (row) × protocol (column),
+    for every recognizer × setting with more than one panel; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    groups: dict = {}
+    for d in docs:
+        groups.setdefault((d["recognizer"], d["setting"]), []).append(d)
+    for (recognizer, setting), group in groups.items():
+        datasets = sorted(dict.fromkeys(d["dataset"] for d in group), key=_order(PANEL_ORDER["dataset"]))
+        protocols = sorted(dict.fromkeys(d["protocol"] for d in group), key=_order(PANEL_ORDER["protocol"]))
+        if len(group) < 2:
+            continue
+        fig, axes = plt.subplots(len(datasets), len(protocols), figsize=(5.2 * len(protocols), 3.9 * len(datasets)),
+                                 dpi=100, squeeze=False)
+        by_key = {(d["dataset"], d["protocol"]): d for d in group}
+        handles = {}
+        for i, ds in enumerate(datasets):
+            for j, proto in enumerate(protocols):
+                ax = axes[i][j]
+                doc = by_key.get((ds, proto))
+                if doc is None:
+                    ax.set_axis_off()
+                    continue
+                _ax_curves(ax, doc, metric)
+                limited = f", {doc['limit_pairs_per_fold']}/fold" if doc.get("limited") else ""
+                ax.set_title(f"{ds} · {proto} ({doc.get('pairs')} pairs{limited})", fontsize=10)
+                ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "TAR @ FAR = 1e-3 (%)")
+                # the label of the uncompressed line carries each panel's own figure: keep one generic entry
+                for h, label in zip(*ax.get_legend_handles_labels()):
+                    handles.setdefault("uncompressed" if label.startswith("uncompressed") else label, h)
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 8),
+                   fontsize=8, frameon=False)
+        fig.suptitle(f"{recognizer} · {setting}: verification accuracy vs bits per pixel", fontsize=11)
+        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+        path = out_dir / f"overview_{recognizer}_{setting}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(path)

@@ -49,7 +49,11 @@ def test_end_to_end_run_resumes_and_writes_everything(suite, tmp_path):
     written = bench.write_outputs(docs, tmp_path / "out", "test")
     names = {p.name for p in written}
     assert "results.csv" in names and "README.md" in names
-    assert sum(n.endswith(".png") for n in names) == 2 * len(docs)
+    # accuracy and TAR per result file, plus one overview (full frame | face crop) per setting
+    overviews = {n for n in names if n.startswith("overview_")}
+    assert overviews == {"overview_mobilefacenet_asymmetric.png", "overview_mobilefacenet_symmetric.png"}
+    assert sum(n.endswith(".png") for n in names) == 2 * len(docs) + len(overviews)
+    assert "(overview_mobilefacenet_asymmetric.png)" in (tmp_path / "out" / "README.md").read_text()
 
     doc = json.loads((tmp_path / "out" / "lfw_mobilefacenet_full-frame_asymmetric.json").read_text())
     assert doc["schema"] == "facelink-bench/1" and doc["pairs"] == 4 and doc["limited"]
