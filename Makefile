@@ -75,8 +75,9 @@ verify-bitexact: $(STAMP)
 	$(BIN)/facelink verify-bitexact --dataset lfw --workers 2 --out benchmarks/results/bitexact_lfw.json
 
 # Issue #4: accuracy-versus-bpp suite — LFW View 2 + CelebA test, every classical codec, both protocols and
-# settings, MobileFaceNet and SFace -> benchmarks/results/full. About 4 h with --workers 2 on this 2-core machine
-# (CelebA's part took 46 min; see benchmarks/README.md); resumable (cache: runs/bench/cache.sqlite).
+# settings, MobileFaceNet and SFace -> benchmarks/results/full. About 4 h of compute with --workers 2 on this 2-core
+# machine (CelebA 46 min, LFW full frame and face crop 81 + 72 min with part cached; see benchmarks/README.md);
+# resumable (cache: runs/bench/cache.sqlite). With everything cached it only rewrites the report (≈ 40 s).
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--workers 8", or BENCH_ARGS="--limit 20" for a quick run.
 bench: $(STAMP) system-deps
 	$(BIN)/facelink bench run --datasets lfw,celeba --recognizers mobilefacenet,sface --no-flip-for sface $(BENCH_ARGS)
