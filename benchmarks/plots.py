@@ -38,12 +38,19 @@ def _ax_curves(ax, doc: dict, metric: str):
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_doc(doc: dict, out_dir: Path) -> list[Path]:
-    """``<stem>_accuracy.png`` and ``<stem>_tar.png``; returns the paths written."""
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers or in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_doc(doc: dict, out_dir: Path) -> list[Path]:
+    """``<stem>_accuracy.png`` and ``<stem>_tar.png``; returns the paths written."""
+    plt = _pyplot()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -71,23 +78,20 @@ def _order(known: tuple):
     return lambda name: (known.index(name), "") if name in known else (len(known), name)
 
 
-def plot_overviews(docs: list[dict], out_dir: Path, metric: str = "accuracy") -> list[Path]:
+def plot_overviews(docs: list[dict], out_dir: Path) -> list[Path]:
     """``overview_<recognizer>_<setting>.png``: accuracy vs bpp, one panel per dataset (row) × protocol (column),
     for every recognizer × setting with more than one panel; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     written = []
     groups: dict = {}
     for d in docs:
         groups.setdefault((d["recognizer"], d["setting"]), []).append(d)
     for (recognizer, setting), group in groups.items():
-        datasets = sorted(dict.fromkeys(d["dataset"] for d in group), key=_order(PANEL_ORDER["dataset"]))
-        protocols = sorted(dict.fromkeys(d["protocol"] for d in group), key=_order(PANEL_ORDER["protocol"]))
         if len(group) < 2:
             continue
+        datasets = sorted(dict.fromkeys(d["dataset"] for d in group), key=_order(PANEL_ORDER["dataset"]))
+        protocols = sorted(dict.fromkeys(d["protocol"] for d in group), key=_order(PANEL_ORDER["protocol"]))
         fig, axes = plt.subplots(len(datasets), len(protocols), figsize=(5.2 * len(protocols), 3.9 * len(datasets)),
                                  dpi=100, squeeze=False)
         by_key = {(d["dataset"], d["protocol"]): d for d in group}
@@ -99,10 +103,10 @@ def plot_overviews(docs: list[dict], out_dir: Path, metric: str = "accuracy") ->
                 if doc is None:
                     ax.set_axis_off()
                     continue
-                _ax_curves(ax, doc, metric)
+                _ax_curves(ax, doc, "accuracy")
                 limited = f", {doc['limit_pairs_per_fold']}/fold" if doc.get("limited") else ""
                 ax.set_title(f"{ds} · {proto} ({doc.get('pairs')} pairs{limited})", fontsize=10)
-                ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "TAR @ FAR = 1e-3 (%)")
+                ax.set_ylabel("accuracy (%)")
                 # the label of the uncompressed line carries each panel's own figure: keep one generic entry
                 for h, label in zip(*ax.get_legend_handles_labels()):
                     handles.setdefault("uncompressed" if label.startswith("uncompressed") else label, h)
