@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
 
 all: test
 
@@ -109,6 +109,21 @@ bench-iprf: $(STAMP) system-deps
 	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim \
 	    --recognizers mobilefacenet,sface --no-flip-for sface \
 	    --codecs hevc facelink-iprf facelink-pixf --workers 2 --out benchmarks/results/iprf-$$ds-$$out; \
+	done
+
+# Issue #5: the edge's face region of interest (facelink-edge --full-frame --blur-background) on full frames:
+# HEVC and both face-weighted ladders with and without it, and the blurred frames uncompressed (the ceiling).
+# ROI_BENCH: dataset:pairs-per-fold as above -> benchmarks/results/roi-<dataset>-limit<N> (or -full).
+ROI_BENCH ?= lfw:100
+bench-roi: $(STAMP) system-deps
+	@test -f runs/models/face-iprf-q0/manifest.json || $(MAKE) train-iprf
+	@test -f runs/models/face-pixf-q0/manifest.json || $(MAKE) train-pixf
+	@set -e; for spec in $(ROI_BENCH); do ds=$${spec%%:*}; n=$${spec##*:}; \
+	  if [ "$$n" = 0 ]; then lim=""; out=full; else lim="--limit $$n"; out=limit$$n; fi; \
+	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim --protocols full-frame \
+	    --recognizers mobilefacenet,sface --no-flip-for sface \
+	    --codecs uncompressed+roi hevc hevc+roi facelink-iprf facelink-iprf+roi facelink-pixf facelink-pixf+roi \
+	    --workers 2 --out benchmarks/results/roi-$$ds-$$out; \
 	done
 
 proto: $(STAMP)

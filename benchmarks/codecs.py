@@ -477,6 +477,67 @@ def _family_codec(family: str) -> Callable[[], Codec]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+class BackgroundBlurred(Codec):
+    """Any codec behind the edge's face region of interest (``<codec>+roi``): YuNet finds every face in the
+    source frame, everything outside their regions is blurred (:class:`facelink.shared.roi.BackgroundBlur`, the
+    edge's ``--blur-background``), then the base codec codes the frame. Charged exactly as the base codec; a frame
+    without a detected face is coded as it is. Meant for the full-frame protocol: an aligned face crop is almost
+    all face region already."""
+
+    SUFFIX = "+roi"
+
+    def __init__(self, base: Codec, roi=None):
+        from facelink.shared.roi import BackgroundBlur
+
+        self.base = base
+        self.roi = roi or BackgroundBlur()
+        self.name, self.label, self.quality_name = base.name + self.SUFFIX, f"{base.label} + face ROI", base.quality_name
+        self._detector = None
+
+    @property
+    def qualities(self):  # one sweep, the base codec's (FacelinkCodec loads its models from it)
+        return self.base.qualities
+
+    @qualities.setter
+    def qualities(self, value):
+        self.base.qualities = tuple(value)
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame the base codec gets: background blurred around every detected face."""
+        if self._detector is None:
+            from facelink.shared.detection import YuNet
+            self._detector = YuNet()
+        return self.roi.around_faces(_check_rgb(rgb), self._detector)
+
+    def check_available(self):
+        self.base.check_available()
+
+    def encode(self, rgb, quality):
+        return self.base.encode(self.prepare(rgb), quality)
+
+    def encode_many(self, images, quality):
+        return self.base.encode_many([self.prepare(im) for im in images], quality)
+
+    def decode(self, data):
+        return self.base.decode(data)
+
+    def decode_many(self, datas):
+        return self.base.decode_many(datas)
+
+    def bits(self, data):
+        return self.base.bits(data)
+
+    def settings(self):
+        return {**self.base.settings(), "roi": self.roi.settings()}
+
+    def settings_for(self, quality):
+        return {**self.base.settings_for(quality), "roi": self.roi.settings()}
+
+    def version(self):
+        return self.base.version()
+
+
+# ----------------------------------------------------------------------------------------------------------
 REGISTRY: dict[str, Callable[[], Codec]] = {
     "uncompressed": Uncompressed,
     "jpeg": JPEG,
@@ -492,8 +553,11 @@ CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
 
 
 def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
-    """A codec by registry name; ``qualities`` overrides its default sweep."""
-    if name in REGISTRY:
+    """A codec by registry name (``<name>+roi``: behind the edge's background blur); ``qualities`` overrides its
+    default sweep."""
+    if name.endswith(BackgroundBlurred.SUFFIX) and len(name) > len(BackgroundBlurred.SUFFIX):
+        codec = BackgroundBlurred(get_codec(name[:-len(BackgroundBlurred.SUFFIX)]))
+    elif name in REGISTRY:
         codec = REGISTRY[name]()
     elif name.startswith("facelink-"):
         codec = _family_codec(name.removeprefix("facelink-"))()

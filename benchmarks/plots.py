@@ -9,7 +9,9 @@ from facelink.benchmarks.results_io import TAR, stem
 
 STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
          "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*"),
-         "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X")}
+         "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X"),
+         "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P")}
+ROI_SUFFIX = "+roi"  # a codec behind the edge's background blur: its base codec's colour, dotted
 
 
 def _ax_curves(ax, doc: dict, metric: str):
@@ -18,9 +20,11 @@ def _ax_curves(ax, doc: dict, metric: str):
         pts = [(b, m) for b, m in zip(r["bpp"], r[metric]) if b is not None and m is not None]
         if not pts:
             continue
-        colour, marker = STYLE.get(c["codec"], (None, "o"))
+        base = c["codec"].removesuffix(ROI_SUFFIX)
+        colour, marker = STYLE.get(base, (None, "o"))
         xs, ys = zip(*pts)
-        ax.plot(xs, [100 * y for y in ys], marker=marker, color=colour, label=c["name"], lw=1.5, ms=5)
+        ax.plot(xs, [100 * y for y in ys], marker=marker, color=colour, label=c["name"], lw=1.5, ms=5,
+                ls=":" if base != c["codec"] else "-")
     u = doc["uncompressed"].get(metric)
     if u is not None:
         ax.axhline(100 * u, color="k", ls="--", lw=1, label=f"uncompressed ({100 * u:.2f} %)")

@@ -31,6 +31,7 @@ from facelink.cloud.codec_model import ARCHITECTURE, build, rate_distortion_term
 from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
 from facelink.shared.alignment import ARCFACE_112, transform_points
 from facelink.shared.paths import runs_dir
+from facelink.shared.roi import BackgroundBlur, region_weights
 
 
 @dataclass
@@ -67,6 +68,9 @@ class TrainConfig:
     background_weight: float = 1.0
     face_margin: float = 0.1
     face_ramp: float = 8.0
+    # Train on frames as the edge's full-frame --blur-background sends them: each training image blurred (Gaussian,
+    # this σ in pixels) outside its face's region (facelink.shared.roi.BackgroundBlur); 0 = the images as they are.
+    background_blur: float = 0.0
 
     def __post_init__(self):
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
@@ -83,13 +87,16 @@ class TrainConfig:
             raise cfgmod.ConfigError(f"max_images must be ≥ 0, got {self.max_images}")
         if not 0.0 <= self.background_weight <= 1.0:
             raise cfgmod.ConfigError(f"background_weight must lie in [0, 1], got {self.background_weight}")
+        if not (self.background_blur >= 0 and math.isfinite(self.background_blur)):
+            raise cfgmod.ConfigError(f"background_blur must be a finite σ ≥ 0 (0 = off), got {self.background_blur}")
         if not (0.0 <= self.face_margin <= 2.0 and self.face_ramp >= 0):
             raise cfgmod.ConfigError(f"face_margin must lie in [0, 2] and face_ramp be ≥ 0, got "
                                      f"{self.face_margin}, {self.face_ramp}")
 
     @property
     def uses_landmarks(self) -> bool:
-        return self.alpha > 0 or self.face_crop_fraction > 0 or self.background_weight < 1.0
+        return (self.alpha > 0 or self.face_crop_fraction > 0 or self.background_weight < 1.0
+                or self.background_blur > 0)
 
 
 def training_files(names: list[str], assets=None) -> list[Path]:
@@ -193,7 +200,8 @@ class LandmarkPatchSampler(PatchSampler):
     inside the patch). Images without a detected face are skipped and counted in ``skipped``."""
 
     def __init__(self, files: list[Path], patch: int, min_scale: float, seed: int, face_crop_fraction: float = 0.0,
-                 template=None, cache_dir: Path | None = None, flip_probability: float = 0.5):
+                 template=None, cache_dir: Path | None = None, flip_probability: float = 0.5,
+                 background_blur: float = 0.0):
         super().__init__(files, patch, min_scale, seed)
         from facelink.shared.alignment import MOBILEFACENET_96x112
 
@@ -205,6 +213,9 @@ class LandmarkPatchSampler(PatchSampler):
         self.files = [f for f, ok in zip(files, found) if ok]
         if not self.images:
             raise ValueError("no training image has a detectable face")
+        if background_blur > 0:  # as the edge's --blur-background: the face region kept, the rest blurred
+            blur = BackgroundBlur(sigma=background_blur)
+            self.images = [blur.apply(im, [lm]) for im, lm in zip(self.images, self.landmarks)]
         self.face_crop_fraction = face_crop_fraction
         self.template = template or MOBILEFACENET_96x112
         self.flip_probability = flip_probability
@@ -260,23 +271,10 @@ class LandmarkPatchSampler(PatchSampler):
 
 def face_weight_map(matrices: np.ndarray, height: int, width: int, template, background_weight: float,
                     margin: float = 0.25, ramp: float = 8.0) -> torch.Tensor:
-    """N×1×H×W pixel weights: 1 on each patch's face region, ``background_weight`` elsewhere.
-
-    ``matrices``: N×2×3 pixel matrices patch → ``template`` (as :func:`template_matrices` gives). A patch pixel is
-    in the face region when its template coordinates lie in the template rectangle grown by ``margin`` × its size
-    on every side; the weight falls linearly to ``background_weight`` over ``ramp`` template pixels outside it.
-    """
-    m = np.asarray(matrices, dtype=np.float64)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    tx = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None]
-    ty = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None]
-    mx, my = margin * template.width, margin * template.height
-    dx = np.maximum(np.maximum(-mx - 0.5 - tx, tx - (template.width - 0.5 + mx)), 0.0)
-    dy = np.maximum(np.maximum(-my - 0.5 - ty, ty - (template.height - 0.5 + my)), 0.0)
-    dist = np.hypot(dx, dy)
-    inside = np.clip(1.0 - dist / ramp, 0.0, 1.0) if ramp > 0 else (dist == 0).astype(np.float64)
-    w = background_weight + (1.0 - background_weight) * inside
-    return torch.from_numpy(w[:, None].astype(np.float32))
+    """N×1×H×W pixel weights: 1 on each patch's face region, ``background_weight`` elsewhere (the region as
+    :func:`facelink.shared.roi.region_weights` defines it; ``matrices`` map patch pixels onto ``template``)."""
+    w = region_weights(matrices, height, width, template, background_weight, margin, ramp)
+    return torch.from_numpy(w[:, None])
 
 
 LOG_COLUMNS = ["step", "loss", "bpp", "mse", "psnr", "aux", "lr", "seconds", "identity", "face_share"]
@@ -334,7 +332,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         files = sorted(random.Random(cfg.seed).sample(files, cfg.max_images))
     identity = None
     if cfg.uses_landmarks:
-        sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction)
+        sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction,
+                                       background_blur=cfg.background_blur)
         identity = IdentityLoss(cfg.recognizer, device)  # with alpha 0 (the ablation) it is logged, not trained on
     else:
         sampler = PatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step)

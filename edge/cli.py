@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from facelink.shared import registry
+from facelink.shared.roi import BackgroundBlur
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -49,12 +50,19 @@ def list_images(paths: list[str]) -> list[Path]:
     return out
 
 
-def cmd_encode(args) -> int:
+def _pipeline(args):
     from facelink.edge.encoder import EdgePipeline
 
+    if args.blur_background is not None and not args.full_frame:
+        raise EdgeError("--blur-background needs --full-frame (a face crop is all face)")
+    blur = None if args.blur_background is None else BackgroundBlur(sigma=args.blur_background)
+    return EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads, blur_background=blur)
+
+
+def cmd_encode(args) -> int:
     src = Path(args.image)
     rgb = read_rgb(src)
-    pipe = EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads)
+    pipe = _pipeline(args)
     t0 = time.perf_counter()
     enc = pipe.process(rgb)
     ms = (time.perf_counter() - t0) * 1e3
@@ -68,6 +76,7 @@ def cmd_encode(args) -> int:
     tmp.replace(out)
     print(json.dumps({"input": str(src), "output": str(out), "bytes": len(enc.data), "bpp": round(enc.bpp, 5),
                       "width": enc.width, "height": enc.height, "mode": "full-frame" if args.full_frame else "face-crop",
+                      "background_blur": args.blur_background,
                       "model": pipe.encoder.bundle.name, "model_id": pipe.encoder.model_id,
                       "encode_ms": round(ms, 2)}))
     return 0
@@ -83,11 +92,10 @@ def _check_server_model(client, model_id: str) -> None:
 
 def cmd_stream(args) -> int:
     from facelink.edge.client import Client, request
-    from facelink.edge.encoder import EdgePipeline
     from facelink.v1 import facelink_pb2 as pb
 
     files = list_images(args.paths)
-    pipe = EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads)
+    pipe = _pipeline(args)
     sent: dict[str, dict] = {}
     skipped = []
 
@@ -177,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--model", help=f"rate point from the registry (default {registry.DEFAULT_MODEL})")
         p.add_argument("--full-frame", action="store_true", help="code the whole image instead of the face crop")
+        p.add_argument("--blur-background", nargs="?", type=float, const=BackgroundBlur.sigma, metavar="SIGMA",
+                       help="with --full-frame: blur everything outside the detected faces (Gaussian SIGMA pixels, "
+                            f"default {BackgroundBlur.sigma:g}) so the bits go to the faces")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
 
     p = sub.add_parser("encode", help="code one image into a .flk bitstream")

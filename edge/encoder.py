@@ -12,6 +12,7 @@ import onnxruntime as ort
 from facelink.shared import bitstream, codec, registry
 from facelink.shared.alignment import ARCFACE_112, Template, align, template_id
 from facelink.shared.detection import Detection, YuNet
+from facelink.shared.roi import BackgroundBlur
 
 
 @dataclass
@@ -83,16 +84,27 @@ class FaceCropper:
 
 
 class EdgePipeline:
-    """What a camera runs: face crop (default) or full frame, then encode."""
+    """What a camera runs: face crop (default) or full frame, then encode.
 
-    def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1):
+    ``blur_background`` (full frame only): blur everything outside the detected faces before coding
+    (:class:`facelink.shared.roi.BackgroundBlur`), so the bits go to the faces; a frame without a face is coded as
+    it is. The bitstream and the cloud are the same either way."""
+
+    def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1,
+                 blur_background: BackgroundBlur | None = None):
+        if blur_background is not None and not full_frame:
+            raise ValueError("background blur applies to full-frame coding (a face crop is all face)")
         self.encoder = EdgeEncoder(model, threads)
         self.full_frame = full_frame
+        self.blur = blur_background
         self.cropper = None if full_frame else FaceCropper()
+        self.detector = YuNet() if blur_background is not None else None
 
     def process(self, rgb: np.ndarray) -> Encoded | None:
         """The coded frame, or None when crop mode finds no face (nothing is sent)."""
         if self.full_frame:
+            if self.blur is not None:
+                rgb = self.blur.around_faces(rgb, self.detector)
             return Encoded(self.encoder.encode(rgb), rgb.shape[0], rgb.shape[1])
         found = self.cropper.crop(rgb)
         if found is None:

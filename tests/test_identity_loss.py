@@ -259,3 +259,16 @@ def test_rate_point_configs_form_two_matching_ladders():
         a, b = config.to_dict(ipr[q]), config.to_dict(pix[q])
         diff = {k for k in a if a[k] != b[k]}
         assert diff == ({"alpha"} if q == 5 else {"alpha", "init_from"}), diff
+
+
+def test_sampler_can_train_on_the_edges_blurred_frames(tmp_path):
+    """background_blur: the training images are what the edge's --blur-background sends (same region, same σ)."""
+    from facelink.shared.roi import BackgroundBlur
+
+    plain = LandmarkPatchSampler(FACES[:2], 128, 0.45, seed=0, cache_dir=tmp_path)
+    blurred = LandmarkPatchSampler(FACES[:2], 128, 0.45, seed=0, cache_dir=tmp_path, background_blur=8.0)
+    for im, lm, out in zip(plain.images, plain.landmarks, blurred.images):
+        assert np.array_equal(out, BackgroundBlur(sigma=8.0).apply(im, [lm])) and not np.array_equal(out, im)
+    assert TrainConfig(background_blur=8.0).uses_landmarks
+    with pytest.raises(config.ConfigError, match="background_blur"):
+        TrainConfig(background_blur=-1.0)
