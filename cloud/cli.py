@@ -7,7 +7,8 @@
   facelink export           package a trained codec as a registry rate point
   facelink train-summary    steps, wall time and end-of-training figures of training runs
   facelink verify-bitexact  edge-encode / cloud-decode a data set and count mismatches
-  facelink bench ...        accuracy-versus-bpp benchmarks; `bench recognizers`, `bench edge-speed`
+  facelink bench ...        accuracy-versus-bpp benchmarks; `bench recognizers`, `bench edge-speed`,
+                            `bench bit-allocation`
   facelink demo             the whole pipeline on loopback
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ COMMANDS = {
     "bench": "facelink.benchmarks.bench",
     "bench recognizers": "facelink.benchmarks.recognizers",
     "bench edge-speed": "facelink.benchmarks.edge_speed",
+    "bench bit-allocation": "facelink.benchmarks.bit_allocation",
     "bench calibrate-threshold": "facelink.benchmarks.calibrate_threshold",
 }
 

@@ -18,7 +18,7 @@ class ModelMismatchError(bitstream.BitstreamError):
     """The bitstream was made by a model whose tables this side does not have."""
 
 
-def _z_indexes(shape) -> np.ndarray:
+def z_indexes(shape) -> np.ndarray:
     """The factorized prior's CDF index of every hyper-latent element: its channel."""
     n, h, w = shape
     return np.broadcast_to(np.arange(n, dtype=np.int64)[:, None, None], (n, h, w)).reshape(-1)
@@ -43,7 +43,7 @@ def compress_latents_with_symbols(tables: ModelTables, y: np.ndarray, z: np.ndar
     if y.shape[1:] != (4 * z.shape[1], 4 * z.shape[2]):
         raise ValueError(f"y {y.shape} must be 4× the spatial size of z {z.shape}")
     z_sym = quantize_z(tables, z)
-    z_bytes = rans.encode_with_indexes(z_sym, _z_indexes(z.shape), tables.z.cdfs, tables.z.cdf_lengths,
+    z_bytes = rans.encode_with_indexes(z_sym, z_indexes(z.shape), tables.z.cdfs, tables.z.cdf_lengths,
                                        tables.z.offsets)
     idx, means = tables.entropy_parameters(z_sym)
     y_sym = np.round(y.astype(np.float32) - means).astype(np.int64)  # float32 as CompressAI's torch.round(y - means)
@@ -70,7 +70,7 @@ def decode_symbols(tables: ModelTables, frame: bitstream.Frame) -> DecodedSymbol
     zh, zw = frame.z_shape
     z_shape = (tables.N, zh, zw)
     try:
-        z_sym = rans.decode_with_indexes(frame.z_bytes, _z_indexes(z_shape), tables.z.cdfs,
+        z_sym = rans.decode_with_indexes(frame.z_bytes, z_indexes(z_shape), tables.z.cdfs,
                                          tables.z.cdf_lengths, tables.z.offsets).reshape(z_shape)
         idx, means = tables.entropy_parameters(z_sym)
         y_sym = rans.decode_with_indexes(frame.y_bytes, idx, tables.y.cdfs, tables.y.cdf_lengths,

@@ -43,8 +43,9 @@ def _as_tables(cdfs, cdf_lengths, offsets):
     return cdfs, cdf_lengths, offsets
 
 
-def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
-    """Encode integer ``symbols``, each with the CDF row ``indexes[i]``; same bytes as CompressAI."""
+def _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets):
+    """Per symbol: the CDF slot it is coded in (``max_value`` for an escape), that maximum, the escape's raw value
+    (0 when none), and the slot's start and frequency at ``PRECISION`` bits."""
     symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
     indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
     cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
@@ -52,7 +53,6 @@ def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
         raise ValueError("symbols and indexes must have the same number of elements")
     if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
         raise ValueError("CDF index out of range")
-
     value = symbols - offsets[indexes]
     max_value = cdf_lengths[indexes] - 2
     raw = np.zeros_like(value)
@@ -65,6 +65,26 @@ def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
     value = np.where(neg | over, max_value, value)
     start = cdfs[indexes, value]
     freq = cdfs[indexes, value + 1] - start
+    return value, max_value, raw, start, freq
+
+
+def symbol_bits(symbols, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
+    """Each symbol's ideal code length in bits as :func:`encode_with_indexes` codes it: −log2(freq / 2^16), plus
+    the escape's bypass chunks (count, then value, 4 bits each). Their sum is the payload to within the coder's
+    flush (≤ 64 bits), so it shows where in a latent the bits go."""
+    value, max_value, raw, _, freq = _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets)
+    bits = PRECISION - np.log2(freq.astype(np.float64))
+    for i in np.flatnonzero(value == max_value):
+        n_bypass = 0
+        while (int(raw[i]) >> (n_bypass * BYPASS_BITS)) != 0:
+            n_bypass += 1
+        bits[i] += BYPASS_BITS * (n_bypass // MAX_BYPASS + 1 + n_bypass)
+    return bits
+
+
+def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
+    """Encode integer ``symbols``, each with the CDF row ``indexes[i]``; same bytes as CompressAI."""
+    value, max_value, raw, start, freq = _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets)
 
     # (start, freq, scale_bits) per coded symbol, in CompressAI's order; a bypass chunk is a symbol of
     # frequency 1 at 4-bit precision (Rans64EncPutBits is exactly Rans64EncPut with freq 1).

@@ -93,3 +93,14 @@ def test_unencodable_escape_is_refused(gaussian_tables):
     cdfs, lengths, offsets = gaussian_tables
     with pytest.raises(ValueError, match="escape"):
         rans.encode_with_indexes([2**29], [3], cdfs, lengths, offsets)
+
+
+@pytest.mark.parametrize("seed,spread", [(0, 1.0), (4, 2.5)])
+def test_symbol_bits_add_up_to_the_stream(gaussian_tables, seed, spread):
+    """Per-symbol code lengths (escapes included) sum to the coded size, to within the final state's flush."""
+    sym, idx = _vectors(gaussian_tables, seed, spread=spread)
+    bits = rans.symbol_bits(sym, idx, *gaussian_tables)
+    assert bits.shape == sym.shape and (bits > 0).all()
+    coded = 8 * len(rans.encode_with_indexes(sym, idx, *gaussian_tables))
+    assert coded - 64 <= bits.sum() <= coded + 32
+    assert bits[2] > bits[10:].max()  # an escaped value costs its bypass chunks on top

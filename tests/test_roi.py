@@ -91,3 +91,22 @@ def test_edge_full_frame_blur_background(tmp_path, demo_faces, capsys):
     assert "sigma" in capsys.readouterr().err
     with pytest.raises(ValueError, match="full-frame"):
         EdgePipeline(blur_background=BackgroundBlur())
+
+
+def test_bit_allocation_reports_where_the_bits_go(tmp_path, capsys):
+    from facelink.benchmarks import bit_allocation
+    from facelink.shared import registry
+
+    out = tmp_path / "alloc.json"
+    assert bit_allocation.main(["--models", registry.DEFAULT_MODEL, "--images", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    m = doc["models"][0]
+    assert m["images"] == 3 and m["model"] == registry.DEFAULT_MODEL
+    payload = (m["y_bits_mean"] + m["z_bits_mean"]) / 8
+    assert payload < m["bytes_mean"] < payload + 64  # the container adds its header, lengths and CRC
+    assert 0 < m["face_region_share_of_y_bits"] < 1 and 0 < m["face_region_share_of_area"] < 1
+    assert 0 < m["z_share_of_payload_bits"] < 0.5
+    blurred = tmp_path / "blur.json"
+    assert bit_allocation.main(["--models", registry.DEFAULT_MODEL, "--images", "3", "--blur-background",
+                                "--out", str(blurred)]) == 0
+    assert json.loads(blurred.read_text())["models"][0]["bytes_mean"] < m["bytes_mean"]

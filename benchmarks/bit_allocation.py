@@ -1,0 +1,114 @@
+"""Where a learned rate point spends its bits on full frames: the face region against the background.
+
+  facelink bench bit-allocation --models face-iprf-q0,face-iprf-q3 [--images 100] [--blur-background]
+                                [--out benchmarks/results/bit_allocation.json]
+
+Each image (LFW, outside View 2) is coded exactly as the edge codes a full frame (onnxruntime encoder, the shared
+entropy coder); every coded symbol's code length (:func:`facelink.shared.rans.symbol_bits`) is assigned to its
+place in the frame: a y symbol to its 16×16 block, a z symbol to its 64×64 block. The face region is the edge's
+(:class:`facelink.shared.roi.BackgroundBlur`'s mask around YuNet's landmarks: ArcFace rectangle grown 10 %,
+feathered). Reported per model: bytes, the share of y bits inside the face region against the region's share of
+the frame's area, and the share of the hyper-latent z. ``--blur-background`` codes the frames the edge's
+``--blur-background`` makes instead.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facelink.benchmarks.provenance import emit_json, stamp
+from facelink.shared import rans
+from facelink.shared.codec import z_indexes, compress_latents_with_symbols
+from facelink.shared.roi import BackgroundBlur
+from facelink.shared.tables import Y_STRIDE
+
+
+def frame_bits(encoder, rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """(bits of y per 16×16 block, total bits of z, container bytes) of one full frame, coded as the edge does."""
+    t = encoder.bundle.tables
+    data, sym = encoder.encode_with_symbols(rgb)
+    y_bits = rans.symbol_bits(sym.y, sym.indexes, t.y.cdfs, t.y.cdf_lengths, t.y.offsets).reshape(sym.y.shape)
+    z_bits = rans.symbol_bits(sym.z, z_indexes(sym.z.shape), t.z.cdfs, t.z.cdf_lengths, t.z.offsets).sum()
+    return y_bits.sum(axis=0), float(z_bits), len(data)
+
+
+def block_means(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The mask (padded by edge replication as the frame is) averaged over each latent block."""
+    h, w = shape[0] * Y_STRIDE, shape[1] * Y_STRIDE
+    m = np.pad(mask, ((0, h - mask.shape[0]), (0, w - mask.shape[1])), mode="edge")
+    return m.reshape(shape[0], Y_STRIDE, shape[1], Y_STRIDE).mean(axis=(1, 3))
+
+
+def allocation(model: str, frames: list[tuple[np.ndarray, np.ndarray]], blur: BackgroundBlur | None) -> dict:
+    from facelink.edge.encoder import EdgeEncoder
+
+    enc = EdgeEncoder(model)
+    roi = blur or BackgroundBlur()
+    y_total = y_face = z_total = area = 0.0
+    sizes = []
+    for rgb, lm in tqdm(frames, desc=model, unit="img"):
+        if blur is not None:
+            rgb = blur.apply(rgb, [lm])
+        y_map, z_bits, size = frame_bits(enc, rgb)
+        mask = roi.mask(*rgb.shape[:2], [lm])
+        w = block_means(mask, y_map.shape)
+        y_total += y_map.sum()
+        y_face += (y_map * w).sum()
+        z_total += z_bits
+        area += mask.mean()
+        sizes.append(size)
+    n = len(frames)
+    pixels = frames[0][0].shape[0] * frames[0][0].shape[1]
+    return {"model": model, "model_id": enc.model_id, "images": n,
+            "bytes_mean": float(np.mean(sizes)), "bpp_mean": float(8 * np.mean(sizes) / pixels),
+            "y_bits_mean": y_total / n, "z_bits_mean": z_total / n,
+            "z_share_of_payload_bits": z_total / (y_total + z_total),
+            "face_region_share_of_y_bits": y_face / y_total,
+            "face_region_share_of_area": area / n}
+
+
+def load_frames(n: int, assets=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n`` LFW images outside View 2 with a detected face: (RGB frame, its largest face's landmarks)."""
+    from facelink.cloud import datasets
+    from facelink.shared.detection import YuNet
+
+    det, frames = YuNet(), []
+    for im in datasets.lfw_train_images(assets):
+        rgb = cv2.cvtColor(cv2.imread(str(im.path)), cv2.COLOR_BGR2RGB)
+        d = det.largest(rgb, rgb=True)
+        if d is not None:
+            frames.append((rgb, d.landmarks))
+        if len(frames) == n:
+            break
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink bench bit-allocation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", required=True, help="comma-separated rate points from the registry")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--blur-background", nargs="?", type=float, const=BackgroundBlur.sigma, metavar="SIGMA",
+                    help="code the frames as the edge's --blur-background makes them")
+    ap.add_argument("--assets")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if args.images < 1:
+        ap.error("--images must be ≥ 1")
+    blur = None if args.blur_background is None else BackgroundBlur(sigma=args.blur_background)
+    frames = load_frames(args.images, args.assets)
+    result = {"command": "facelink bench bit-allocation " + " ".join(argv or []),
+              "frames": "LFW full frames 250×250 (padded to 256×256), outside View 2",
+              "face_region": (blur or BackgroundBlur()).settings(),
+              "background_blur": None if blur is None else blur.settings(),
+              "models": [allocation(m, frames, blur) for m in args.models.split(",") if m]}
+    emit_json(stamp(result), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
