@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from facelink.benchmarks.provenance import emit_json, stamp
 from facelink.shared import rans
-from facelink.shared.codec import z_indexes, compress_latents_with_symbols
+from facelink.shared.codec import z_indexes
 from facelink.shared.roi import BackgroundBlur
 from facelink.shared.tables import Y_STRIDE
 
