@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb verify-bitexact proto clean
 
 all: test
 
@@ -69,6 +69,14 @@ train-iprf: $(STAMP)
 train-pixf: $(STAMP)
 	@test -f runs/pixel-q3/model.pt || $(MAKE) train-pixel
 	$(call train-rates,pixf,pixf,Ablation of face-iprf: face-weighted pixel loss only with the same data and chain,--out-root runs/models)
+# The third ladder: each face-weighted rate point fine-tuned 400 steps on the edge's ROI frames (background blurred
+# outside the face, as facelink-edge --full-frame --blur-background sends them); measured as facelink-iprb+roi.
+train-iprb: $(STAMP)
+	@test -f runs/iprf-q0/model.pt || $(MAKE) train-iprf
+	$(call train-rates,iprb,iprb,IPR fine-tuned on background-blurred ROI frames,--out-root runs/models)
+train-pixb: $(STAMP)
+	@test -f runs/pixf-q0/model.pt || $(MAKE) train-pixf
+	$(call train-rates,pixb,pixb,Ablation of face-iprb: pixel loss only on the same ROI frames and chain,--out-root runs/models)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

@@ -448,7 +448,8 @@ def _model_digest(name: str) -> str | None:
 
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve.
 FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model",
-                 "iprf": "facelink IPR, face-weighted", "pixf": "facelink face-weighted pixel loss (ablation)"}
+                 "iprf": "facelink IPR, face-weighted", "pixf": "facelink face-weighted pixel loss (ablation)",
+                 "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)"}
 
 
 def _family(name: str) -> str | None:

@@ -10,7 +10,8 @@ from facelink.benchmarks.results_io import TAR, stem
 STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
          "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*"),
          "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X"),
-         "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P")}
+         "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P"),
+         "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P")}
 ROI_SUFFIX = "+roi"  # a codec behind the edge's background blur: its base codec's colour, dotted
 
 
