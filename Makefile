@@ -120,17 +120,21 @@ bench-iprf: $(STAMP) system-deps
 	done
 
 # Issue #5: the edge's face region of interest (facelink-edge --full-frame --blur-background) on full frames:
-# HEVC and both face-weighted ladders with and without it, and the blurred frames uncompressed (the ceiling).
+# HEVC and both face-weighted ladders with and without it, the ROI-tuned ladders behind it, and the blurred frames
+# uncompressed (the ceiling).
 # ROI_BENCH: dataset:pairs-per-fold as above -> benchmarks/results/roi-<dataset>-limit<N> (or -full).
 ROI_BENCH ?= lfw:100
 bench-roi: $(STAMP) system-deps
 	@test -f runs/models/face-iprf-q0/manifest.json || $(MAKE) train-iprf
 	@test -f runs/models/face-pixf-q0/manifest.json || $(MAKE) train-pixf
+	@test -f runs/models/face-iprb-q0/manifest.json || $(MAKE) train-iprb
+	@test -f runs/models/face-pixb-q0/manifest.json || $(MAKE) train-pixb
 	@set -e; for spec in $(ROI_BENCH); do ds=$${spec%%:*}; n=$${spec##*:}; \
 	  if [ "$$n" = 0 ]; then lim=""; out=full; else lim="--limit $$n"; out=limit$$n; fi; \
 	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $$ds $$lim --protocols full-frame \
 	    --recognizers mobilefacenet,sface --no-flip-for sface \
 	    --codecs uncompressed+roi hevc hevc+roi facelink-iprf facelink-iprf+roi facelink-pixf facelink-pixf+roi \
+	      facelink-iprb+roi facelink-pixb+roi \
 	    --workers 2 --out benchmarks/results/roi-$$ds-$$out; \
 	done
 
