@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facelink.benchmarks.codecs import BackgroundBlurred
 from facelink.benchmarks.results_io import TAR, stem
 
 STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green", "^"),
@@ -12,7 +13,6 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X"),
          "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P"),
          "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P")}
-ROI_SUFFIX = "+roi"  # a codec behind the edge's background blur: its base codec's colour, dotted
 
 
 def _ax_curves(ax, doc: dict, metric: str):
@@ -21,7 +21,7 @@ def _ax_curves(ax, doc: dict, metric: str):
         pts = [(b, m) for b, m in zip(r["bpp"], r[metric]) if b is not None and m is not None]
         if not pts:
             continue
-        base = c["codec"].removesuffix(ROI_SUFFIX)
+        base = c["codec"].removesuffix(BackgroundBlurred.SUFFIX)  # behind the face ROI: base's colour, dotted
         colour, marker = STYLE.get(base, (None, "o"))
         xs, ys = zip(*pts)
         ax.plot(xs, [100 * y for y in ys], marker=marker, color=colour, label=c["name"], lw=1.5, ms=5,

@@ -68,6 +68,21 @@ def _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets):
     return value, max_value, raw, start, freq
 
 
+def _escape_chunks(r: int) -> list[int]:
+    """The 4-bit bypass chunks that follow an escaped symbol: the chunk count (in groups of at most
+    ``MAX_BYPASS``), then ``r``'s chunks, least significant first."""
+    n_bypass = 0
+    while (r >> (n_bypass * BYPASS_BITS)) != 0:
+        n_bypass += 1
+    chunks = []
+    v = n_bypass
+    while v >= MAX_BYPASS:
+        chunks.append(MAX_BYPASS)
+        v -= MAX_BYPASS
+    chunks.append(v)
+    return chunks + [(r >> (j * BYPASS_BITS)) & MAX_BYPASS for j in range(n_bypass)]
+
+
 def symbol_bits(symbols, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
     """Each symbol's ideal code length in bits as :func:`encode_with_indexes` codes it: −log2(freq / 2^16), plus
     the escape's bypass chunks (count, then value, 4 bits each). Their sum is the payload to within the coder's
@@ -75,10 +90,7 @@ def symbol_bits(symbols, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
     value, max_value, raw, _, freq = _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets)
     bits = PRECISION - np.log2(freq.astype(np.float64))
     for i in np.flatnonzero(value == max_value):
-        n_bypass = 0
-        while (int(raw[i]) >> (n_bypass * BYPASS_BITS)) != 0:
-            n_bypass += 1
-        bits[i] += BYPASS_BITS * (n_bypass // MAX_BYPASS + 1 + n_bypass)
+        bits[i] += BYPASS_BITS * len(_escape_chunks(int(raw[i])))
     return bits
 
 
@@ -101,17 +113,7 @@ def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
             freqs_l += freqs[prev : i + 1]
             shifts_l += shifts[prev : i + 1]
             prev = i + 1
-            r = raw_l[i]
-            n_bypass = 0
-            while (r >> (n_bypass * BYPASS_BITS)) != 0:
-                n_bypass += 1
-            chunks = []
-            v = n_bypass
-            while v >= MAX_BYPASS:
-                chunks.append(MAX_BYPASS)
-                v -= MAX_BYPASS
-            chunks.append(v)
-            chunks += [(r >> (j * BYPASS_BITS)) & MAX_BYPASS for j in range(n_bypass)]
+            chunks = _escape_chunks(raw_l[i])
             starts_l += chunks
             freqs_l += [1] * len(chunks)
             shifts_l += [BYPASS_BITS] * len(chunks)
