@@ -13,7 +13,8 @@ Protocols (what is encoded):
 Settings (what is compared):
 
 - ``asymmetric``: in every pair the first image is the uncompressed gallery image (processed like the
-  Uncompressed codec of the same protocol), the second is the compressed probe.
+  Uncompressed codec of the same protocol), the second is the compressed probe. A run that asks for this
+  setting alone codes only the probes (LFW View 2: 4,576 of 7,701 images).
 - ``symmetric``: both images of every pair are compressed with the same setting.
 
 Everything per (condition, image) — bits, whether a face was found, one embedding per recognizer — goes into a
@@ -199,8 +200,13 @@ class Cache:
                     self.db.execute("INSERT OR REPLACE INTO emb VALUES (?,?,?,?)",
                                     (cond, r["image"], slot, np.asarray(vec, np.float32).tobytes()))
 
-    def load(self, cond: str, images: Sequence[str], slot: str, dim: int | None = None):
-        """(bits, pixels, face, embeddings) arrays aligned with ``images``; embeddings NaN where no face."""
+    def load(self, cond: str, images: Sequence[str], slot: str, dim: int | None = None,
+             need: Sequence[int] | None = None):
+        """(bits, pixels, face, embeddings) arrays aligned with ``images``; embeddings NaN where no face.
+
+        ``need``: indices into ``images`` that must be in the cache (default: all); the others may be absent and
+        then read as NaN with no face (a probe-only condition has no result for gallery-only images)."""
+        required = range(len(images)) if need is None else need
         coded = {r[0]: r[1:] for r in self.db.execute("SELECT image, bits, pixels, face FROM coded WHERE cond=?",
                                                       (cond,))}
         vecs = {r[0]: np.frombuffer(r[1], np.float32)
@@ -212,10 +218,13 @@ class Cache:
         pixels = np.full(n, np.nan)
         face = np.zeros(n, bool)
         emb = np.full((n, dim), np.nan, np.float32)
+        for i in required:
+            if images[i] not in coded:
+                raise KeyError(f"cache {self.path} has no result for image {images[i]} under condition {cond}")
         for i, im in enumerate(images):
             c = coded.get(im)
             if c is None:
-                raise KeyError(f"cache {self.path} has no result for image {im} under condition {cond}")
+                continue
             bits[i] = np.nan if c[0] is None else c[0]
             pixels[i] = np.nan if c[1] is None else c[1]
             face[i] = bool(c[2]) and im in vecs
@@ -417,6 +426,14 @@ def all_codecs(cfg: RunConfig) -> list[Codec]:
     return ([get_codec("uncompressed")] if "uncompressed" not in names else []) + list(cfg.codecs)
 
 
+def images_to_code(suite: Suite, codec: Codec, settings: Sequence[str]) -> list[str]:
+    """The images a codec must code: every image for the symmetric setting and for the uncompressed gallery
+    reference, only the probes (second image of each pair) when the asymmetric setting alone is asked for."""
+    if "symmetric" in settings or codec.name == "uncompressed":
+        return list(suite.keys)
+    return [suite.keys[i] for i in sorted(set(suite.pairs[:, 1].tolist()))]
+
+
 def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
     """Fill the cache for every (dataset, protocol, codec, quality, image); returns timing statistics."""
     from tqdm import tqdm
@@ -429,7 +446,7 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
             for codec in all_codecs(cfg):
                 for q in codec.qualities:
                     cond = condition_for(ds_name, protocol, codec, q, cfg.flip)
-                    todo = cache.missing(cond.key, suite.keys, slots)
+                    todo = cache.missing(cond.key, images_to_code(suite, codec, cfg.settings), slots)
                     stored = cache.encoded(cond.key, todo) if todo else {}
                     for i in range(0, len(todo), cfg.chunk):
                         part = todo[i:i + cfg.chunk]
@@ -492,12 +509,15 @@ def evaluate_condition(cache: Cache, suite: Suite, cond: Condition, ref: Conditi
     from facelink.cloud.verification import floor_missing, verification_metrics
 
     slot = recognizer_slot(recognizer, flip)
-    bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot)
     if setting == "symmetric":
-        gallery, encoded = emb, np.unique(suite.pairs)
+        encoded = np.unique(suite.pairs)
+        bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot, need=encoded)
+        gallery = emb
     elif setting == "asymmetric":
-        _, _, _, gallery = cache.load(ref.key, suite.keys, slot, dim=emb.shape[1])
         encoded = np.unique(suite.pairs[:, 1])
+        bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot, need=encoded)
+        _, _, _, gallery = cache.load(ref.key, suite.keys, slot, dim=emb.shape[1],
+                                      need=np.unique(suite.pairs[:, 0]))
     else:
         raise ValueError(f"unknown setting {setting!r}")
     scores = pair_scores(gallery, emb, suite.pairs)

@@ -83,3 +83,28 @@ def test_end_to_end_run_resumes_and_writes_everything(suite, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert len(rows) == len(docs) * n_settings
     assert (tmp_path / "out" / "README.md").read_text().count("| lfw | mobilefacenet |") >= len(docs)
+
+
+def test_asymmetric_run_codes_only_the_probes(suite, tmp_path):
+    codecs = [get_codec("hevc", [43])]
+    probes = np.unique(suite.pairs[:, 1])
+    assert 0 < len(probes) < len(suite.keys)
+    docs = {}
+    for settings in (["asymmetric"], ["asymmetric", "symmetric"]):
+        cfg = engine.RunConfig(datasets=["lfw"], protocols=["full-frame"], recognizers=["mobilefacenet"],
+                               settings=settings, codecs=codecs, limit=2, chunk=8, flip=False,
+                               cache=tmp_path / f"{len(settings)}.sqlite", progress=False)
+        stats = engine.compute(cfg, {"lfw": suite}, log=lambda *a: None)
+        # the uncompressed gallery is every image; the coded condition only the probes, or every image
+        assert stats["images"] == len(suite.keys) + (len(probes) if len(settings) == 1 else len(suite.keys))
+        prov = bench.provenance(cfg, {"lfw": suite}, stats, engine.all_codecs(cfg))
+        docs[len(settings)] = {d["setting"]: d for d in bench.build_docs(cfg, {"lfw": suite}, prov)}
+    a, b = docs[1]["asymmetric"], docs[2]["asymmetric"]
+    assert a["codecs"][0]["results"] == b["codecs"][0]["results"]
+    assert a["uncompressed"] == b["uncompressed"]
+    # the symmetric setting cannot be scored from a probe-only cache: a clear error, not a silent NaN
+    cache = engine.Cache(tmp_path / "1.sqlite")
+    cond = engine.condition_for("lfw", "full-frame", codecs[0], 43, False)
+    ref = engine.condition_for("lfw", "full-frame", get_codec("uncompressed"), "rgb24", False)
+    with pytest.raises(KeyError, match="no result for image"):
+        engine.evaluate_condition(cache, suite, cond, ref, "mobilefacenet", False, "symmetric")
