@@ -47,10 +47,10 @@ export-first: $(STAMP)
 # TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--set threads=1" on a busy machine.
 # Rate points are exported with float16 weights (half the bytes: the 40 MB budget for committed weights).
 # The ablation is not committed: it is exported to runs/models, which FACELINK_MODELS_PATH adds to the registry.
-# $(call train-rates,config/run prefix,registry prefix,description,export options)
+# $(call train-rates,config/run prefix,registry prefix,description,export options[,rate points in training order])
 define train-rates
 	@test -f runs/first-model/model.pt || $(MAKE) train-first
-	@set -e; for q in 5 4 3 2 1 0; do \
+	@set -e; for q in $(or $(5),5 4 3 2 1 0); do \
 	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
 	  $(BIN)/facelink export --checkpoint runs/$(1)-q$$q/model.pt --name face-$(2)-q$$q \
 	    --description "$(3), rate point q$$q (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
@@ -73,10 +73,10 @@ train-pixf: $(STAMP)
 # outside the face, as facelink-edge --full-frame --blur-background sends them); measured as facelink-iprb+roi.
 train-iprb: $(STAMP)
 	@test -f runs/iprf-q0/model.pt || $(MAKE) train-iprf
-	$(call train-rates,iprb,iprb,IPR fine-tuned on background-blurred ROI frames,--out-root runs/models)
+	$(call train-rates,iprb,iprb,IPR fine-tuned on background-blurred ROI frames,--out-root runs/models,5 4 3 2 1 0 6 7)
 train-pixb: $(STAMP)
 	@test -f runs/pixf-q0/model.pt || $(MAKE) train-pixf
-	$(call train-rates,pixb,pixb,Ablation of face-iprb: pixel loss only on the same ROI frames and chain,--out-root runs/models)
+	$(call train-rates,pixb,pixb,Ablation of face-iprb: pixel loss only on the same ROI frames and chain,--out-root runs/models,5 4 3 2 1 0 6 7)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

@@ -26,8 +26,8 @@ import numpy as np
 
 from facelink.benchmarks import engine, metrics
 from facelink.benchmarks.provenance import git_state, host, package_versions
-from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, get_codec, learned_families,
-                                       parse_codec_spec)
+from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, ablation_of, get_codec,
+                                       learned_families, parse_codec_spec)
 from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
 from facelink.shared.detection import sha256_file
 
@@ -108,6 +108,23 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
                 head[key][metric][f"vs_{anchor}"] = {
                     name: metrics.bd_rate(_f(a["bpp"]), _f(a[metric]), _f(r["bpp"]), _f(r[metric]), method)
                     for name, r in curves.items() if name != anchor}
+    # Issue #5's last target, the IPR loss beats its pixel-loss ablation at every rate: each IPR rate point
+    # against the ablation's curve interpolated at the same bpp.
+    head["vs_ablation"] = {}
+    for name, r in curves.items():
+        abl = ablation_of(name)
+        if abl not in curves:
+            continue
+        a = curves[abl]
+        points = []
+        for q, bpp, acc in zip(r["quality"], _f(r["bpp"]), _f(r["accuracy"])):
+            x = metrics.quality_at_rate(_f(a["bpp"]), _f(a["accuracy"]), bpp)
+            points.append({"quality": q, "bpp": bpp, "accuracy": acc,
+                           "ablation_accuracy": None if math.isnan(x) else x,
+                           "difference_points": None if math.isnan(x) else 100 * (acc - x)})
+        bd = 100 * metrics.bd_quality(_f(a["bpp"]), _f(a["accuracy"]), _f(r["bpp"]), _f(r["accuracy"]))
+        head["vs_ablation"][name] = {"ablation": abl, "points": points,
+                                     "bd_accuracy_points": None if math.isnan(bd) else bd}
     head["bd_accuracy_points"] = {}
     for anchor in BD_ANCHORS:
         if anchor in curves:

@@ -452,6 +452,20 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)"}
 
 
+# The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0.
+ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb"}
+
+
+def ablation_of(codec_name: str) -> str | None:
+    """The codec name of an IPR family's ablation, behind the same wrapper (``facelink-iprb+roi`` →
+    ``facelink-pixb+roi``); None for any other codec."""
+    suffix = BackgroundBlurred.SUFFIX if codec_name.endswith(BackgroundBlurred.SUFFIX) else ""
+    base = codec_name[:len(codec_name) - len(suffix)]
+    if not base.startswith("facelink-") or base.removeprefix("facelink-") not in ABLATION_OF:
+        return None
+    return f"facelink-{ABLATION_OF[base.removeprefix('facelink-')]}{suffix}"
+
+
 def _family(name: str) -> str | None:
     parts = name.split("-")
     return parts[1] if len(parts) >= 3 and parts[0] == "face" else None

@@ -133,6 +133,17 @@ def rate_at_quality(rate, quality, target: float, method: str = "pchip") -> tupl
     return float(math.exp(float(f(target)))), "interpolated"
 
 
+def quality_at_rate(rate, quality, target_rate: float, method: str = "pchip") -> float:
+    """Quality of the curve's Pareto interpolant (quality over log bpp) at ``target_rate``; NaN outside the
+    curve's bpp range (no extrapolation)."""
+    r, q = pareto_curve(rate, quality)
+    if len(r) == 0 or not (math.isfinite(target_rate) and r[0] <= target_rate <= r[-1]):
+        return math.nan
+    if len(r) == 1:
+        return float(q[0])
+    return float(_interpolator(np.log(r), q, method)(math.log(target_rate)))
+
+
 def bpp_at_parity(rate, quality, reference_bpp: float, reference_quality: float, method: str = "pchip") -> Parity:
     """bpp-at-parity of a codec curve against a reference operating point (bpp, quality)."""
     bpp, status = rate_at_quality(rate, quality, reference_quality, method)

@@ -86,3 +86,45 @@ def test_float_noise_in_accuracy_does_not_break_parity():
     assert p.status == "interpolated" and p.bpp == pytest.approx(0.2) and p.percent_of_reference == pytest.approx(50)
     r, q = metrics.pareto_curve([0.1, 0.2], [0.98, 0.9800000000000001])
     assert r.tolist() == [0.1]
+
+
+def test_quality_at_rate_interpolates_inside_the_curve_only():
+    rate, quality = [0.1, 0.2, 0.4], [0.90, 0.95, 0.97]
+    assert metrics.quality_at_rate(rate, quality, 0.2) == pytest.approx(0.95)
+    assert 0.95 < metrics.quality_at_rate(rate, quality, 0.3) < 0.97
+    assert math.isnan(metrics.quality_at_rate(rate, quality, 0.05))  # no extrapolation
+    assert math.isnan(metrics.quality_at_rate(rate, quality, 0.5))
+    # a dominated point (more bits, less accuracy) is not part of the interpolant
+    assert metrics.quality_at_rate([0.1, 0.2, 0.3], [0.90, 0.96, 0.94], 0.2) == pytest.approx(0.96)
+
+
+def test_headline_compares_each_ipr_point_with_its_ablation_at_equal_bpp():
+    from facelink.benchmarks import bench
+    from facelink.benchmarks.results_io import ablation_table
+
+    def codec(name, bpp, acc):
+        return {"codec": name, "results": {"quality": [f"q{i}" for i in range(len(bpp))], "bpp": bpp,
+                                           "accuracy": acc, "tar@far=1e-3": acc}}
+
+    doc = {"codecs": [codec("facelink-iprb+roi", [0.1, 0.2, 0.5], [0.93, 0.96, 0.99]),
+                      codec("facelink-pixb+roi", [0.1, 0.4], [0.92, 0.96]),
+                      codec("facelink-pixb", [0.1, 0.4], [0.99, 0.99]),  # not the ablation behind the ROI
+                      codec("hevc", [0.1, 0.4], [0.9, 0.98])],
+           "reference": None, "uncompressed": {"accuracy": 0.98}}
+    head = bench._headline(doc, ("hevc", 23))
+    assert set(head["vs_ablation"]) == {"facelink-iprb+roi"}
+    v = head["vs_ablation"]["facelink-iprb+roi"]
+    assert v["ablation"] == "facelink-pixb+roi"
+    first, second, third = v["points"]
+    assert first["difference_points"] == pytest.approx(1.0)  # 93 against 92 % at 0.1 bpp
+    assert 0 < second["difference_points"] < 4  # the ablation's curve lies between 92 and 96 % at 0.2 bpp
+    assert third["difference_points"] is None and third["ablation_accuracy"] is None  # beyond the ablation's range
+    assert v["bd_accuracy_points"] > 0
+    for name, want in (("facelink-ipr", "facelink-pix"), ("facelink-iprf+roi", "facelink-pixf+roi"),
+                       ("facelink-pixb", None), ("hevc+roi", None), ("facelink-msh", None)):
+        assert bench.ablation_of(name) == want
+    doc.update({"headline": head, "dataset": "lfw", "recognizer": "mobilefacenet", "protocol": "full-frame",
+                "setting": "asymmetric", "name": "x"})
+    table = ablation_table([doc])
+    assert "| facelink-iprb+roi (facelink-pixb+roi) | +" in table and "0.100: +1.00 · " in table
+    assert "0.500: outside the ablation's range" in table
