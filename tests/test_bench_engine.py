@@ -80,6 +80,16 @@ def test_end_to_end_run_resumes_and_writes_everything(suite, tmp_path):
     jpeg = next(c for c in crop["codecs"] if c["codec"] == "jpeg")
     assert jpeg["results"]["bytes_per_face"][0] * 8 / (112 * 112) == pytest.approx(jpeg["results"]["bpp"][0])
 
+    # `bench report` recomputes the headline from the measured results (a folder written by an older version
+    # gains what this one adds) and leaves the results as they are
+    path = tmp_path / "out" / "lfw_mobilefacenet_full-frame_asymmetric.json"
+    old = json.loads(path.read_text())
+    stale = dict(old, headline={k: v for k, v in old["headline"].items() if k not in ("bd_rate", "vs_ablation")})
+    path.write_text(json.dumps(stale))
+    assert bench.main(["report", str(tmp_path / "out")]) == 0
+    new = json.loads(path.read_text())
+    assert new["headline"] == old["headline"] and new["codecs"] == old["codecs"]
+
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert len(rows) == len(docs) * n_settings
     assert (tmp_path / "out" / "README.md").read_text().count("| lfw | mobilefacenet |") >= len(docs)
