@@ -116,14 +116,15 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
         abl = ablation_of(name)
         if abl not in curves:
             continue
-        a = curves[abl]
+        a_bpp, a_acc = _f(curves[abl]["bpp"]), _f(curves[abl]["accuracy"])
+        r_bpp, r_acc = _f(r["bpp"]), _f(r["accuracy"])
         points = []
-        for q, bpp, acc in zip(r["quality"], _f(r["bpp"]), _f(r["accuracy"])):
-            x = metrics.quality_at_rate(_f(a["bpp"]), _f(a["accuracy"]), bpp)
+        for q, bpp, acc in zip(r["quality"], r_bpp, r_acc):
+            x = metrics.quality_at_rate(a_bpp, a_acc, bpp)
             points.append({"quality": q, "bpp": bpp, "accuracy": acc,
                            "ablation_accuracy": None if math.isnan(x) else x,
                            "difference_points": None if math.isnan(x) else 100 * (acc - x)})
-        bd = 100 * metrics.bd_quality(_f(a["bpp"]), _f(a["accuracy"]), _f(r["bpp"]), _f(r["accuracy"]))
+        bd = 100 * metrics.bd_quality(a_bpp, a_acc, r_bpp, r_acc)
         head["vs_ablation"][name] = {"ablation": abl, "points": points,
                                      "bd_accuracy_points": None if math.isnan(bd) else bd}
     head["bd_accuracy_points"] = {}
@@ -381,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "report":
         docs = read_results(args.dir)
         for d in docs:  # the measured results stay; the headline is this version's analysis of them
-            ref = (d.get("headline") or {}).get("reference") or {"codec": "hevc", "quality": 23}
-            d["headline"] = _headline(d, (ref["codec"], ref["quality"]))
+            ref = (d.get("headline") or {}).get("reference")
+            d["headline"] = _headline(d, (ref["codec"], ref["quality"]) if ref else engine.RunConfig.reference)
         written = write_outputs(docs, args.dir)
         print(f"rewrote {len(written)} files in {args.dir}")
         return 0

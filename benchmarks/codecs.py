@@ -459,11 +459,11 @@ ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb"}
 def ablation_of(codec_name: str) -> str | None:
     """The codec name of an IPR family's ablation, behind the same wrapper (``facelink-iprb+roi`` →
     ``facelink-pixb+roi``); None for any other codec."""
-    suffix = BackgroundBlurred.SUFFIX if codec_name.endswith(BackgroundBlurred.SUFFIX) else ""
-    base = codec_name[:len(codec_name) - len(suffix)]
-    if not base.startswith("facelink-") or base.removeprefix("facelink-") not in ABLATION_OF:
+    base = codec_name.removesuffix(BackgroundBlurred.SUFFIX)
+    family = base.removeprefix("facelink-")
+    if family == base or family not in ABLATION_OF:
         return None
-    return f"facelink-{ABLATION_OF[base.removeprefix('facelink-')]}{suffix}"
+    return f"facelink-{ABLATION_OF[family]}{codec_name[len(base):]}"
 
 
 def _family(name: str) -> str | None:

@@ -426,12 +426,23 @@ def all_codecs(cfg: RunConfig) -> list[Codec]:
     return ([get_codec("uncompressed")] if "uncompressed" not in names else []) + list(cfg.codecs)
 
 
+def encoded_indices(suite: Suite, setting: str) -> np.ndarray:
+    """Indices into ``suite.keys`` of the images a setting compresses: both of every pair (symmetric) or the
+    probes, the second of every pair (asymmetric)."""
+    if setting == "symmetric":
+        return np.unique(suite.pairs)
+    if setting == "asymmetric":
+        return np.unique(suite.pairs[:, 1])
+    raise ValueError(f"unknown setting {setting!r}")
+
+
 def images_to_code(suite: Suite, codec: Codec, settings: Sequence[str]) -> list[str]:
-    """The images a codec must code: every image for the symmetric setting and for the uncompressed gallery
-    reference, only the probes (second image of each pair) when the asymmetric setting alone is asked for."""
-    if "symmetric" in settings or codec.name == "uncompressed":
+    """The images a codec must code: those the asked settings compress; every image for the uncompressed
+    reference, which is also the asymmetric setting's gallery."""
+    if codec.name == "uncompressed":
         return list(suite.keys)
-    return [suite.keys[i] for i in sorted(set(suite.pairs[:, 1].tolist()))]
+    idx = np.unique(np.concatenate([encoded_indices(suite, s) for s in settings]))
+    return [suite.keys[i] for i in idx]
 
 
 def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
@@ -509,17 +520,13 @@ def evaluate_condition(cache: Cache, suite: Suite, cond: Condition, ref: Conditi
     from facelink.cloud.verification import floor_missing, verification_metrics
 
     slot = recognizer_slot(recognizer, flip)
+    encoded = encoded_indices(suite, setting)
+    bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot, need=encoded)
     if setting == "symmetric":
-        encoded = np.unique(suite.pairs)
-        bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot, need=encoded)
         gallery = emb
-    elif setting == "asymmetric":
-        encoded = np.unique(suite.pairs[:, 1])
-        bits, pixels, face, emb = cache.load(cond.key, suite.keys, slot, need=encoded)
+    else:  # asymmetric: the first image of every pair from the uncompressed reference
         _, _, _, gallery = cache.load(ref.key, suite.keys, slot, dim=emb.shape[1],
                                       need=np.unique(suite.pairs[:, 0]))
-    else:
-        raise ValueError(f"unknown setting {setting!r}")
     scores = pair_scores(gallery, emb, suite.pairs)
     # The recognizer issue's protocol: 10-fold accuracy, ROC figures, and the "reject" no-face rule (a pair with
     # a missing face scores below every other pair).
