@@ -408,9 +408,16 @@ class FacelinkCodec(Codec):
         return self._codec(str(quality)).encode(_check_rgb(rgb))
 
     def decode(self, data):
-        # The container names its model, so any loaded instance decodes it; load the first if none is.
-        codec = next(iter(self._loaded.values()), None) or self._codec(str(self.qualities[0]))
-        return np.asarray(codec.decode(data), dtype=np.uint8)
+        # The container names its model's id: decode with the rate point of this family that has it.
+        from facelink.shared import bitstream
+
+        model_id = bitstream.unpack(data).model_id
+        for quality in self.qualities:
+            codec = self._codec(str(quality))
+            if codec.model_id == model_id:
+                return np.asarray(codec.decode(data), dtype=np.uint8)
+        raise ValueError(f"not a {self.name} container: its model id {model_id} is none of "
+                         f"{', '.join(map(str, self.qualities))}")
 
     def roundtrip(self, rgb, quality):
         codec = self._codec(str(quality))
@@ -449,11 +456,15 @@ def _model_digest(name: str) -> str | None:
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve.
 FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model",
                  "iprf": "facelink IPR, face-weighted", "pixf": "facelink face-weighted pixel loss (ablation)",
-                 "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)"}
+                 "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)",
+                 "iprd": "facelink IPR, ROI-tuned, decoder refined",
+                 "pixd": "facelink pixel loss, ROI-tuned, decoder refined (ablation)",
+                 "iprd0": "facelink IPR bits, decoder refined with pixel loss only",
+                 "iprdh": "facelink IPR bits, decoder refined with α 1500"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0.
-ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb"}
+ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "pixd"}
 
 
 def ablation_of(codec_name: str) -> str | None:

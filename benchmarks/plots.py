@@ -12,7 +12,9 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "webp": ("tab:purple", "D"), "jpeg": ("tab:gray", "v"), "facelink": ("black", "*"),
          "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X"),
          "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P"),
-         "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P")}
+         "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P"),
+         "facelink-iprd": ("tab:pink", "*"), "facelink-pixd": ("goldenrod", "P"),
+         "facelink-iprd0": ("tab:purple", "X"), "facelink-iprdh": ("darkred", "*")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):

@@ -14,7 +14,8 @@ from facelink.edge.encoder import EdgeEncoder
 class LearnedCodec:
     def __init__(self, model: str | None = None, threads: int = 1, device: str | None = None):
         self.encoder = EdgeEncoder(model, threads=threads)
-        self.decoder = CloudDecoder(device=device)  # every registry model: a container names its own
+        # Its own model's decoder only: another model may share the bitstream (a refined decoder) but not decode it.
+        self.decoder = CloudDecoder([str(self.encoder.bundle.path)], device=device)
         self.name = self.encoder.bundle.name
         self.model_id = self.encoder.model_id
 

@@ -39,7 +39,15 @@ class CloudDecoder:
         names = models or registry.available(root)
         if not names:
             raise registry.UnknownModelError("the model registry is empty")
-        self.bundles = {b.model_id: b for b in (registry.load(n, root) for n in names)}
+        self.bundles: dict[str, registry.ModelBundle] = {}
+        # Model ids that several loaded models share: a decoder refined for another model's bitstream
+        # (train_only: decoder) keeps that model's tables, hence its id. Which decoder is meant cannot be told
+        # from the container, so such containers are refused with the names to choose from (models=[...]).
+        self.ambiguous: dict[str, list[str]] = {}
+        for b in (registry.load(n, root) for n in names):
+            if b.model_id in self.bundles:
+                self.ambiguous.setdefault(b.model_id, [self.bundles[b.model_id].name]).append(b.name)
+            self.bundles.setdefault(b.model_id, b)
         self._synth: dict[str, _Synthesis] = {}
         self._lock = threading.Lock()
 
@@ -51,6 +59,11 @@ class CloudDecoder:
 
     def decode(self, data: bytes) -> Decoded:
         frame = bitstream.unpack(data)
+        if frame.model_id in self.ambiguous:
+            raise codec.ModelMismatchError(
+                f"bitstream made by codec model {frame.model_id}, which models "
+                f"{', '.join(self.ambiguous[frame.model_id])} all decode (same encoder and tables, different "
+                "decoders): load only the one meant (the server's models, CloudDecoder(models=[...]))")
         bundle = self.bundles.get(frame.model_id)
         if bundle is None:
             raise codec.ModelMismatchError(

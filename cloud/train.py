@@ -6,6 +6,8 @@ With ``background_weight`` < 1 the MSE is weighted: 1 on the face region, ``back
 With ``alpha`` 0 and ``face_crop_fraction`` 0 (the defaults) it is the pixel-loss trainer the first model was made
 with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.identity_loss`) on patches from the
 landmark-aware sampler; ``cloud/configs/ipr-q*.yaml`` and ``pixel-q*.yaml`` (the ablation) are the rate points.
+``train_only: decoder`` trains the synthesis transform alone on the rounded latents of ``init_from``'s frozen
+encoder and entropy model (``cloud/configs/iprd-q*.yaml``): a better decoder for an unchanged bitstream.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLos
 from facelink.shared.alignment import ARCFACE_112, transform_points
 from facelink.shared.paths import runs_dir
 from facelink.shared.roi import BackgroundBlur, region_weights
+
+
+TRAINABLE = ("all", "decoder")
 
 
 @dataclass
@@ -71,8 +76,14 @@ class TrainConfig:
     # Train on frames as the edge's full-frame --blur-background sends them: each training image blurred (Gaussian,
     # this σ in pixels) outside its face's region (facelink.shared.roi.BackgroundBlur); 0 = the images as they are.
     background_blur: float = 0.0
+    # What the optimiser changes. "all": the whole codec. "decoder": only the synthesis transform g_s, on top of
+    # init_from's frozen analysis, hyper-prior and entropy model, so the bitstream (and the edge's ONNX parts and
+    # tables) stays exactly that of init_from; g_s then learns from the rounded latents it decodes in service.
+    train_only: str = "all"
 
     def __post_init__(self):
+        if self.train_only not in TRAINABLE:
+            raise cfgmod.ConfigError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise cfgmod.ConfigError(f"alpha must be a finite number ≥ 0, got {self.alpha}")
         if not 0.0 <= self.face_crop_fraction <= 1.0:
@@ -299,9 +310,35 @@ def open_log(path: Path, step: int):
 
 
 def _optimizers(model, cfg: TrainConfig):
-    params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    if cfg.train_only == "decoder":
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith("g_s."))
+        params = list(model.g_s.parameters())
+    else:
+        params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     return torch.optim.Adam(params, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+
+
+def _set_mode(model, cfg: TrainConfig) -> None:
+    """Training mode for what is trained. With train_only "decoder" the frozen parts run in eval mode, so the
+    latents are rounded around the predicted means exactly as the edge codes them, not noised."""
+    if cfg.train_only == "decoder":
+        model.eval()
+        model.g_s.train()
+    else:
+        model.train()
+
+
+def _forward(model, x: torch.Tensor, cfg: TrainConfig) -> dict:
+    if cfg.train_only != "decoder":
+        return model(x)
+    with torch.no_grad():
+        y = model.g_a(x)
+        z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(y))
+        scales_hat, means_hat = model.h_s(z_hat).chunk(2, 1)
+        y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
+    return {"x_hat": model.g_s(y_hat), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
@@ -324,6 +361,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         state = torch.load(cfg.init_from, map_location=device, weights_only=False)
         model.load_state_dict(state["model"], strict=False)
         print(f"initialised from {cfg.init_from}")
+    elif cfg.train_only == "decoder":
+        raise cfgmod.ConfigError("train_only: decoder trains a decoder for an existing encoder: set init_from")
     if step:
         torch.manual_seed(cfg.seed + step)  # a resumed run does not replay the first run's noise
     (out / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2))
@@ -340,7 +379,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
     log, writer = open_log(out / "log.csv", step)
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train λ={cfg.lmbda}", unit="step")
-    model.train()
+    _set_mode(model, cfg)
     while step < cfg.steps:
         lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
         for g in opt.param_groups:
@@ -352,7 +391,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
             face_share = f"{weights.mean():.3f}"
         else:
             x = sampler.batch(cfg.batch_size).to(device)
-        out_ = model(x)
+        out_ = _forward(model, x, cfg)
         bpp, mse = rate_distortion_terms(out_, x)
         if cfg.background_weight < 1.0:
             wmap = face_weight_map(mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight,
@@ -373,9 +412,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         aux = model.aux_loss()
-        aux_opt.zero_grad()
-        aux.backward()
-        aux_opt.step()
+        if cfg.train_only == "all":  # a frozen entropy model keeps its quantiles, hence its tables
+            aux_opt.zero_grad()
+            aux.backward()
+            aux_opt.step()
         step += 1
         psnr = -10 * math.log10(max(mse.item(), 1e-10))
         writer.writerow([step, f"{loss.item():.5f}", f"{bpp.item():.5f}", f"{mse.item():.7f}", f"{psnr:.3f}",

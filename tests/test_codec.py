@@ -108,6 +108,22 @@ def test_float16_export_halves_the_weights(exported):
     assert a.model_id == b.model_id  # precision of the float transforms never touches the bitstream
 
 
+def test_models_sharing_a_bitstream_are_never_guessed(exported, face_rgb):
+    """Two models with one encoder and one set of tables (here: the two precisions; in training, a decoder refined
+    with train_only: decoder) share a model id. A decoder holding both refuses such a container and names them;
+    one holding a single one, as LearnedCodec does, decodes it with that model's own decoder."""
+    from facelink.cloud.codec import LearnedCodec
+
+    _, root = exported
+    data = EdgeEncoder(str(root / "t-float16")).encode(face_rgb[:128, :128].copy())
+    with pytest.raises(codec.ModelMismatchError, match=r"models t-float16, t-float32 all decode"):
+        CloudDecoder(["t-float16", "t-float32"], root=root).decode(data)
+    images = {w: CloudDecoder([f"t-{w}"], root=root).decode(data) for w in ("float32", "float16")}
+    assert {w: d.model_name for w, d in images.items()} == {"float32": "t-float32", "float16": "t-float16"}
+    learned = LearnedCodec(str(root / "t-float16"))
+    assert np.array_equal(learned.decode(data), images["float16"].image)
+
+
 def test_tables_store_int16_but_hash_canonically(exported, tmp_path):
     _, root = exported
     path = root / "t-float32" / "tables.npz"

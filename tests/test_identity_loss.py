@@ -272,3 +272,23 @@ def test_sampler_can_train_on_the_edges_blurred_frames(tmp_path):
     assert TrainConfig(background_blur=8.0).uses_landmarks
     with pytest.raises(config.ConfigError, match="background_blur"):
         TrainConfig(background_blur=-1.0)
+
+
+def test_decoder_only_training_keeps_the_bitstream(tmp_path):
+    """train_only: decoder changes g_s alone: the analysis, hyper-prior and entropy model (hence the edge's ONNX parts,
+    its tables and every bitstream) stay exactly init_from's; g_s learns from rounded latents, as it decodes them."""
+    from facelink.cloud.train import train
+
+    base = {"steps": 2, "batch_size": 2, "max_images": 6, "threads": 1, "background_weight": 0.2, "alpha": 10.0}
+    init = train(config.from_mapping(TrainConfig, base), tmp_path / "init")
+    with pytest.raises(config.ConfigError, match="init_from"):
+        train(config.from_mapping(TrainConfig, {**base, "train_only": "decoder"}), tmp_path / "no-init")
+    with pytest.raises(config.ConfigError, match="train_only"):
+        config.from_mapping(TrainConfig, {**base, "train_only": "encoder"})
+    final = train(config.from_mapping(TrainConfig, {**base, "train_only": "decoder", "init_from": str(init),
+                                                    "lr": 1e-2}), tmp_path / "decoder")
+    before = torch.load(init, weights_only=False)["model"]
+    after = torch.load(final, weights_only=False)["model"]
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("g_s.") for k in changed)
