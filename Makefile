@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprd train-pixd train-iprd0 train-iprdh bench-dec-lfw-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprd train-iprd0 train-iprdh bench-dec-lfw-full verify-bitexact proto clean
 
 all: test
 
@@ -77,27 +77,22 @@ train-iprb: $(STAMP)
 train-pixb: $(STAMP)
 	@test -f runs/pixf-q0/model.pt || $(MAKE) train-pixf
 	$(call train-rates,pixb,pixb,Ablation of face-iprb: pixel loss only on the same ROI frames and chain,--out-root runs/models,5 4 3 2 1 0 6 7)
-# The fourth ladder: each ROI-tuned rate point's decoder refined 2,500 steps on the rounded latents it decodes in
-# service (train_only: decoder), with the IPR loss (train-iprd) or pixel loss only (train-pixd, its ablation). The
-# edge's parts and tables are the ROI-tuned point's: same bitstream, same model id. Measured as facelink-iprd+roi.
-# DEC_RATES: the rate points, in training order.
-DEC_RATES ?= 3 4 2 1 5 0 6 7
+# The fourth ladder: ROI-tuned rate points with the decoder refined 2,500 steps on the rounded latents it decodes in
+# service (train_only: decoder). The edge's parts and tables stay the ROI-tuned point's: same bitstream, same model
+# id, same bpp. train-iprd refines face-iprb with the IPR loss (α 300); its ablation train-iprd0 refines the same
+# decoder of the same bitstream with pixel loss only (α 0), and train-iprdh with α 1500, so the identity term's effect
+# on the decoder is measured at exactly equal bits. Configs exist for the rate points that were run: DEC_RATES (q3
+# and q1; q3 only for α 1500).
+DEC_RATES ?= 3 1
 train-iprd: $(STAMP)
 	@test -f runs/iprb-q7/model.pt || $(MAKE) train-iprb
 	$(call train-rates,iprd,iprd,IPR ROI-tuned with its decoder refined on rounded latents,--out-root runs/models,$(DEC_RATES))
-train-pixd: $(STAMP)
-	@test -f runs/pixb-q7/model.pt || $(MAKE) train-pixb
-	$(call train-rates,pixd,pixd,Ablation of face-iprd: pixel loss only, decoder refined on rounded latents,--out-root runs/models,$(DEC_RATES))
-# Same bits as face-iprd (iprb's encoder and tables), the decoder refined with α 0 (train-iprd0) or α 1500
-# (train-iprdh) instead of 300: the identity term's effect on the decoder alone, at exactly equal bpp. Configs
-# exist for the rate points that were run (DEC_ALPHA_RATES).
-DEC_ALPHA_RATES ?= 3
 train-iprd0: $(STAMP)
 	@test -f runs/iprb-q7/model.pt || $(MAKE) train-iprb
-	$(call train-rates,iprd0,iprd0,IPR bits (iprb) with the decoder refined with pixel loss only,--out-root runs/models,$(DEC_ALPHA_RATES))
+	$(call train-rates,iprd0,iprd0,Ablation of face-iprd: the same bits with the decoder refined with pixel loss only,--out-root runs/models,$(DEC_RATES))
 train-iprdh: $(STAMP)
 	@test -f runs/iprb-q7/model.pt || $(MAKE) train-iprb
-	$(call train-rates,iprdh,iprdh,IPR bits (iprb) with the decoder refined with alpha 1500,--out-root runs/models,$(DEC_ALPHA_RATES))
+	$(call train-rates,iprdh,iprdh,IPR bits (iprb) with the decoder refined with alpha 1500,--out-root runs/models,3)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)
@@ -169,15 +164,16 @@ bench-roi-lfw-full: $(STAMP) system-deps
 	  --codecs uncompressed+roi facelink-pixb+roi facelink-iprb+roi hevc+roi hevc --workers 2 \
 	  --out benchmarks/results/roi-lfw-full
 
-# Issue #5: the decoder-refined ladders beside the ROI-tuned ones they refine, all of LFW View 2, full frames,
-# probe coded -> benchmarks/results/dec-lfw-full (the ROI-tuned and HEVC rows come from the cache when
-# bench-roi-lfw-full ran first).
+# Issue #5: the decoder-refined rate points beside the ROI-tuned ladder whose bits they decode, all of LFW View 2,
+# full frames, probe coded -> benchmarks/results/dec-lfw-full (the ROI-tuned, HEVC and uncompressed rows come from
+# the cache when bench-roi-lfw-full ran first).
 bench-dec-lfw-full: $(STAMP) system-deps
-	@test -f runs/models/face-iprd-q3/manifest.json || $(MAKE) train-iprd
-	@test -f runs/models/face-pixd-q3/manifest.json || $(MAKE) train-pixd
+	@test -f runs/models/face-iprd-q1/manifest.json || $(MAKE) train-iprd
+	@test -f runs/models/face-iprd0-q1/manifest.json || $(MAKE) train-iprd0
+	@test -f runs/models/face-iprdh-q3/manifest.json || $(MAKE) train-iprdh
 	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols full-frame \
 	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed+roi facelink-pixd+roi facelink-iprd+roi facelink-pixb+roi facelink-iprb+roi hevc \
+	  --codecs uncompressed+roi facelink-iprd0+roi facelink-iprd+roi facelink-iprdh+roi facelink-iprb+roi hevc \
 	  --workers 2 --out benchmarks/results/dec-lfw-full
 
 proto: $(STAMP)

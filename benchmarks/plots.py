@@ -13,8 +13,8 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "facelink-ipr": ("black", "*"), "facelink-pix": ("tab:orange", "P"), "facelink-msh": ("tab:brown", "X"),
          "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P"),
          "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P"),
-         "facelink-iprd": ("tab:pink", "*"), "facelink-pixd": ("goldenrod", "P"),
-         "facelink-iprd0": ("tab:purple", "X"), "facelink-iprdh": ("darkred", "*")}
+         "facelink-iprd": ("tab:pink", "*"), "facelink-iprd0": ("goldenrod", "P"),
+         "facelink-iprdh": ("darkred", "*")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):
