@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprd train-iprd0 train-iprdh bench-dec-lfw-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full verify-bitexact proto clean
 
 all: test
 
@@ -163,6 +163,15 @@ bench-roi-lfw-full: $(STAMP) system-deps
 	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
 	  --codecs uncompressed+roi facelink-pixb+roi facelink-iprb+roi hevc+roi hevc --workers 2 \
 	  --out benchmarks/results/roi-lfw-full
+
+# Issue #5: the ROI-tuned ladders (q0-q7) on aligned 112×112 face crops, all of LFW View 2, probe coded
+# -> benchmarks/results/iprb-lfw-full-crop (bytes per face at parity; HEVC's rows come from the cache of make bench).
+bench-crop-lfw-full: $(STAMP) system-deps
+	@test -f runs/models/face-iprb-q7/manifest.json || $(MAKE) train-iprb
+	@test -f runs/models/face-pixb-q7/manifest.json || $(MAKE) train-pixb
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop \
+	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
+	  --codecs uncompressed facelink-iprb facelink-pixb hevc --workers 2 --out benchmarks/results/iprb-lfw-full-crop
 
 # Issue #5: the decoder-refined rate points beside the ROI-tuned ladder whose bits they decode, all of LFW View 2,
 # full frames, probe coded -> benchmarks/results/dec-lfw-full (the ROI-tuned, HEVC and uncompressed rows come from
