@@ -170,10 +170,17 @@ def cmd_info(args) -> int:
 
 
 def cmd_models(args) -> int:
-    for name in registry.available():
-        b = registry.load(name)
-        default = " (default)" if name == registry.DEFAULT_MODEL else ""
-        print(f"{name}\t{b.model_id}\t{b.manifest['architecture']}\tλ={b.manifest['training']['lambda']}{default}")
+    bundles = [registry.load(name) for name in registry.available()]
+    by_id: dict[str, list[str]] = {}
+    for b in bundles:
+        by_id.setdefault(b.model_id, []).append(b.name)
+    for b in bundles:
+        default = " (default)" if b.name == registry.DEFAULT_MODEL else ""
+        # Same encoder and tables, another decoder (a refined one, or another precision): the same bitstream.
+        shared = [n for n in by_id[b.model_id] if n != b.name]
+        same = f"\tsame bitstream as {', '.join(shared)}" if shared else ""
+        lmbda = b.manifest["training"]["lambda"]
+        print(f"{b.name}\t{b.model_id}\t{b.manifest['architecture']}\tλ={lmbda}{default}{same}")
     return 0
 
 

@@ -124,6 +124,19 @@ def test_models_sharing_a_bitstream_are_never_guessed(exported, face_rgb):
     assert np.array_equal(learned.decode(data), images["float16"].image)
 
 
+
+def test_models_lists_shared_bitstreams(exported, monkeypatch, capsys):
+    from facelink.edge.cli import main
+
+    _, root = exported
+    monkeypatch.setenv(registry.MODELS_PATH_ENV, str(root))
+    assert main(["models"]) == 0
+    lines = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["t-float16"].endswith("same bitstream as t-float32")
+    assert lines["t-float32"].endswith("same bitstream as t-float16")
+    assert "same bitstream" not in lines[registry.DEFAULT_MODEL]
+
+
 def test_tables_store_int16_but_hash_canonically(exported, tmp_path):
     _, root = exported
     path = root / "t-float32" / "tables.npz"
