@@ -408,16 +408,17 @@ class FacelinkCodec(Codec):
         return self._codec(str(quality)).encode(_check_rgb(rgb))
 
     def decode(self, data):
-        # The container names its model's id: decode with the rate point of this family that has it.
-        from facelink.shared import bitstream
+        # The container names its model's id: decode with the rate point of this family that has it, found by
+        # its manifest, so no other rate point's sessions are loaded on the way.
+        from facelink.shared import bitstream, registry
 
         model_id = bitstream.unpack(data).model_id
-        for quality in self.qualities:
-            codec = self._codec(str(quality))
-            if codec.model_id == model_id:
-                return np.asarray(codec.decode(data), dtype=np.uint8)
-        raise ValueError(f"not a {self.name} container: its model id {model_id} is none of "
-                         f"{', '.join(map(str, self.qualities))}")
+        quality = next((q for q in self.qualities
+                        if registry.load(str(q), verify=False).manifest["model_id"] == model_id), None)
+        if quality is None:
+            raise ValueError(f"not a {self.name} container: its model id {model_id} is none of "
+                             f"{', '.join(map(str, self.qualities))}")
+        return np.asarray(self._codec(str(quality)).decode(data), dtype=np.uint8)
 
     def roundtrip(self, rgb, quality):
         codec = self._codec(str(quality))

@@ -39,15 +39,12 @@ class CloudDecoder:
         names = models or registry.available(root)
         if not names:
             raise registry.UnknownModelError("the model registry is empty")
-        self.bundles: dict[str, registry.ModelBundle] = {}
+        bundles = [registry.load(n, root) for n in names]
+        self.bundles = {b.model_id: b for b in bundles}
         # Model ids that several loaded models share: a decoder refined for another model's bitstream
         # (train_only: decoder) keeps that model's tables, hence its id. Which decoder is meant cannot be told
         # from the container, so such containers are refused with the names to choose from (models=[...]).
-        self.ambiguous: dict[str, list[str]] = {}
-        for b in (registry.load(n, root) for n in names):
-            if b.model_id in self.bundles:
-                self.ambiguous.setdefault(b.model_id, [self.bundles[b.model_id].name]).append(b.name)
-            self.bundles.setdefault(b.model_id, b)
+        self.ambiguous = {i: ns for i, ns in registry.names_by_model_id(bundles).items() if len(ns) > 1}
         self._synth: dict[str, _Synthesis] = {}
         self._lock = threading.Lock()
 

@@ -84,6 +84,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.train_only not in TRAINABLE:
             raise cfgmod.ConfigError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
+        if self.train_only == "decoder" and not self.init_from:
+            raise cfgmod.ConfigError("train_only: decoder trains a decoder for an existing encoder: set init_from")
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise cfgmod.ConfigError(f"alpha must be a finite number ≥ 0, got {self.alpha}")
         if not 0.0 <= self.face_crop_fraction <= 1.0:
@@ -321,24 +323,14 @@ def _optimizers(model, cfg: TrainConfig):
 
 
 def _set_mode(model, cfg: TrainConfig) -> None:
-    """Training mode for what is trained. With train_only "decoder" the frozen parts run in eval mode, so the
-    latents are rounded around the predicted means exactly as the edge codes them, not noised."""
+    """Training mode for what is trained. With train_only "decoder" the frozen parts (no gradients: see
+    _optimizers) run in eval mode, so the model's own forward rounds the latents around the predicted means
+    exactly as the edge codes them, instead of adding noise."""
     if cfg.train_only == "decoder":
         model.eval()
         model.g_s.train()
     else:
         model.train()
-
-
-def _forward(model, x: torch.Tensor, cfg: TrainConfig) -> dict:
-    if cfg.train_only != "decoder":
-        return model(x)
-    with torch.no_grad():
-        y = model.g_a(x)
-        z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(y))
-        scales_hat, means_hat = model.h_s(z_hat).chunk(2, 1)
-        y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
-    return {"x_hat": model.g_s(y_hat), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
@@ -361,8 +353,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         state = torch.load(cfg.init_from, map_location=device, weights_only=False)
         model.load_state_dict(state["model"], strict=False)
         print(f"initialised from {cfg.init_from}")
-    elif cfg.train_only == "decoder":
-        raise cfgmod.ConfigError("train_only: decoder trains a decoder for an existing encoder: set init_from")
     if step:
         torch.manual_seed(cfg.seed + step)  # a resumed run does not replay the first run's noise
     (out / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2))
@@ -391,7 +381,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
             face_share = f"{weights.mean():.3f}"
         else:
             x = sampler.batch(cfg.batch_size).to(device)
-        out_ = _forward(model, x, cfg)
+        out_ = model(x)
         bpp, mse = rate_distortion_terms(out_, x)
         if cfg.background_weight < 1.0:
             wmap = face_weight_map(mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight,

@@ -171,9 +171,7 @@ def cmd_info(args) -> int:
 
 def cmd_models(args) -> int:
     bundles = [registry.load(name) for name in registry.available()]
-    by_id: dict[str, list[str]] = {}
-    for b in bundles:
-        by_id.setdefault(b.model_id, []).append(b.name)
+    by_id = registry.names_by_model_id(bundles)
     for b in bundles:
         default = " (default)" if b.name == registry.DEFAULT_MODEL else ""
         # Same encoder and tables, another decoder (a refined one, or another precision): the same bitstream.

@@ -49,6 +49,15 @@ def roots(root: Path | None = None) -> list[Path]:
     return [MODELS_DIR, *extra]
 
 
+def names_by_model_id(bundles) -> dict[str, list[str]]:
+    """The names of ``bundles`` grouped by model id, in their order. Several names under one id share a bitstream
+    (same encoder and tables) and differ only in the decoder: a refined one, or another weight precision."""
+    out: dict[str, list[str]] = {}
+    for b in bundles:
+        out.setdefault(b.model_id, []).append(b.name)
+    return out
+
+
 def available(root: Path | None = None) -> list[str]:
     return sorted({p.parent.name for r in roots(root) for p in r.glob("*/manifest.json")})
 
