@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -93,6 +93,16 @@ train-iprd0: $(STAMP)
 train-iprdh: $(STAMP)
 	@test -f runs/iprb-q7/model.pt || $(MAKE) train-iprb
 	$(call train-rates,iprdh,iprdh,IPR bits (iprb) with the decoder refined with alpha 1500,--out-root runs/models,3)
+# The fifth ladder, for face crops: each ROI point (iprb / pixb, q1…q5) fine-tuned 1,200 steps on the edge's
+# aligned face crops only (no background blur: facelink-edge sends crops as they are), IPR and ablation with the same
+# seeds, so the same samples; measured on face crops as facelink-iprc / facelink-pixc.
+CROP_RATES ?= 3 1 5 2 4
+train-iprc: $(STAMP)
+	@test -f runs/iprb-q5/model.pt || $(MAKE) train-iprb
+	$(call train-rates,iprc,iprc,IPR fine-tuned on aligned face crops only,--out-root runs/models,$(CROP_RATES))
+train-pixc: $(STAMP)
+	@test -f runs/pixb-q5/model.pt || $(MAKE) train-pixb
+	$(call train-rates,pixc,pixc,Ablation of face-iprc: pixel loss only on the same face crops and chain,--out-root runs/models,$(CROP_RATES))
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)
@@ -172,6 +182,25 @@ bench-crop-lfw-full: $(STAMP) system-deps
 	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop \
 	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
 	  --codecs uncompressed facelink-iprb facelink-pixb hevc --workers 2 --out benchmarks/results/iprb-lfw-full-crop
+
+# Issue #5: the face-crop ladder (iprc, its ablation pixc) beside the ladders it was tuned from, on all of LFW View 2's
+# face crops -> benchmarks/results/iprc-lfw-full-crop (iprb, pixb, HEVC and uncompressed come from the cache).
+bench-cropc-lfw-full: $(STAMP) system-deps
+	@test -f runs/models/face-iprc-q4/manifest.json || $(MAKE) train-iprc
+	@test -f runs/models/face-pixc-q4/manifest.json || $(MAKE) train-pixc
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop \
+	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
+	  --codecs uncompressed facelink-iprc facelink-pixc facelink-iprb facelink-pixb hevc --workers 2 \
+	  --out benchmarks/results/iprc-lfw-full-crop
+
+# The same two ladders on the CelebA test protocol's face crops -> benchmarks/results/iprc-celeba-full-crop (HEVC and
+# uncompressed from the cache of make bench).
+bench-cropc-celeba-full: $(STAMP) system-deps
+	@test -f runs/models/face-iprc-q4/manifest.json || $(MAKE) train-iprc
+	@test -f runs/models/face-pixc-q4/manifest.json || $(MAKE) train-pixc
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets celeba --protocols face-crop \
+	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
+	  --codecs uncompressed facelink-iprc facelink-pixc hevc --workers 2 --out benchmarks/results/iprc-celeba-full-crop
 
 # Issue #5: the decoder-refined rate points beside the ROI-tuned ladder whose bits they decode, all of LFW View 2,
 # full frames, probe coded -> benchmarks/results/dec-lfw-full (the ROI-tuned, HEVC and uncompressed rows come from

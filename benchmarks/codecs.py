@@ -460,12 +460,13 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)",
                  "iprd": "facelink IPR, ROI-tuned, decoder refined",
                  "iprd0": "facelink IPR bits, decoder refined with pixel loss only (ablation)",
-                 "iprdh": "facelink IPR bits, decoder refined with α 1500"}
+                 "iprdh": "facelink IPR bits, decoder refined with α 1500",
+                 "iprc": "facelink IPR, face-crop-tuned", "pixc": "facelink pixel loss, face-crop-tuned (ablation)"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the
 # decoder of the very same bitstream (iprb's encoder and tables) with α = 0: equal bits by construction.
-ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0"}
+ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc"}
 
 
 def ablation_of(codec_name: str) -> str | None:

@@ -14,7 +14,8 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "facelink-iprf": ("black", "*"), "facelink-pixf": ("tab:orange", "P"),
          "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P"),
          "facelink-iprd": ("tab:pink", "*"), "facelink-iprd0": ("goldenrod", "P"),
-         "facelink-iprdh": ("darkred", "*")}
+         "facelink-iprdh": ("darkred", "*"),
+         "facelink-iprc": ("tab:blue", "*"), "facelink-pixc": ("tab:orange", "P")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):

@@ -292,3 +292,17 @@ def test_decoder_only_training_keeps_the_bitstream(tmp_path):
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("g_s.") for k in changed)
+
+
+def test_face_crop_ladder_and_its_ablation_see_the_same_samples():
+    """iprc / pixc: each ROI-tuned point fine-tuned on aligned face crops only, unblurred as the edge sends crops; the
+    ablation differs in α and its starting point alone (same seed, so the same samples in the same order)."""
+    for q in range(1, 6):
+        ipr = config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml")
+        pix = config.load(TrainConfig, CONFIGS / f"pixc-q{q}.yaml")
+        assert ipr.face_crop_fraction == 1.0 and ipr.background_blur == 0.0
+        assert ipr.init_from == f"runs/iprb-q{q}/model.pt" and pix.init_from == f"runs/pixb-q{q}/model.pt"
+        assert ipr.lmbda == config.load(TrainConfig, CONFIGS / f"iprb-q{q}.yaml").lmbda
+        a, b = config.to_dict(ipr), config.to_dict(pix)
+        assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
+        assert ipr.alpha > 0 and pix.alpha == 0.0
