@@ -152,6 +152,19 @@ def cmd_stream(args) -> int:
     return 0 if rows else 1
 
 
+def edge_model_status(local, served: list[dict]) -> dict:
+    """Whether a server holding ``served`` (ModelInfo's models, as dicts) decodes what ``local`` encodes: served only
+    when exactly one of its models has the bitstream's model id. With several (a refined decoder beside its source,
+    or two precisions), the server refuses the containers as ambiguous, so they are named here."""
+    names = [m.get("name", "") for m in served if m.get("model_id") == local.model_id]
+    status = {"name": local.name, "model_id": local.model_id, "served": len(names) == 1}
+    if len(names) > 1:
+        status["ambiguous"] = names
+        status["why"] = (f"the server holds {len(names)} models for this bitstream and refuses its containers as "
+                         "ambiguous: serve only one of them (the server's models setting)")
+    return status
+
+
 def cmd_info(args) -> int:
     from facelink.edge.client import Client
     from google.protobuf.json_format import MessageToDict
@@ -162,9 +175,7 @@ def cmd_info(args) -> int:
         except grpc.FutureTimeoutError:
             raise EdgeError(f"no facelink server answers at {args.server}")
         info = MessageToDict(client.model_info(), preserving_proto_field_name=True)
-    local = registry.load(args.model)
-    info["edge_model"] = {"name": local.name, "model_id": local.model_id,
-                          "served": any(m["model_id"] == local.model_id for m in info.get("models", []))}
+    info["edge_model"] = edge_model_status(registry.load(args.model), info.get("models", []))
     print(json.dumps(info, indent=2))
     return 0 if info["edge_model"]["served"] else 3
 

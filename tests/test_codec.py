@@ -124,6 +124,20 @@ def test_models_sharing_a_bitstream_are_never_guessed(exported, face_rgb):
     assert np.array_equal(learned.decode(data), images["float16"].image)
 
 
+def test_info_does_not_call_an_ambiguous_model_served(exported):
+    """facelink-edge info: a server holding two models for the edge model's bitstream refuses its containers, so the
+    edge model is not "served" there; the models to choose between are named."""
+    from facelink.edge.cli import edge_model_status
+
+    _, root = exported
+    local = registry.load("t-float16", root)
+    one = [{"name": "t-float16", "model_id": local.model_id}, {"name": "other", "model_id": "0" * 16}]
+    assert edge_model_status(local, one) == {"name": "t-float16", "model_id": local.model_id, "served": True}
+    both = one + [{"name": "t-float32", "model_id": local.model_id}]
+    status = edge_model_status(local, both)
+    assert not status["served"] and status["ambiguous"] == ["t-float16", "t-float32"] and "ambiguous" in status["why"]
+    assert not edge_model_status(local, one[1:])["served"]
+
 
 def test_models_lists_shared_bitstreams(exported, monkeypatch, capsys):
     from facelink.edge.cli import main
