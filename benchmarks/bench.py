@@ -28,7 +28,7 @@ import numpy as np
 from facelink.benchmarks import engine, metrics
 from facelink.benchmarks.provenance import git_state, host, package_versions
 from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, ablation_of, get_codec,
-                                       learned_families, parse_codec_spec)
+                                       learned_families, parse_codec_spec, tuned_from)
 from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
 from facelink.shared.detection import sha256_file
 
@@ -110,23 +110,15 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
                     name: metrics.bd_rate(_f(a["bpp"]), _f(a[metric]), _f(r["bpp"]), _f(r[metric]), method)
                     for name, r in curves.items() if name != anchor}
     # Issue #5's last target, the IPR loss beats its pixel-loss ablation at every rate: each IPR rate point
-    # against the ablation's curve interpolated at the same bpp.
-    head["vs_ablation"] = {}
-    for name, r in curves.items():
-        abl = ablation_of(name)
-        if abl not in curves:
-            continue
-        a_bpp, a_acc = _f(curves[abl]["bpp"]), _f(curves[abl]["accuracy"])
-        r_bpp, r_acc = _f(r["bpp"]), _f(r["accuracy"])
-        points = []
-        for q, bpp, acc in zip(r["quality"], r_bpp, r_acc):
-            x = metrics.quality_at_rate(a_bpp, a_acc, bpp)
-            points.append({"quality": q, "bpp": bpp, "accuracy": acc,
-                           "ablation_accuracy": None if math.isnan(x) else x,
-                           "difference_points": None if math.isnan(x) else 100 * (acc - x)})
-        bd = 100 * metrics.bd_quality(a_bpp, a_acc, r_bpp, r_acc)
-        head["vs_ablation"][name] = {"ablation": abl, "points": points,
-                                     "bd_accuracy_points": None if math.isnan(bd) else bd}
+    # against the ablation's curve interpolated at the same bpp. The same comparison puts a fine-tuned ladder
+    # against the ladder it was tuned from: what the fine-tuning gained at equal bits.
+    for key, partner_of, partner_key in (("vs_ablation", ablation_of, "ablation"),
+                                         ("vs_tuned_from", tuned_from, "tuned_from")):
+        head[key] = {}
+        for name, r in curves.items():
+            other = partner_of(name)
+            if other in curves:
+                head[key][name] = {partner_key: other, **_against(curves[other], r, f"{partner_key}_accuracy")}
     head["bd_accuracy_points"] = {}
     for anchor in BD_ANCHORS:
         if anchor in curves:
@@ -135,6 +127,21 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
                 name: 100 * metrics.bd_quality(_f(a["bpp"]), _f(a["accuracy"]), _f(r["bpp"]), _f(r["accuracy"]))
                 for name, r in curves.items() if name != anchor}
     return head
+
+
+def _against(base: dict, r: dict, field: str) -> dict:
+    """Each rate point of curve ``r`` against curve ``base`` interpolated at the same bpp (as ``field``), and the BD
+    accuracy in points."""
+    a_bpp, a_acc = _f(base["bpp"]), _f(base["accuracy"])
+    r_bpp, r_acc = _f(r["bpp"]), _f(r["accuracy"])
+    points = []
+    for q, bpp, acc in zip(r["quality"], r_bpp, r_acc):
+        x = metrics.quality_at_rate(a_bpp, a_acc, bpp)
+        points.append({"quality": q, "bpp": bpp, "accuracy": acc,
+                       field: None if math.isnan(x) else x,
+                       "difference_points": None if math.isnan(x) else 100 * (acc - x)})
+    bd = 100 * metrics.bd_quality(a_bpp, a_acc, r_bpp, r_acc)
+    return {"points": points, "bd_accuracy_points": None if math.isnan(bd) else bd}
 
 
 def _f(xs):

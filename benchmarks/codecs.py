@@ -469,14 +469,27 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
 ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc"}
 
 
+# The ladder each fine-tuned family started from, rate point by rate point: the report compares them at equal bits.
+TUNED_FROM = {"iprc": "iprb", "pixc": "pixb"}
+
+
+def _partner(codec_name: str, table: dict[str, str]) -> str | None:
+    base = codec_name.removesuffix(BackgroundBlurred.SUFFIX)
+    family = base.removeprefix("facelink-")
+    if family == base or family not in table:
+        return None
+    return f"facelink-{table[family]}{codec_name[len(base):]}"
+
+
 def ablation_of(codec_name: str) -> str | None:
     """The codec name of an IPR family's ablation, behind the same wrapper (``facelink-iprb+roi`` →
     ``facelink-pixb+roi``); None for any other codec."""
-    base = codec_name.removesuffix(BackgroundBlurred.SUFFIX)
-    family = base.removeprefix("facelink-")
-    if family == base or family not in ABLATION_OF:
-        return None
-    return f"facelink-{ABLATION_OF[family]}{codec_name[len(base):]}"
+    return _partner(codec_name, ABLATION_OF)
+
+
+def tuned_from(codec_name: str) -> str | None:
+    """The codec name of the family a fine-tuned family started from (``facelink-iprc`` → ``facelink-iprb``)."""
+    return _partner(codec_name, TUNED_FROM)
 
 
 def _family(name: str) -> str | None:

@@ -28,6 +28,8 @@ One JSON file per dataset × recognizer × protocol × setting, named
         "vs_ablation": {"<IPR codec>": {"ablation": "<its pixel-loss codec>", "bd_accuracy_points",
                                         "points": [{"quality", "bpp", "accuracy", "ablation_accuracy",
                                                     "difference_points"}]}},
+        "vs_tuned_from": {"<fine-tuned codec>": {"tuned_from": "<the codec it started from>", "bd_accuracy_points",
+                                                 "points": [{..., "tuned_from_accuracy", "difference_points"}]}},
         "interpolation": "pchip", "non_monotonic_rule": "..."
       },
       "provenance": {"git_commit", "git_dirty", "config", "packages", "codec_versions", "seed",
@@ -185,18 +187,24 @@ def near_uncompressed_table(docs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def ablation_table(docs: list[dict]) -> str:
+# headline key → (partner field, column heads, what a rate point outside the partner's range is called)
+_PAIRED = {"vs_ablation": ("ablation", "IPR codec (ablation)", "IPR − ablation", "the ablation"),
+           "vs_tuned_from": ("tuned_from", "fine-tuned codec (tuned from)", "fine-tuned − start", "the start")}
+
+
+def ablation_table(docs: list[dict], key: str = "vs_ablation") -> str:
     """One row per result file and IPR codec: at each IPR rate point, its accuracy against the ablation's curve
-    at the same bpp."""
-    lines = ["| dataset | recognizer | protocol | setting | IPR codec (ablation) | BD accuracy points | "
-             "per rate point: bpp, IPR − ablation accuracy (points) |", "|---|---|---|---|---|---|---|"]
+    at the same bpp (``key`` "vs_tuned_from": a fine-tuned codec against the codec it started from)."""
+    field, head, diff, other = _PAIRED[key]
+    lines = [f"| dataset | recognizer | protocol | setting | {head} | BD accuracy points | "
+             f"per rate point: bpp, {diff} accuracy (points) |", "|---|---|---|---|---|---|---|"]
     for d in docs:
-        for name, v in d["headline"].get("vs_ablation", {}).items():
-            cells = [f"{p['bpp']:.3f}: " + ("outside the ablation's range" if p["difference_points"] is None
+        for name, v in d["headline"].get(key, {}).items():
+            cells = [f"{p['bpp']:.3f}: " + (f"outside {other}'s range" if p["difference_points"] is None
                                               else f"{p['difference_points']:+.2f}") for p in v["points"]]
             lines.append("| " + " | ".join([d["dataset"], d["recognizer"], d["protocol"], d["setting"],
-                                             f"{name} ({v['ablation']})", _num(v.get("bd_accuracy_points"),
-                                                                               "{:+.2f}"), " · ".join(cells)])
+                                             f"{name} ({v[field]})", _num(v.get("bd_accuracy_points"),
+                                                                          "{:+.2f}"), " · ".join(cells)])
                          + " |")
     return "\n".join(lines)
 
@@ -265,6 +273,10 @@ def markdown_report(docs: list[dict], title: str = "facelink accuracy-versus-bpp
                   "Positive: the IPR rate point is more accurate than the ablation's curve (PCHIP over log bpp, "
                   "Pareto rule) at the same bpp. Compare with the fold std in the per-setting tables.", "",
                   ablation_table(docs), ""]
+    if any(d["headline"].get("vs_tuned_from") for d in docs):
+        parts += ["## Fine-tuned ladders against the ladder they started from, at equal bpp", "",
+                  "Positive: the fine-tuned rate point is more accurate than the starting ladder's curve at the same "
+                  "bpp: what the fine-tuning gained at equal bits.", "", ablation_table(docs, "vs_tuned_from"), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     parts += ["## Per-setting results", ""]

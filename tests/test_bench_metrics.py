@@ -128,3 +128,28 @@ def test_headline_compares_each_ipr_point_with_its_ablation_at_equal_bpp():
     table = ablation_table([doc])
     assert "| facelink-iprb+roi (facelink-pixb+roi) | +" in table and "0.100: +1.00 · " in table
     assert "0.500: outside the ablation's range" in table
+
+
+def test_headline_compares_a_fine_tuned_ladder_with_the_one_it_started_from():
+    """iprc was fine-tuned from iprb rate point by rate point: the report says what that gained at equal bpp."""
+    from facelink.benchmarks import bench
+    from facelink.benchmarks.results_io import ablation_table
+
+    def codec(name, bpp, acc):
+        return {"codec": name, "results": {"quality": [f"q{i}" for i in range(len(bpp))], "bpp": bpp,
+                                           "accuracy": acc, "tar@far=1e-3": acc}}
+
+    doc = {"codecs": [codec("facelink-iprc", [0.15, 0.3], [0.95, 0.97]),
+                      codec("facelink-iprb", [0.1, 0.2, 0.4], [0.92, 0.94, 0.97]),
+                      codec("hevc", [0.1, 0.4], [0.9, 0.98])],
+           "reference": None, "uncompressed": {"accuracy": 0.98}}
+    head = bench._headline(doc, ("hevc", 23))
+    assert head["vs_ablation"] == {}  # pixc is not in this run
+    v = head["vs_tuned_from"]["facelink-iprc"]
+    assert v["tuned_from"] == "facelink-iprb" and set(head["vs_tuned_from"]) == {"facelink-iprc"}
+    assert all(p["difference_points"] > 0 and p["tuned_from_accuracy"] < p["accuracy"] for p in v["points"])
+    for name, want in (("facelink-pixc", "facelink-pixb"), ("facelink-iprb", None), ("hevc", None)):
+        assert bench.tuned_from(name) == want
+    doc.update({"headline": head, "dataset": "lfw", "recognizer": "mobilefacenet", "protocol": "face-crop",
+                "setting": "asymmetric", "name": "x"})
+    assert "| facelink-iprc (facelink-iprb) | +" in ablation_table([doc], "vs_tuned_from")
