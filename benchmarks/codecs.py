@@ -461,16 +461,17 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprd": "facelink IPR, ROI-tuned, decoder refined",
                  "iprd0": "facelink IPR bits, decoder refined with pixel loss only (ablation)",
                  "iprdh": "facelink IPR bits, decoder refined with α 1500",
-                 "iprc": "facelink IPR, face-crop-tuned", "pixc": "facelink pixel loss, face-crop-tuned (ablation)"}
+                 "iprc": "facelink IPR, face-crop-tuned", "pixc": "facelink pixel loss, face-crop-tuned (ablation)",
+                 "iprch": "facelink IPR α 1200, face-crop-tuned"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the
 # decoder of the very same bitstream (iprb's encoder and tables) with α = 0: equal bits by construction.
-ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc"}
+ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc", "iprch": "pixc"}
 
 
 # The ladder each fine-tuned family started from, rate point by rate point: the report compares them at equal bits.
-TUNED_FROM = {"iprc": "iprb", "pixc": "pixb"}
+TUNED_FROM = {"iprc": "iprb", "pixc": "pixb", "iprch": "iprb"}
 
 
 def _partner(codec_name: str, table: dict[str, str]) -> str | None:

@@ -15,7 +15,8 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "facelink-iprb": ("tab:cyan", "*"), "facelink-pixb": ("tab:olive", "P"),
          "facelink-iprd": ("tab:pink", "*"), "facelink-iprd0": ("goldenrod", "P"),
          "facelink-iprdh": ("darkred", "*"),
-         "facelink-iprc": ("tab:blue", "*"), "facelink-pixc": ("tab:orange", "P")}
+         "facelink-iprc": ("tab:blue", "*"), "facelink-pixc": ("tab:orange", "P"),
+         "facelink-iprch": ("navy", "*")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):

@@ -306,3 +306,11 @@ def test_face_crop_ladder_and_its_ablation_see_the_same_samples():
         a, b = config.to_dict(ipr), config.to_dict(pix)
         assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
         assert ipr.alpha > 0 and pix.alpha == 0.0
+
+
+def test_stronger_identity_weight_changes_only_alpha():
+    """iprch: iprc with α × 4 and nothing else, so any difference at equal bytes is the identity weight's."""
+    for q in (1, 2):
+        strong = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprch-q{q}.yaml"))
+        base = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml"))
+        assert {k for k in base if base[k] != strong[k]} == {"alpha"} and strong["alpha"] == 4 * base["alpha"]
