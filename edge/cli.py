@@ -161,7 +161,7 @@ def edge_model_status(local, served: list[dict]) -> dict:
     if len(names) > 1:
         status["ambiguous"] = names
         status["why"] = (f"the server holds {len(names)} models for this bitstream and refuses its containers as "
-                         "ambiguous: serve only one of them (the server's models setting)")
+                         "ambiguous: serve only one of them (facelink serve --model NAME, or models: in its config)")
     return status
 
 
