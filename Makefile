@@ -169,24 +169,27 @@ bench-roi: $(STAMP) system-deps
 	    --workers 2 --out benchmarks/results/roi-$$ds-$$out; \
 	done
 
+# One full-protocol run (6,000 pairs, probe coded) with MobileFaceNet (seen in training) and SFace (unseen), learned
+# models from runs/models: $(call full-bench,dataset,protocol,codecs,results folder under benchmarks/results)
+define full-bench
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets $(1) --protocols $(2) \
+	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
+	  --codecs $(3) --workers 2 --out benchmarks/results/$(4)
+endef
+
 # Issue #5: the ROI-tuned ladders (q0-q7) on all of LFW View 2, full frames, probe coded (a run with the asymmetric
 # setting alone codes only the probes: 4,576 of 7,701 images per rate point) -> benchmarks/results/roi-lfw-full.
 bench-roi-lfw-full: $(STAMP) system-deps
 	@test -f runs/models/face-iprb-q7/manifest.json || $(MAKE) train-iprb
 	@test -f runs/models/face-pixb-q7/manifest.json || $(MAKE) train-pixb
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols full-frame \
-	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed+roi facelink-pixb+roi facelink-iprb+roi hevc+roi hevc --workers 2 \
-	  --out benchmarks/results/roi-lfw-full
+	$(call full-bench,lfw,full-frame,uncompressed+roi facelink-pixb+roi facelink-iprb+roi hevc+roi hevc,roi-lfw-full)
 
 # Issue #5: the ROI-tuned ladders (q0-q7) on aligned 112×112 face crops, all of LFW View 2, probe coded
 # -> benchmarks/results/iprb-lfw-full-crop (bytes per face at parity; HEVC's rows come from the cache of make bench).
 bench-crop-lfw-full: $(STAMP) system-deps
 	@test -f runs/models/face-iprb-q7/manifest.json || $(MAKE) train-iprb
 	@test -f runs/models/face-pixb-q7/manifest.json || $(MAKE) train-pixb
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop \
-	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed facelink-iprb facelink-pixb hevc --workers 2 --out benchmarks/results/iprb-lfw-full-crop
+	$(call full-bench,lfw,face-crop,uncompressed facelink-iprb facelink-pixb hevc,iprb-lfw-full-crop)
 
 # Issue #5: the face-crop ladder (iprc, its ablation pixc, iprch with α 1200) beside the ladders it was tuned from,
 # on all of LFW View 2's face crops -> benchmarks/results/iprc-lfw-full-crop (iprb, pixb, HEVC and uncompressed come
@@ -195,19 +198,14 @@ bench-cropc-lfw-full: $(STAMP) system-deps
 	@test -f runs/models/face-iprc-q4/manifest.json || $(MAKE) train-iprc
 	@test -f runs/models/face-pixc-q4/manifest.json || $(MAKE) train-pixc
 	@test -f runs/models/face-iprch-q1/manifest.json || $(MAKE) train-iprch
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop \
-	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed facelink-iprc facelink-pixc facelink-iprch facelink-iprb facelink-pixb hevc --workers 2 \
-	  --out benchmarks/results/iprc-lfw-full-crop
+	$(call full-bench,lfw,face-crop,uncompressed facelink-iprc facelink-pixc facelink-iprch facelink-iprb facelink-pixb hevc,iprc-lfw-full-crop)
 
 # The same two ladders on the CelebA test protocol's face crops -> benchmarks/results/iprc-celeba-full-crop (HEVC and
 # uncompressed from the cache of make bench).
 bench-cropc-celeba-full: $(STAMP) system-deps
 	@test -f runs/models/face-iprc-q4/manifest.json || $(MAKE) train-iprc
 	@test -f runs/models/face-pixc-q4/manifest.json || $(MAKE) train-pixc
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets celeba --protocols face-crop \
-	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed facelink-iprc facelink-pixc hevc --workers 2 --out benchmarks/results/iprc-celeba-full-crop
+	$(call full-bench,celeba,face-crop,uncompressed facelink-iprc facelink-pixc hevc,iprc-celeba-full-crop)
 
 # Issue #5: the decoder-refined rate points beside the ROI-tuned ladder whose bits they decode, all of LFW View 2,
 # full frames, probe coded -> benchmarks/results/dec-lfw-full (the ROI-tuned, HEVC and uncompressed rows come from
@@ -216,10 +214,7 @@ bench-dec-lfw-full: $(STAMP) system-deps
 	@test -f runs/models/face-iprd-q1/manifest.json || $(MAKE) train-iprd
 	@test -f runs/models/face-iprd0-q1/manifest.json || $(MAKE) train-iprd0
 	@test -f runs/models/face-iprdh-q3/manifest.json || $(MAKE) train-iprdh
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols full-frame \
-	  --settings asymmetric --recognizers mobilefacenet,sface --no-flip-for sface \
-	  --codecs uncompressed+roi facelink-iprd0+roi facelink-iprd+roi facelink-iprdh+roi facelink-iprb+roi hevc \
-	  --workers 2 --out benchmarks/results/dec-lfw-full
+	$(call full-bench,lfw,full-frame,uncompressed+roi facelink-iprd0+roi facelink-iprd+roi facelink-iprdh+roi facelink-iprb+roi hevc,dec-lfw-full)
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
