@@ -31,7 +31,10 @@ def frame_bits(encoder, rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
     """(bits of y per 16×16 block, total bits of z, container bytes) of one full frame, coded as the edge does."""
     t = encoder.bundle.tables
     data, sym = encoder.encode_with_symbols(rgb)
-    y_bits = rans.symbol_bits(sym.y, sym.indexes, t.y.cdfs, t.y.cdf_lengths, t.y.offsets).reshape(sym.y.shape)
+    ch, cw = sym.coded_shape  # the container codes this part of the latent; the rest costs nothing
+    y_bits = np.zeros(sym.y.shape)
+    y_bits[:, :ch, :cw] = rans.symbol_bits(sym.y[:, :ch, :cw], sym.indexes[:, :ch, :cw], t.y.cdfs, t.y.cdf_lengths,
+                                           t.y.offsets).reshape(-1, ch, cw)
     z_bits = rans.symbol_bits(sym.z, z_indexes(sym.z.shape), t.z.cdfs, t.z.cdf_lengths, t.z.offsets).sum()
     return y_bits.sum(axis=0), float(z_bits), len(data)
 

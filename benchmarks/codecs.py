@@ -80,6 +80,12 @@ class Codec:
         """Encode several images at one setting; same bytes as :meth:`encode` on each (codecs may batch)."""
         return [self.encode(im, quality) for im in images]
 
+    def encode_crops(self, crops: Sequence[np.ndarray], quality, template: str) -> list[bytes]:
+        """Encode face crops aligned to ``template`` (a :data:`facelink.shared.alignment.TEMPLATES` name). A codec
+        whose bitstream can say so does, as the edge sends a crop (facelink's container); the default codes them as
+        any other images."""
+        return self.encode_many(crops, quality)
+
     def decode_many(self, datas: Sequence[bytes]) -> list[np.ndarray]:
         """Decode several byte strings; same images as :meth:`decode` on each (codecs may batch)."""
         return [self.decode(d) for d in datas]
@@ -407,6 +413,11 @@ class FacelinkCodec(Codec):
     def encode(self, rgb, quality):
         return self._codec(str(quality)).encode(_check_rgb(rgb))
 
+    def encode_crops(self, crops, quality, template):
+        from facelink.shared.alignment import TEMPLATES
+
+        return [self._codec(str(quality)).encode(_check_rgb(c), TEMPLATES[template]) for c in crops]
+
     def decode(self, data):
         # The container names its model's id: decode with the rate point of this family that has it, found by
         # its manifest, so no other rate point's sessions are loaded on the way.
@@ -432,7 +443,10 @@ class FacelinkCodec(Codec):
     def settings_for(self, quality):
         # The rate point's own artifacts (a digest of its manifest's sha256s): re-exporting a model under the same
         # name is a different setting, never a stale cache hit; adding a rate point to the family changes nothing.
-        return {"model_digest": _model_digest(str(quality))}
+        # The container format the edge writes is part of it too: a new version codes the same image in other bytes.
+        from facelink.shared.bitstream import FORMAT_VERSION
+
+        return {"model_digest": _model_digest(str(quality)), "format_version": FORMAT_VERSION}
 
     def version(self):
         try:

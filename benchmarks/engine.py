@@ -341,7 +341,11 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
     else:
         todo = [k for k in keys if k not in stored]
         datas = dict(stored)
-        datas.update(zip(todo, codec.encode_many([inputs[k] for k in todo], task["quality"])))
+        todo_images = [inputs[k] for k in todo]
+        if protocol == "face-crop":  # coded as the edge sends a crop: the codec may say so in its bitstream
+            datas.update(zip(todo, codec.encode_crops(todo_images, task["quality"], CROP_TEMPLATE)))
+        else:
+            datas.update(zip(todo, codec.encode_many(todo_images, task["quality"])))
         outs = codec.decode_many([datas[k] for k in keys])
         coded = {}
         for k, out in zip(keys, outs):

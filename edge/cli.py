@@ -17,7 +17,7 @@ import cv2
 import grpc
 import numpy as np
 
-from facelink.shared import registry
+from facelink.shared import bitstream, registry
 from facelink.shared.roi import BackgroundBlur
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -56,7 +56,8 @@ def _pipeline(args):
     if args.blur_background is not None and not args.full_frame:
         raise EdgeError("--blur-background needs --full-frame (a face crop is all face)")
     blur = None if args.blur_background is None else BackgroundBlur(sigma=args.blur_background)
-    return EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads, blur_background=blur)
+    return EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads, blur_background=blur,
+                        format_version=args.format_version)
 
 
 def cmd_encode(args) -> int:
@@ -82,8 +83,12 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def _check_server_model(client, model_id: str) -> None:
+def _check_server_model(client, model_id: str, format_version: int = bitstream.FORMAT_VERSION) -> None:
     info = client.model_info()
+    if info.bitstream_format_version and info.bitstream_format_version < format_version:
+        raise EdgeError(f"the server reads bitstream format versions up to {info.bitstream_format_version}; this "
+                        f"edge writes version {format_version}: pass --format-version "
+                        f"{info.bitstream_format_version} (or update the server)")
     ids = {m.model_id: m.name for m in info.models}
     if model_id not in ids:
         raise EdgeError(f"the server does not have this edge's codec model {model_id}; it serves "
@@ -119,7 +124,7 @@ def cmd_stream(args) -> int:
     with Client(args.server, timeout=args.timeout) as client:
         try:
             client.wait_ready(args.timeout)
-            _check_server_model(client, pipe.encoder.model_id)
+            _check_server_model(client, pipe.encoder.model_id, args.format_version)
         except grpc.FutureTimeoutError:
             raise EdgeError(f"no facelink server answers at {args.server}")
         if not args.json:
@@ -205,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --full-frame: blur everything outside the detected faces (Gaussian SIGMA pixels, "
                             f"default {BackgroundBlur.sigma:g}) so the bits go to the faces")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+        p.add_argument("--format-version", type=int, choices=bitstream.READABLE_VERSIONS,
+                       default=bitstream.FORMAT_VERSION,
+                       help=f"bitstream container version to write (default {bitstream.FORMAT_VERSION}; 1 for a "
+                            "server that reads only version 1, at 19 or more bytes more per frame)")
 
     p = sub.add_parser("encode", help="code one image into a .flk bitstream")
     p.add_argument("image")

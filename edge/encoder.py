@@ -30,8 +30,12 @@ class Encoded:
 class EdgeEncoder:
     """Encodes RGB uint8 images with one rate point of the model registry."""
 
-    def __init__(self, model: str | None = None, threads: int = 1):
+    def __init__(self, model: str | None = None, threads: int = 1, format_version: int = bitstream.FORMAT_VERSION):
+        if format_version not in bitstream.READABLE_VERSIONS:
+            raise ValueError(f"bitstream format version {format_version}; facelink writes versions "
+                             f"{', '.join(map(str, bitstream.READABLE_VERSIONS))}")
         self.bundle = registry.load(model)
+        self.format_version = format_version
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -61,11 +65,14 @@ class EdgeEncoder:
     def encode_with_symbols(self, rgb: np.ndarray, template: Template | None = None
                             ) -> tuple[bytes, codec.DecodedSymbols]:
         """The container and the symbols it codes (what a decoder must reproduce exactly)."""
-        y, z, (pb, pr) = self.analyse(rgb)
-        z_bytes, y_bytes, symbols = codec.compress_latents_with_symbols(self.bundle.tables, y, z)
         tid = template_id(template) if template is not None else 0
-        frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], pb, pr, (z.shape[1], z.shape[2]),
-                                z_bytes, y_bytes, aligned=bool(tid), template_id=tid)
+        if tid and rgb.shape[:2] != (template.height, template.width):
+            raise ValueError(f"a crop aligned to {template.name} is {template.width}×{template.height}, "
+                             f"got {rgb.shape[1]}×{rgb.shape[0]}")
+        y, z, _ = self.analyse(rgb)
+        streams, symbols = codec.encode_latents(self.bundle.tables, y, z, rgb.shape[0], rgb.shape[1],
+                                                self.format_version)
+        frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], streams, tid, self.format_version)
         return bitstream.pack(frame), symbols
 
 
@@ -91,10 +98,10 @@ class EdgePipeline:
     it is. The bitstream and the cloud are the same either way."""
 
     def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1,
-                 blur_background: BackgroundBlur | None = None):
+                 blur_background: BackgroundBlur | None = None, format_version: int = bitstream.FORMAT_VERSION):
         if blur_background is not None and not full_frame:
             raise ValueError("background blur applies to full-frame coding (a face crop is all face)")
-        self.encoder = EdgeEncoder(model, threads)
+        self.encoder = EdgeEncoder(model, threads, format_version)
         self.full_frame = full_frame
         self.blur = blur_background
         self.cropper = None if full_frame else FaceCropper()

@@ -30,25 +30,34 @@ def quantize_z(tables: ModelTables, z: np.ndarray) -> np.ndarray:
     return np.round(z.astype(np.float64) - med[:, None, None]).astype(np.int64)
 
 
-def compress_latents(tables: ModelTables, y: np.ndarray, z: np.ndarray) -> tuple[bytes, bytes]:
-    """(z payload, y payload) for one image's latents y (M, 4h, 4w) and z (N, h, w), float32."""
-    z_bytes, y_bytes, _ = compress_latents_with_symbols(tables, y, z)
-    return z_bytes, y_bytes
+def encode_latents(tables: ModelTables, y: np.ndarray, z: np.ndarray, height: int, width: int,
+                   version: int = bitstream.FORMAT_VERSION) -> tuple[tuple[bytes, ...], "DecodedSymbols"]:
+    """The rANS stream(s) of a container of ``version`` for an image of ``height``×``width`` whose padded latents are
+    y (M, 4h, 4w) and z (N, h, w), float32; also what was coded (what a decoder must reproduce exactly).
 
-
-def compress_latents_with_symbols(tables: ModelTables, y: np.ndarray, z: np.ndarray):
-    """As :func:`compress_latents`, also returning what was coded (z symbols, indexes, means, y symbols)."""
+    Version 1: two streams, z and the whole y. Version 2: one stream, z then the y positions that cover the
+    image (:func:`facelink.shared.bitstream.coded_latent_shape`); the others are not sent, and their symbols are 0,
+    so both sides take the entropy model's mean there."""
     if y.ndim != 3 or z.ndim != 3 or y.shape[0] != tables.M or z.shape[0] != tables.N:
         raise ValueError(f"latent shapes {y.shape}, {z.shape} do not fit model N={tables.N}, M={tables.M}")
     if y.shape[1:] != (4 * z.shape[1], 4 * z.shape[2]):
         raise ValueError(f"y {y.shape} must be 4× the spatial size of z {z.shape}")
+    ch, cw = bitstream.coded_latent_shape(height, width, version)
+    if ch > y.shape[1] or cw > y.shape[2]:
+        raise ValueError(f"a {height}×{width} image needs a latent of at least {ch}×{cw}, got {y.shape[1:]}")
     z_sym = quantize_z(tables, z)
-    z_bytes = rans.encode_with_indexes(z_sym, z_indexes(z.shape), tables.z.cdfs, tables.z.cdf_lengths,
-                                       tables.z.offsets)
+    z_part = (z_sym, z_indexes(z.shape), tables.z.cdfs, tables.z.cdf_lengths, tables.z.offsets)
     idx, means = tables.entropy_parameters(z_sym)
-    y_sym = np.round(y.astype(np.float32) - means).astype(np.int64)  # float32 as CompressAI's torch.round(y - means)
-    y_bytes = rans.encode_with_indexes(y_sym, idx, tables.y.cdfs, tables.y.cdf_lengths, tables.y.offsets)
-    return z_bytes, y_bytes, DecodedSymbols(z_sym, idx.reshape(means.shape), means, y_sym)
+    idx = idx.reshape(means.shape)
+    y_sym = np.zeros(means.shape, dtype=np.int64)
+    # float32 as CompressAI's torch.round(y - means)
+    y_sym[:, :ch, :cw] = np.round(y[:, :ch, :cw].astype(np.float32) - means[:, :ch, :cw]).astype(np.int64)
+    y_part = (y_sym[:, :ch, :cw], idx[:, :ch, :cw], tables.y.cdfs, tables.y.cdf_lengths, tables.y.offsets)
+    if version == 1:
+        streams = (rans.encode_with_indexes(*z_part), rans.encode_with_indexes(*y_part))
+    else:
+        streams = (rans.encode_parts([z_part, y_part]),)
+    return streams, DecodedSymbols(z_sym, idx, means, y_sym, (ch, cw))
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,8 @@ class DecodedSymbols:
     z: np.ndarray  # (N, h, w) hyper-latent symbols
     indexes: np.ndarray  # (M, 4h, 4w) Gaussian scale indexes, from the integer hyper-synthesis
     means: np.ndarray  # (M, 4h, 4w) float32
-    y: np.ndarray  # (M, 4h, 4w) latent symbols
+    y: np.ndarray  # (M, 4h, 4w) latent symbols; 0 outside the coded part
+    coded_shape: tuple[int, int]  # the top-left part of y that the container codes
 
     @property
     def y_hat(self) -> np.ndarray:
@@ -69,17 +79,24 @@ def decode_symbols(tables: ModelTables, frame: bitstream.Frame) -> DecodedSymbol
         raise ModelMismatchError(f"bitstream made by model {frame.model_id}, this decoder has {tables.model_id}")
     zh, zw = frame.z_shape
     z_shape = (tables.N, zh, zw)
+    ch, cw = frame.coded_y_shape
+    z_tables = (tables.z.cdfs, tables.z.cdf_lengths, tables.z.offsets)
+    y_tables = (tables.y.cdfs, tables.y.cdf_lengths, tables.y.offsets)
     try:
-        z_sym = rans.decode_with_indexes(frame.z_bytes, z_indexes(z_shape), tables.z.cdfs,
-                                         tables.z.cdf_lengths, tables.z.offsets).reshape(z_shape)
+        streams = [rans.StreamDecoder(s) for s in frame.streams]
+        z_sym = streams[0].decode(z_indexes(z_shape), *z_tables).reshape(z_shape)
         idx, means = tables.entropy_parameters(z_sym)
-        y_sym = rans.decode_with_indexes(frame.y_bytes, idx, tables.y.cdfs, tables.y.cdf_lengths,
-                                         tables.y.offsets).reshape(means.shape)
+        idx = idx.reshape(means.shape)
+        y_sym = np.zeros(means.shape, dtype=np.int64)
+        y_sym[:, :ch, :cw] = streams[-1].decode(idx[:, :ch, :cw], *y_tables).reshape(len(means), ch, cw)
+        for s in streams:
+            s.finish()
     except rans.RansError as e:
         raise bitstream.BitstreamError(str(e)) from e
-    return DecodedSymbols(z_sym, idx.reshape(means.shape), means, y_sym)
+    return DecodedSymbols(z_sym, idx, means, y_sym, (ch, cw))
 
 
 def decompress_latents(tables: ModelTables, frame: bitstream.Frame) -> np.ndarray:
-    """The dequantized latent ŷ (M, 4h, 4w) float32 of a parsed container; raises BitstreamError if bad."""
+    """The dequantized latent ŷ (M, 4h, 4w) float32 of a parsed container, the entropy model's means where the
+    container codes nothing; raises BitstreamError if bad."""
     return decode_symbols(tables, frame).y_hat

@@ -96,32 +96,20 @@ def symbol_bits(symbols, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
 
 def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
     """Encode integer ``symbols``, each with the CDF row ``indexes[i]``; same bytes as CompressAI."""
-    value, max_value, raw, start, freq = _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets)
+    return encode_parts([(symbols, indexes, cdfs, cdf_lengths, offsets)])
 
-    # (start, freq, scale_bits) per coded symbol, in CompressAI's order; a bypass chunk is a symbol of
-    # frequency 1 at 4-bit precision (Rans64EncPutBits is exactly Rans64EncPut with freq 1).
-    starts = start.tolist()
-    freqs = freq.tolist()
-    shifts = [PRECISION] * len(starts)
-    escapes = np.flatnonzero(value == max_value)
-    if len(escapes):
-        starts_l, freqs_l, shifts_l = [], [], []
-        prev = 0
-        raw_l = raw.tolist()
-        for i in escapes.tolist():
-            starts_l += starts[prev : i + 1]
-            freqs_l += freqs[prev : i + 1]
-            shifts_l += shifts[prev : i + 1]
-            prev = i + 1
-            chunks = _escape_chunks(raw_l[i])
-            starts_l += chunks
-            freqs_l += [1] * len(chunks)
-            shifts_l += [BYPASS_BITS] * len(chunks)
-        starts_l += starts[prev:]
-        freqs_l += freqs[prev:]
-        shifts_l += shifts[prev:]
-        starts, freqs, shifts = starts_l, freqs_l, shifts_l
 
+def encode_parts(parts) -> bytes:
+    """One rANS stream for several runs of symbols, each ``(symbols, indexes, cdfs, cdf_lengths, offsets)`` with
+    its own tables. A :class:`StreamDecoder` reads the parts back in the same order, so a later part's indexes may
+    depend on an earlier part's values (y's scales on z). The stream begins with one 64-bit state, not one per
+    part. A single part gives exactly CompressAI's ``encode_with_indexes`` bytes."""
+    starts, freqs, shifts = [], [], []
+    for part in parts:
+        s, f, sh = _coded_slots(*part)
+        starts += s
+        freqs += f
+        shifts += sh
     x = RANS_L
     words = []
     emit = words.append
@@ -133,6 +121,31 @@ def encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets) -> bytes:
         x = (q << sh) + r + s
     words.reverse()
     return struct.pack("<II", x & _MASK32, x >> 32) + struct.pack(f"<{len(words)}I", *words)
+
+
+def _coded_slots(symbols, indexes, cdfs, cdf_lengths, offsets) -> tuple[list[int], list[int], list[int]]:
+    """(start, freq, scale_bits) of every coded slot in CompressAI's order; a bypass chunk is a slot of frequency
+    1 at 4-bit precision (Rans64EncPutBits is exactly Rans64EncPut with freq 1)."""
+    value, max_value, raw, start, freq = _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets)
+    starts = start.tolist()
+    freqs = freq.tolist()
+    shifts = [PRECISION] * len(starts)
+    escapes = np.flatnonzero(value == max_value)
+    if not len(escapes):
+        return starts, freqs, shifts
+    starts_l, freqs_l, shifts_l = [], [], []
+    prev = 0
+    raw_l = raw.tolist()
+    for i in escapes.tolist():
+        starts_l += starts[prev : i + 1]
+        freqs_l += freqs[prev : i + 1]
+        shifts_l += shifts[prev : i + 1]
+        prev = i + 1
+        chunks = _escape_chunks(raw_l[i])
+        starts_l += chunks
+        freqs_l += [1] * len(chunks)
+        shifts_l += [BYPASS_BITS] * len(chunks)
+    return starts_l + starts[prev:], freqs_l + freqs[prev:], shifts_l + shifts[prev:]
 
 
 def _get_bits(x: int, p: int, words) -> tuple[int, int, int]:
@@ -149,44 +162,61 @@ def _get_bits(x: int, p: int, words) -> tuple[int, int, int]:
 
 def decode_with_indexes(data: bytes, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
     """Decode ``len(indexes)`` symbols from ``data``; raises :class:`RansError` on any inconsistency."""
-    indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
-    cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
-    if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
-        raise ValueError("CDF index out of range")
-    if len(data) % 4 or len(data) < 8:
-        raise RansError(f"rANS stream of {len(data)} bytes: not a whole number of 32-bit words, or shorter than 8")
-    words = struct.unpack(f"<{len(data) // 4}I", data)
-    n_words = len(words)
-    x = words[0] | (words[1] << 32)
-    p = 2
-    rows = [row[:n].tolist() for row, n in zip(cdfs, cdf_lengths.tolist())]
-    max_values = (cdf_lengths - 2).tolist()
-    offs = offsets.tolist()
-    out = []
-    append = out.append
-    low = (1 << PRECISION) - 1
-    for idx in indexes.tolist():
-        cdf = rows[idx]
-        cum = x & low
-        s = bisect_right(cdf, cum) - 1
-        start = cdf[s]
-        x = (cdf[s + 1] - start) * (x >> PRECISION) + cum - start
-        if x < RANS_L:
-            if p >= n_words:
-                raise RansError("rANS stream ends before all symbols were decoded")
-            x = (x << 32) | words[p]
-            p += 1
-        if s == max_values[idx]:
-            # escape: a 4-bit chunk count (values fit 28 bits, so the count is one chunk), then the chunks of raw
-            n_bypass, x, p = _get_bits(x, p, words)
-            if n_bypass > _MAX_RAW_CHUNKS:
-                raise RansError("escaped value wider than 28 bits")
-            raw = 0
-            for j in range(n_bypass):
-                v, x, p = _get_bits(x, p, words)
-                raw |= v << (j * BYPASS_BITS)
-            s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s
-        append(s + offs[idx])
-    if x != RANS_L or p != n_words:
-        raise RansError("rANS stream does not end where its encoder began: damaged stream or wrong model tables")
-    return np.asarray(out, dtype=np.int64)
+    dec = StreamDecoder(data)
+    out = dec.decode(indexes, cdfs, cdf_lengths, offsets)
+    dec.finish()
+    return out
+
+
+class StreamDecoder:
+    """Reads the parts of an :func:`encode_parts` stream in order: :meth:`decode` once per part, then
+    :meth:`finish`, which checks that the stream ends exactly where its encoder began."""
+
+    def __init__(self, data: bytes):
+        if len(data) % 4 or len(data) < 8:
+            raise RansError(f"rANS stream of {len(data)} bytes: not a whole number of 32-bit words, or shorter than 8")
+        self.words = struct.unpack(f"<{len(data) // 4}I", data)
+        self.x = self.words[0] | (self.words[1] << 32)
+        self.p = 2
+
+    def decode(self, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
+        """The next ``len(indexes)`` symbols, each with its CDF row ``indexes[i]`` of these tables."""
+        indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
+        cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
+        if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
+            raise ValueError("CDF index out of range")
+        words, n_words, x, p = self.words, len(self.words), self.x, self.p
+        rows = [row[:n].tolist() for row, n in zip(cdfs, cdf_lengths.tolist())]
+        max_values = (cdf_lengths - 2).tolist()
+        offs = offsets.tolist()
+        out = []
+        append = out.append
+        low = (1 << PRECISION) - 1
+        for idx in indexes.tolist():
+            cdf = rows[idx]
+            cum = x & low
+            s = bisect_right(cdf, cum) - 1
+            start = cdf[s]
+            x = (cdf[s + 1] - start) * (x >> PRECISION) + cum - start
+            if x < RANS_L:
+                if p >= n_words:
+                    raise RansError("rANS stream ends before all symbols were decoded")
+                x = (x << 32) | words[p]
+                p += 1
+            if s == max_values[idx]:
+                # escape: a 4-bit chunk count (values fit 28 bits, so the count is one chunk), then raw's chunks
+                n_bypass, x, p = _get_bits(x, p, words)
+                if n_bypass > _MAX_RAW_CHUNKS:
+                    raise RansError("escaped value wider than 28 bits")
+                raw = 0
+                for j in range(n_bypass):
+                    v, x, p = _get_bits(x, p, words)
+                    raw |= v << (j * BYPASS_BITS)
+                s = -(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s
+            append(s + offs[idx])
+        self.x, self.p = x, p
+        return np.asarray(out, dtype=np.int64)
+
+    def finish(self) -> None:
+        if self.x != RANS_L or self.p != len(self.words):
+            raise RansError("rANS stream does not end where its encoder began: damaged stream or wrong model tables")

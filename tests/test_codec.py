@@ -1,4 +1,5 @@
 """Edge encode → cloud decode, golden vectors, and the edge's independence from torch."""
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -192,26 +193,47 @@ def test_reference_model_decodes_like_the_cloud(face_rgb, decoder):
 def test_model_mismatch_is_reported(encoder, decoder, face_rgb):
     data = encoder.encode(face_rgb[:64, :64].copy())
     frame = bitstream.unpack(data)
-    other = bitstream.pack(bitstream.Frame("f" * 16, frame.height, frame.width, frame.pad_bottom, frame.pad_right,
-                                           frame.z_shape, frame.z_bytes, frame.y_bytes))
+    other = bitstream.pack(dataclasses.replace(frame, model_id="f" * 16))
     with pytest.raises(codec.ModelMismatchError):
         decoder.decode(other)
 
 
+@pytest.mark.parametrize("version", bitstream.READABLE_VERSIONS)
 @pytest.mark.parametrize("name", ["colin_powell_crop", "tony_blair_full"])
-def test_golden_vectors(name, decoder, demo_faces):
-    meta = json.loads((GOLDEN / "golden.json").read_text())[name]
-    data = (GOLDEN / f"{name}.flk").read_bytes()
+def test_golden_vectors(name, version, decoder, demo_faces):
+    """Stored containers of every version decode to the same latents, and the edge still writes the same bytes
+    (the version-1 files were written before version 2 existed)."""
+    case = json.loads((GOLDEN / "golden.json").read_text())[name]
+    meta = case["versions"][str(version)]
+    data = (GOLDEN / meta["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == meta["sha256"]
     bundle = registry.load()
-    assert meta["model_id"] == bundle.model_id, "golden vectors are stale: run tests/golden/make_golden.py"
-    y_hat = codec.decompress_latents(bundle.tables, bitstream.unpack(data))
+    assert case["model_id"] == bundle.model_id, "golden vectors are stale: run tests/golden/make_golden.py"
+    frame = bitstream.unpack(data)
+    assert frame.version == version
+    y_hat = codec.decompress_latents(bundle.tables, frame)
     assert hashlib.sha256(y_hat.tobytes()).hexdigest() == meta["y_hat_sha256"]
     decoder.decode(data)
-    # the edge still writes the same bytes for the same photograph
     import cv2
 
-    rgb = cv2.cvtColor(cv2.imread(str(demo_faces / meta["source"])), cv2.COLOR_BGR2RGB)
-    assert EdgePipeline(full_frame=meta["full_frame"]).process(rgb).data == data
+    rgb = cv2.cvtColor(cv2.imread(str(demo_faces / case["source"])), cv2.COLOR_BGR2RGB)
+    assert EdgePipeline(full_frame=case["full_frame"], format_version=version).process(rgb).data == data
+
+
+def test_version_2_codes_the_crop_not_its_padding(decoder, face_rgb):
+    """Version 2 leaves out the latent positions that cover only the 112×112 crop's padding (7×7 of 8×8 coded):
+    the same crop takes fewer bytes, those positions decode to the entropy model's means, the rest is unchanged."""
+    pipe1, pipe2 = EdgePipeline(format_version=1), EdgePipeline()
+    crop = pipe2.cropper.crop(face_rgb)[0]
+    tmpl = pipe2.cropper.template
+    d1, s1 = pipe1.encoder.encode_with_symbols(crop, tmpl)
+    d2, s2 = pipe2.encoder.encode_with_symbols(crop, tmpl)
+    assert len(d2) < 0.9 * len(d1)
+    assert s2.coded_shape == (7, 7) and s1.coded_shape == (8, 8)
+    np.testing.assert_array_equal(s2.y[:, :7, :7], s1.y[:, :7, :7])
+    assert not s2.y[:, 7, :].any() and not s2.y[:, :, 7].any()
+    np.testing.assert_array_equal(s2.y_hat[:, 7, :], s2.means[:, 7, :])
+    assert psnr(decoder.decode(d2).image, crop) > psnr(decoder.decode(d1).image, crop) - 1.5
 
 
 NO_TORCH = r"""

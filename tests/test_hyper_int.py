@@ -61,8 +61,8 @@ def test_independent_implementation_agrees_exactly():
 def _frame(rng, encoder_tables):
     y = rng.normal(0, 2.0, (encoder_tables.M, 8, 8)).astype(np.float32)
     z = rng.normal(0, 1.5, (encoder_tables.N, 2, 2)).astype(np.float32)
-    zb, yb = codec.compress_latents(encoder_tables, y, z)
-    return bitstream.unpack(bitstream.pack(bitstream.Frame(encoder_tables.model_id, 128, 128, 0, 0, (2, 2), zb, yb)))
+    streams, _ = codec.encode_latents(encoder_tables, y, z, 128, 128)
+    return bitstream.unpack(bitstream.pack(bitstream.Frame(encoder_tables.model_id, 128, 128, streams)))
 
 
 def test_perturbed_hyper_synthesis_decodes_exactly_or_is_rejected(monkeypatch):

@@ -104,3 +104,36 @@ def test_symbol_bits_add_up_to_the_stream(gaussian_tables, seed, spread):
     coded = 8 * len(rans.encode_with_indexes(sym, idx, *gaussian_tables))
     assert coded - 64 <= bits.sum() <= coded + 32
     assert bits[2] > bits[10:].max()  # an escaped value costs its bypass chunks on top
+
+
+def test_one_stream_for_two_parts_reads_back_in_order(gaussian_tables, factorized_tables):
+    """z and y in one stream (container version 2): the bytes are CompressAI's for the two runs coded as one with
+    both tables side by side, and the parts decode in order, each with its own tables."""
+    z_sym, z_idx = _vectors(factorized_tables, 11, n=256)
+    y_sym, y_idx = _vectors(gaussian_tables, 12, n=3000)
+    data = rans.encode_parts([(z_sym, z_idx, *factorized_tables), (y_sym, y_idx, *gaussian_tables)])
+    (fc, fl, fo), (gc, gl, go) = factorized_tables, gaussian_tables
+    width = max(fc.shape[1], gc.shape[1])
+    both = np.zeros((len(fc) + len(gc), width), dtype=np.int64)
+    both[: len(fc), : fc.shape[1]] = fc
+    both[len(fc):, : gc.shape[1]] = gc
+    ref = RansEncoder().encode_with_indexes(np.concatenate([z_sym, y_sym]).tolist(),
+                                            np.concatenate([z_idx, y_idx + len(fc)]).tolist(), both.tolist(),
+                                            np.concatenate([fl, gl]).tolist(), np.concatenate([fo, go]).tolist())
+    assert data == ref
+    assert len(data) < len(rans.encode_with_indexes(z_sym, z_idx, *factorized_tables)) + len(
+        rans.encode_with_indexes(y_sym, y_idx, *gaussian_tables))
+    dec = rans.StreamDecoder(data)
+    np.testing.assert_array_equal(dec.decode(z_idx, *factorized_tables), z_sym)
+    np.testing.assert_array_equal(dec.decode(y_idx, *gaussian_tables), y_sym)
+    dec.finish()
+    # stopping early, or reading a part with the other part's tables, is an error, not wrong values
+    early = rans.StreamDecoder(data)
+    early.decode(z_idx, *factorized_tables)
+    with pytest.raises(rans.RansError):
+        early.finish()
+    with pytest.raises((rans.RansError, ValueError)):
+        wrong = rans.StreamDecoder(data)
+        wrong.decode(z_idx % len(gc), *gaussian_tables)
+        wrong.decode(y_idx, *gaussian_tables)
+        wrong.finish()
