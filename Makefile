@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -108,6 +108,15 @@ train-pixc: $(STAMP)
 train-iprch: $(STAMP)
 	@test -f runs/iprb-q5/model.pt || $(MAKE) train-iprb
 	$(call train-rates,iprch,iprch,IPR with alpha 1200 fine-tuned on aligned face crops only,--out-root runs/models,2 1)
+# The sixth ladder: each face-crop point (iprc / pixc) fine-tuned 1,200 steps as bitstream version 2 codes a crop
+# (latent_area: image: the latent positions over the crop's padding cost nothing and decode to the entropy model's
+# means); measured as facelink-iprv / facelink-pixv.
+train-iprv: $(STAMP)
+	@test -f runs/iprc-q5/model.pt || $(MAKE) train-iprc
+	$(call train-rates,iprv,iprv,IPR fine-tuned on face crops coded as bitstream version 2 codes them,--out-root runs/models,$(CROP_RATES))
+train-pixv: $(STAMP)
+	@test -f runs/pixc-q5/model.pt || $(MAKE) train-pixc
+	$(call train-rates,pixv,pixv,Ablation of face-iprv: pixel loss only on the same version-2 face crops and chain,--out-root runs/models,$(CROP_RATES))
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

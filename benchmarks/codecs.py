@@ -476,16 +476,19 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprd0": "facelink IPR bits, decoder refined with pixel loss only (ablation)",
                  "iprdh": "facelink IPR bits, decoder refined with α 1500",
                  "iprc": "facelink IPR, face-crop-tuned", "pixc": "facelink pixel loss, face-crop-tuned (ablation)",
-                 "iprch": "facelink IPR α 1200, face-crop-tuned"}
+                 "iprch": "facelink IPR α 1200, face-crop-tuned",
+                 "iprv": "facelink IPR, tuned for version-2 crops",
+                 "pixv": "facelink pixel loss, tuned for version-2 crops (ablation)"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the
 # decoder of the very same bitstream (iprb's encoder and tables) with α = 0: equal bits by construction.
-ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc", "iprch": "pixc"}
+ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc", "iprch": "pixc",
+               "iprv": "pixv"}
 
 
 # The ladder each fine-tuned family started from, rate point by rate point: the report compares them at equal bits.
-TUNED_FROM = {"iprc": "iprb", "pixc": "pixb", "iprch": "iprb"}
+TUNED_FROM = {"iprc": "iprb", "pixc": "pixb", "iprch": "iprb", "iprv": "iprc", "pixv": "pixc"}
 
 
 def _partner(codec_name: str, table: dict[str, str]) -> str | None:

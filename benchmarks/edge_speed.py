@@ -89,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         "bytes_per_face": {"mean": float(np.mean(sizes)), "median": float(np.median(sizes)),
                            "min": int(min(sizes)), "max": int(max(sizes))},
         "torch_compress_payload_bytes_mean": float(np.mean(torch_sizes)),
-        "note": "edge bytes are the whole .flk container (header, lengths, CRC); torch bytes are CompressAI's two "
-                "payload strings without any container",
+        "format_version": enc.format_version,
+        "note": "edge bytes are the whole .flk container (header, CRC and, in version 1, lengths); in version 2 the "
+                "crop's 7×7 latent is coded, not the padded 8×8; torch bytes are CompressAI's two payload strings of "
+                "the padded 128×128 image without any container",
     }
     emit_json(stamp(result), args.out)
     return 0

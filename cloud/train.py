@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from facelink.cloud import config as cfgmod
 from facelink.cloud import datasets
-from facelink.cloud.codec_model import ARCHITECTURE, build, rate_distortion_terms
+from facelink.cloud.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
 from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
 from facelink.shared.alignment import ARCFACE_112, transform_points
 from facelink.shared.paths import runs_dir
@@ -37,6 +37,7 @@ from facelink.shared.roi import BackgroundBlur, region_weights
 
 
 TRAINABLE = ("all", "decoder")
+LATENT_AREAS = ("padded", "image")
 
 
 @dataclass
@@ -80,8 +81,17 @@ class TrainConfig:
     # init_from's frozen analysis, hyper-prior and entropy model, so the bitstream (and the edge's ONNX parts and
     # tables) stays exactly that of init_from; g_s then learns from the rounded latents it decodes in service.
     train_only: str = "all"
+    # Which latent positions of a padded face crop are coded. "padded": all of them (bitstream version 1, and how
+    # every model before this key was trained). "image": only those that cover the 112×112 crop, as container
+    # version 2 codes it: the others cost no rate and the decoder sees the entropy model's means there.
+    latent_area: str = "padded"
 
     def __post_init__(self):
+        if self.latent_area not in LATENT_AREAS:
+            raise cfgmod.ConfigError(f"latent_area must be one of {', '.join(LATENT_AREAS)}, got {self.latent_area!r}")
+        if self.latent_area == "image" and not self.face_crop_fraction:
+            raise cfgmod.ConfigError("latent_area: image changes only how padded face crops are coded: set "
+                                     "face_crop_fraction > 0")
         if self.train_only not in TRAINABLE:
             raise cfgmod.ConfigError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if self.train_only == "decoder" and not self.init_from:
@@ -270,16 +280,19 @@ class LandmarkPatchSampler(PatchSampler):
     def sample(self) -> np.ndarray:
         return self.sample_with_landmarks()[0]
 
-    def batch_with_faces(self, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """N×3×P×P patches in [0, 1], N×2×3 matrices (patch pixels → recognizer template), N identity weights."""
-        crops, mats, weights = [], [], []
+    def batch_with_faces(self, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+        """N×3×P×P patches in [0, 1], N×2×3 matrices (patch pixels → recognizer template), N identity weights, and
+        N×2 image sizes (rows, columns) inside each patch: the crop's 112×112 before its padding, or the patch."""
+        crops, mats, weights, sizes = [], [], [], []
         for _ in range(n):
-            crop, lm, _ = self.sample_with_landmarks()
+            crop, lm, is_crop = self.sample_with_landmarks()
             m = template_matrices(lm[None], self.template)[0]
             crops.append(crop)
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-        return _to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32)
+            sizes.append((ARCFACE_112.height, ARCFACE_112.width) if is_crop else (self.patch, self.patch))
+        return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
+                np.array(sizes, dtype=np.int64))
 
 
 def face_weight_map(matrices: np.ndarray, height: int, width: int, template, background_weight: float,
@@ -376,12 +389,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
             g["lr"] = lr
         ident, face_share = "", ""
         if cfg.uses_landmarks:
-            x, mats, weights = sampler.batch_with_faces(cfg.batch_size)
+            x, mats, weights, sizes = sampler.batch_with_faces(cfg.batch_size)
             x = x.to(device)
             face_share = f"{weights.mean():.3f}"
         else:
             x = sampler.batch(cfg.batch_size).to(device)
-        out_ = model(x)
+        out_ = forward_coded_area(model, x, sizes) if cfg.latent_area == "image" else model(x)
         bpp, mse = rate_distortion_terms(out_, x)
         if cfg.background_weight < 1.0:
             wmap = face_weight_map(mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight,

@@ -22,6 +22,21 @@ def test_encode_decode_files(tmp_path, demo_faces, capsys):
     assert png.stat().st_size > 0
 
 
+def test_edge_writes_either_format_version_and_the_cloud_reads_both(tmp_path, demo_faces, capsys):
+    src = str(demo_faces / "probe" / "Tony_Blair_0002.jpg")
+    sizes = {}
+    for version in ("1", "2"):
+        out = tmp_path / f"v{version}.flk"
+        assert edge_cli.main(["encode", src, "-o", str(out), "--format-version", version]) == 0
+        sizes[version] = json.loads(capsys.readouterr().out)["bytes"]
+        assert out.read_bytes()[3] == int(version)
+        assert cloud_cli.main(["decode", str(out), "-o", str(tmp_path / f"v{version}.png")]) == 0
+        capsys.readouterr()
+    assert sizes["2"] < sizes["1"] - 19  # header, lengths and the second stream's state at least
+    with pytest.raises(SystemExit):
+        edge_cli.main(["encode", src, "--format-version", "3"])
+
+
 def test_bad_inputs(tmp_path, capsys):
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"nope")
@@ -49,3 +64,17 @@ def test_stream_to_absent_server_fails_clearly(demo_faces, capsys):
 def test_models_lists_default(capsys):
     assert edge_cli.main(["models"]) == 0
     assert "(default)" in capsys.readouterr().out
+
+
+def test_edge_refuses_a_format_the_server_cannot_read():
+    """A server that reads only version 1 (an older facelink) gets version-1 containers, or a clear error."""
+    from facelink.v1 import facelink_pb2 as pb
+
+    class OldServer:
+        def model_info(self):
+            return pb.ModelInfoResponse(bitstream_format_version=1,
+                                        models=[pb.CodecModel(name="m", model_id="0123456789abcdef")])
+
+    with pytest.raises(edge_cli.EdgeError, match="--format-version 1"):
+        edge_cli._check_server_model(OldServer(), "0123456789abcdef", 2)
+    edge_cli._check_server_model(OldServer(), "0123456789abcdef", 1)

@@ -200,8 +200,9 @@ def test_sampler_skips_images_without_a_face_and_caches(tmp_path):
     s = LandmarkPatchSampler(files, 128, 0.45, seed=0, face_crop_fraction=0.5, cache_dir=tmp_path)
     assert s.skipped == 1 and len(s.images) == 3
     assert landmark_cache_path(files, tmp_path).exists()
-    x, m, w = s.batch_with_faces(6)
+    x, m, w, sizes = s.batch_with_faces(6)
     assert x.shape == (6, 3, 128, 128) and m.shape == (6, 2, 3) and w.shape == (6,)
+    assert {tuple(v) for v in sizes} <= {(112, 112), (128, 128)}
     assert 0.0 <= x.min() and x.max() <= 1.0
     # the aligned crops of real images equal the edge's own crop
     s.face_crop_fraction, s.flip_probability = 1.0, 0.0
@@ -239,7 +240,8 @@ def test_defaults_keep_the_first_model_behaviour():
 
 @pytest.mark.parametrize("data", [{"alpha": -1.0}, {"face_crop_fraction": 1.5}, {"recognizer": "sface"},
                                   {"face_crop_fraction": 0.5, "patch": 96}, {"alpha": "high"},
-                                  {"background_weight": 1.5}, {"face_margin": -0.1}, {"face_ramp": -1.0}])
+                                  {"background_weight": 1.5}, {"face_margin": -0.1}, {"face_ramp": -1.0},
+                                  {"latent_area": "crop"}, {"latent_area": "image"}])
 def test_bad_ipr_settings_are_config_errors(data):
     with pytest.raises(config.ConfigError):
         config.from_mapping(TrainConfig, data)
@@ -314,3 +316,39 @@ def test_stronger_identity_weight_changes_only_alpha():
         strong = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprch-q{q}.yaml"))
         base = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml"))
         assert {k for k in base if base[k] != strong[k]} == {"alpha"} and strong["alpha"] == 4 * base["alpha"]
+
+
+def test_training_codes_a_crop_as_container_version_2_does():
+    """latent_area: image — a padded 112×112 crop's latent positions beyond 7×7 cost no rate and decode to the
+    entropy model's means; a full patch is coded as before (the forward equals the model's own)."""
+    from facelink.cloud.codec_model import FaceCodec, forward_coded_area, rate_distortion_terms
+
+    torch.manual_seed(0)
+    model = FaceCodec(8, 16).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        ref = model(x)
+        full = forward_coded_area(model, x, [[128, 128], [128, 128]])
+        crop = forward_coded_area(model, x, [[112, 112], [128, 128]])
+    assert torch.equal(full["x_hat"], ref["x_hat"]) and torch.equal(full["likelihoods"]["y"], ref["likelihoods"]["y"])
+    assert torch.all(crop["likelihoods"]["y"][0, :, 7, :] == 1) and torch.all(crop["likelihoods"]["y"][0, :, :, 7] == 1)
+    assert torch.equal(crop["likelihoods"]["y"][0, :, :7, :7], ref["likelihoods"]["y"][0, :, :7, :7])
+    assert torch.equal(crop["x_hat"][1], ref["x_hat"][1])
+    assert rate_distortion_terms(crop, x)[0] < rate_distortion_terms(ref, x)[0]
+    with pytest.raises(config.ConfigError, match="face_crop_fraction"):
+        config.from_mapping(TrainConfig, {"latent_area": "image"})
+    assert config.from_mapping(TrainConfig, {"latent_area": "image", "face_crop_fraction": 1.0}).latent_area == "image"
+
+
+def test_version_2_crop_ladder_and_its_ablation_see_the_same_samples():
+    """iprv / pixv: each face-crop point fine-tuned as container version 2 codes a crop; the pair differs in α and
+    starting point alone, and each differs from the point it started from in latent_area, seed and start only."""
+    for q in range(1, 6):
+        ipr = config.load(TrainConfig, CONFIGS / f"iprv-q{q}.yaml")
+        pix = config.load(TrainConfig, CONFIGS / f"pixv-q{q}.yaml")
+        base = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml"))
+        assert ipr.latent_area == "image" and ipr.init_from == f"runs/iprc-q{q}/model.pt"
+        assert pix.init_from == f"runs/pixc-q{q}/model.pt"
+        a, b = config.to_dict(ipr), config.to_dict(pix)
+        assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
+        assert {k for k in a if a[k] != base[k]} == {"latent_area", "init_from", "seed"}
