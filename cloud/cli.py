@@ -62,15 +62,25 @@ def _decode(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk bitstream to an image.")
     ap.add_argument("input", type=Path)
     ap.add_argument("-o", "--output", type=Path, help="PNG (default: INPUT with suffix .png)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing output")
     args = ap.parse_args(argv)
+    out = args.output or args.input.with_suffix(".png")
+    if out.exists() and not args.force:
+        print(f"facelink decode: {out} exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
     try:
         dec = CloudDecoder().decode(args.input.read_bytes())
     except (OSError, BitstreamError) as e:
         print(f"facelink decode: {args.input}: {e}", file=sys.stderr)
         return 2
-    out = args.output or args.input.with_suffix(".png")
-    cv2.imwrite(str(out), cv2.cvtColor(dec.image, cv2.COLOR_RGB2BGR))
-    print(f"{out}: {dec.image.shape[1]}×{dec.image.shape[0]}, model {dec.model_name}")
+    tmp = out.with_name(out.stem + ".part" + out.suffix)  # cv2 picks the format by the suffix
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(dec.image, cv2.COLOR_RGB2BGR)):
+        print(f"facelink decode: cannot write {out} (unknown image suffix or unwritable folder)", file=sys.stderr)
+        tmp.unlink(missing_ok=True)
+        return 2
+    tmp.replace(out)
+    print(f"{out}: {dec.image.shape[1]}×{dec.image.shape[0]}, model {dec.model_name}, "
+          f"container version {dec.frame.version}")
     return 0
 
 

@@ -20,6 +20,11 @@ def test_encode_decode_files(tmp_path, demo_faces, capsys):
     png = tmp_path / "a.png"
     assert cloud_cli.main(["decode", str(out), "-o", str(png)]) == 0
     assert png.stat().st_size > 0
+    # nor is a decoded image
+    png.write_bytes(b"keep")
+    assert cloud_cli.main(["decode", str(out), "-o", str(png)]) == 2
+    assert "exists" in capsys.readouterr().err and png.read_bytes() == b"keep"
+    assert cloud_cli.main(["decode", str(out), "-o", str(png), "--force"]) == 0 and png.read_bytes() != b"keep"
 
 
 def test_edge_writes_either_format_version_and_the_cloud_reads_both(tmp_path, demo_faces, capsys):
