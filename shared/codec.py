@@ -1,6 +1,6 @@
 """The compress/decompress contract on latents, shared by edge and cloud (numpy only, no torch).
 
-The edge computes ``y`` and ``z`` with the ONNX encoder and calls :func:`compress_latents`; the cloud calls
+The edge computes ``y`` and ``z`` with the ONNX encoder and calls :func:`encode_latents`; the cloud calls
 :func:`decompress_latents` and runs the synthesis transform on the result. Entropy parameters come from the
 integer hyper-synthesis in the tables, so both sides derive them bit-identically.
 """
