@@ -111,6 +111,16 @@ def test_learned_codec_is_charged_for_the_whole_container(demo_faces):
     assert bitstream.unpack(data).model_id == registry.load().model_id
     out, bits = codec.roundtrip(rgb, registry.DEFAULT_MODEL)
     assert out.shape == rgb.shape and bits == 8 * len(data)
+    # face crops are coded as the edge sends them: with their template id, so the container omits their size
+    from facelink.edge.encoder import FaceCropper
+
+    crop = FaceCropper().crop(rgb)[0]
+    (aligned,) = codec.encode_crops([crop], registry.DEFAULT_MODEL, "arcface-112")
+    plain = codec.encode(crop, registry.DEFAULT_MODEL)
+    assert bitstream.unpack(aligned).template_id == 1 and len(aligned) == len(plain) - 2
+    assert np.array_equal(codec.decode(aligned), codec.decode(plain))
+    assert get_codec("hevc").encode_crops([crop], 38, "arcface-112") == [get_codec("hevc").encode(crop, 38)]
+    assert codec.settings_for(registry.DEFAULT_MODEL)["format_version"] == bitstream.FORMAT_VERSION
 
 
 def test_learned_families_are_curves_of_their_own(tmp_path, monkeypatch):
