@@ -3,13 +3,12 @@ so that :mod:`facelink.shared.hyper_int` can run it in exact integer arithmetic 
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 from compressai.models import MeanScaleHyperprior
 from compressai.models.utils import conv, deconv
 
-from facelink.shared.tables import Y_STRIDE
+from facelink.shared.bitstream import coded_latent_shape
 
 ARCHITECTURE = "facelink-msh-relu-v1"
 
@@ -56,16 +55,15 @@ def load_synthesis(model: FaceCodec, path) -> FaceCodec:
 
 def forward_coded_area(model: FaceCodec, x: torch.Tensor, sizes) -> dict:
     """``model(x)`` as bitstream version 2 codes each sample: ``sizes`` (N×2) are the rows and columns of the image
-    inside each padded patch; latent positions beyond ``ceil(size / 16)`` are not coded, so they add no rate
+    inside each padded patch; latent positions outside its :func:`coded_latent_shape` are not coded, so they add no rate
     (likelihood 1) and the synthesis sees the entropy model's means there, as the cloud's decoder does."""
     y = model.g_a(x)
     z = model.h_a(y)
     z_hat, z_likelihoods = model.entropy_bottleneck(z)
     scales_hat, means_hat = model.h_s(z_hat).chunk(2, 1)
     y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
-    n, _, h, w = y.shape
-    rows = torch.as_tensor(-(-np.asarray(sizes)[:, 0] // Y_STRIDE), device=y.device)
-    cols = torch.as_tensor(-(-np.asarray(sizes)[:, 1] // Y_STRIDE), device=y.device)
+    h, w = y.shape[2:]
+    rows, cols = torch.as_tensor([coded_latent_shape(int(a), int(b)) for a, b in sizes], device=y.device).T
     coded = ((torch.arange(h, device=y.device)[None, :, None] < rows[:, None, None])
              & (torch.arange(w, device=y.device)[None, None, :] < cols[:, None, None]))[:, None]
     y_hat = torch.where(coded, y_hat, means_hat)

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format-version", type=int, choices=bitstream.READABLE_VERSIONS,
                        default=bitstream.FORMAT_VERSION,
                        help=f"bitstream container version to write (default {bitstream.FORMAT_VERSION}; 1 for a "
-                            "server that reads only version 1, at 19 or more bytes more per frame)")
+                            "server that reads only version 1: a larger container, about a fifth more bytes per face crop)")
 
     p = sub.add_parser("encode", help="code one image into a .flk bitstream")
     p.add_argument("image")

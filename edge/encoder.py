@@ -45,8 +45,8 @@ class EdgeEncoder:
     def model_id(self) -> str:
         return self.bundle.model_id
 
-    def analyse(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """Latents (y, z) of an image, padded (edge replication) to multiples of 64; returns the padding too."""
+    def analyse(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latents (y, z) of an image, padded (edge replication) to multiples of 64."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
         h, w = rgb.shape[:2]
@@ -56,7 +56,7 @@ class EdgeEncoder:
         padded = np.pad(rgb, ((0, pb), (0, pr), (0, 0)), mode="edge") if (pb or pr) else rgb
         x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
         y, z = self.session.run(["y", "z"], {"image": x})
-        return y[0], z[0], (pb, pr)
+        return y[0], z[0]
 
     def encode(self, rgb: np.ndarray, template: Template | None = None) -> bytes:
         """One image → container. ``template``: the image is a crop aligned to it (the cloud skips detection)."""
@@ -69,7 +69,7 @@ class EdgeEncoder:
         if tid and rgb.shape[:2] != (template.height, template.width):
             raise ValueError(f"a crop aligned to {template.name} is {template.width}×{template.height}, "
                              f"got {rgb.shape[1]}×{rgb.shape[0]}")
-        y, z, _ = self.analyse(rgb)
+        y, z = self.analyse(rgb)
         streams, symbols = codec.encode_latents(self.bundle.tables, y, z, rgb.shape[0], rgb.shape[1],
                                                 self.format_version)
         frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], streams, tid, self.format_version)

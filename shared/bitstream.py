@@ -107,8 +107,8 @@ def padding_for(height: int, width: int) -> tuple[int, int]:
 def coded_latent_shape(height: int, width: int, version: int = FORMAT_VERSION) -> tuple[int, int]:
     """Rows and columns of the latent y that a container of this version codes for an image of this size."""
     if version == 1:
-        ph, pw = height + padding_for(height, width)[0], width + padding_for(height, width)[1]
-        return ph // Y_STRIDE, pw // Y_STRIDE
+        pb, pr = padding_for(height, width)
+        return (height + pb) // Y_STRIDE, (width + pr) // Y_STRIDE
     return -(-height // Y_STRIDE), -(-width // Y_STRIDE)
 
 
