@@ -155,7 +155,8 @@ def build_docs(cfg: engine.RunConfig, suites: dict, prov: dict) -> list[dict]:
     docs = []
     for ds_name, suite in suites.items():
         for protocol in cfg.protocols:
-            ref_cond = engine.condition_for(ds_name, protocol, unc, unc.qualities[0], cfg.flip)
+            ref_cond = engine.condition_for(ds_name, protocol, unc, unc.qualities[0], cfg.flip,
+                                              cfg.crop_template)
             for rec in cfg.recognizers:
                 for setting in cfg.settings:
                     flip = cfg.flip_of(rec)
@@ -172,7 +173,8 @@ def build_docs(cfg: engine.RunConfig, suites: dict, prov: dict) -> list[dict]:
                     for codec in codecs:
                         res: dict = {"quality": list(codec.qualities)}
                         for q in codec.qualities:
-                            cond = engine.condition_for(ds_name, protocol, codec, q, cfg.flip)
+                            cond = engine.condition_for(ds_name, protocol, codec, q, cfg.flip,
+                                                cfg.crop_template)
                             m = engine.evaluate_condition(cache, suite, cond, ref_cond, rec, flip, setting)
                             for k, v in m.items():
                                 res.setdefault(k, []).append(v)
@@ -249,6 +251,12 @@ def _default_out(limit) -> Path:
     return base / (f"limit{limit}" if limit else "full")
 
 
+def _crop_templates() -> list[str]:
+    from facelink.shared.alignment import TEMPLATE_IDS
+
+    return [t.name for t in TEMPLATE_IDS.values()]
+
+
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--datasets", type=_csv, default=list(engine.DATASETS), help="lfw,celeba")
     p.add_argument("--protocols", type=_csv, default=list(engine.PROTOCOLS), help="full-frame,face-crop")
@@ -279,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (default benchmarks/results/full or benchmarks/results/limit<N>)")
     r.add_argument("--reference", default="hevc:23", help="parity reference codec:quality (default hevc:23)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--crop-template", default=engine.CROP_TEMPLATE, choices=sorted(_crop_templates()),
+                   help="what the face-crop protocol aligns each source face to and codes (default %(default)s, "
+                        "the edge's); a smaller one codes fewer pixels and the recognizers see it re-warped up")
     r.add_argument("--compute-only", action="store_true", help="fill the cache, write nothing")
     r.add_argument("--no-progress", action="store_true")
     rep = sub.add_parser("report", help="recompute the headline and rewrite JSON, CSV, markdown and plots from the "
@@ -310,7 +321,7 @@ def _run(args) -> int:
                            no_flip_for=args.no_flip_for, chunk=args.chunk,
                            seed=args.seed, cache=args.cache or _default_cache(), assets=args.assets,
                            reference=(ref_name, int(ref_q) if ref_q.lstrip("-").isdigit() else ref_q),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, crop_template=args.crop_template)
     np.random.seed(cfg.seed)
     for c in engine.all_codecs(cfg):
         c.check_available()

@@ -129,6 +129,7 @@ class Condition:
     quality: object
     settings_json: str  # the codec's fixed settings, canonical JSON
     flip: bool
+    crop_template: str = CROP_TEMPLATE  # what the face-crop protocol aligns to and codes
 
     @property
     def key(self) -> str:
@@ -136,13 +137,14 @@ class Condition:
 
         blob = json.dumps({"v": ENGINE_VERSION, "dataset": self.dataset, "protocol": self.protocol,
                            "codec": self.codec, "quality": self.quality, "settings": self.settings_json,
-                           "detector": YUNET_SHA256[:16], "crop": CROP_TEMPLATE}, sort_keys=True)
+                           "detector": YUNET_SHA256[:16], "crop": self.crop_template}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool) -> Condition:
+def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool,
+                  crop_template: str = CROP_TEMPLATE) -> Condition:
     return Condition(dataset, protocol, codec.name, quality, json.dumps(codec.settings_for(quality), sort_keys=True),
-                     flip)
+                     flip, crop_template)
 
 
 def recognizer_slot(name: str, flip: bool) -> str:
@@ -316,7 +318,7 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
     t0 = time.perf_counter()
     codec = _codec(task["codec"])
     det = _detector()
-    crop_t = TEMPLATES[CROP_TEMPLATE]
+    crop_t = TEMPLATES[task.get("crop_template", CROP_TEMPLATE)]
     recs = [_recognizer(n) for n in task["recognizers"]]
     rows, crops = [], {r.name: [] for r in recs}
     stored = task.get("encoded") or {}
@@ -343,7 +345,7 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
         datas = dict(stored)
         todo_images = [inputs[k] for k in todo]
         if protocol == "face-crop":  # coded as the edge sends a crop: the codec may say so in its bitstream
-            datas.update(zip(todo, codec.encode_crops(todo_images, task["quality"], CROP_TEMPLATE)))
+            datas.update(zip(todo, codec.encode_crops(todo_images, task["quality"], crop_t.name)))
         else:
             datas.update(zip(todo, codec.encode_many(todo_images, task["quality"])))
         outs = codec.decode_many([datas[k] for k in keys])
@@ -410,6 +412,13 @@ class RunConfig:
     assets: str | None = None
     reference: tuple[str, object] = ("hevc", 23)
     progress: bool = True
+    crop_template: str = CROP_TEMPLATE  # the face-crop protocol's crop (a TEMPLATES name)
+
+    def __post_init__(self):
+        from facelink.shared.alignment import TEMPLATES
+
+        if self.crop_template not in TEMPLATES:
+            raise ValueError(f"unknown crop template {self.crop_template!r}; known: {', '.join(TEMPLATES)}")
 
     def flip_of(self, recognizer: str) -> bool:
         return bool(self.flip and recognizer not in self.no_flip_for)
@@ -422,7 +431,7 @@ class RunConfig:
                 "limit_pairs_per_fold": self.limit, "workers": self.workers, "threads_per_worker": self.threads,
                 "flip": {r: self.flip_of(r) for r in self.recognizers}, "chunk": self.chunk, "seed": self.seed, "cache": str(self.cache),
                 "reference": {"codec": self.reference[0], "quality": self.reference[1]},
-                "detector": "yunet (largest face)", "crop_template": CROP_TEMPLATE}
+                "detector": "yunet (largest face)", "crop_template": self.crop_template}
 
 
 def all_codecs(cfg: RunConfig) -> list[Codec]:
@@ -460,7 +469,7 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
         for protocol in cfg.protocols:
             for codec in all_codecs(cfg):
                 for q in codec.qualities:
-                    cond = condition_for(ds_name, protocol, codec, q, cfg.flip)
+                    cond = condition_for(ds_name, protocol, codec, q, cfg.flip, cfg.crop_template)
                     todo = cache.missing(cond.key, images_to_code(suite, codec, cfg.settings), slots)
                     stored = cache.encoded(cond.key, todo) if todo else {}
                     for i in range(0, len(todo), cfg.chunk):
@@ -470,6 +479,7 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
                                       "encoded": {k: stored[k] for k in part if k in stored},
                                       "recognizers": list(cfg.recognizers),
                                       "flip": {r: cfg.flip_of(r) for r in cfg.recognizers},
+                                      "crop_template": cfg.crop_template,
                                       "label": f"{ds_name}/{protocol}/{codec.name}:{q}"})
     n_images = sum(len(t["images"]) for t in tasks)
     log(f"{len(tasks)} chunks, {n_images} image encodings to compute (the rest is cached in {cfg.cache})")

@@ -171,31 +171,22 @@ def reference_model(bundle: registry.ModelBundle) -> FaceCodec:
     """A torch ``FaceCodec`` that computes what a registry rate point's artifacts compute: ``g_a``/``h_a`` from the
     ONNX initializers (plain-op GDNs), ``h_s`` from the integer tables (de-scaled), ``g_s`` from the decoder
     weights, the entropy models' CDFs from the tables. For torch ``compress()`` baselines and checks."""
-    import onnx
-    from onnx import numpy_helper
+    from facelink.cloud.from_registry import encoder_initializers, load_hyper_synthesis, require
 
     m = bundle.manifest
     model = build(m["architecture"], m["N"], m["M"])
     model.g_a, model.h_a = _plain(model.g_a), _plain(model.h_a)
-    inits = {i.name.removesuffix(F16_SUFFIX): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
-             for i in onnx.load(str(bundle.encoder_onnx)).graph.initializer}
+    inits = encoder_initializers(bundle)
     for name in ("g_a", "h_a"):
         sub = getattr(model, name)
-        missing = [f"{name}.{k}" for k in sub.state_dict() if f"{name}.{k}" not in inits]
-        if missing:  # the ONNX exporter merges initializers with equal values (untrained GDNs)
-            raise ValueError(f"{bundle.encoder_onnx}: no initializers named {', '.join(missing)}; "
-                             "the exporter merged equal tensors, so the torch model cannot be reassembled")
+        require(inits, [f"{name}.{k}" for k in sub.state_dict()], str(bundle.encoder_onnx))
         sub.load_state_dict({k: inits[f"{name}.{k}"] for k in sub.state_dict()})
     load_synthesis(model, bundle.weights)
     t = bundle.tables
-    convs = [mod for mod in model.h_s if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))]
-    frac = t.hyper.frac_bits
+    load_hyper_synthesis(model, t)
+    eb, gc = model.entropy_bottleneck, model.gaussian_conditional
     with torch.no_grad():
-        for mod, L in zip(convs, t.hyper.layers, strict=True):
-            mod.weight.copy_(torch.from_numpy(L.weight / 2.0**L.shift))
-            mod.bias.copy_(torch.from_numpy(L.bias / 2.0 ** (frac + L.shift)))
-        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
-        eb.quantiles[:, 0, 1] = torch.from_numpy(t.hyper.z_medians / 2.0**frac)
+        eb.quantiles[:, 0, 1] = torch.from_numpy(t.hyper.z_medians / 2.0**t.hyper.frac_bits)
     model.update(force=True)  # scale table and buffer shapes; the CDFs are then replaced by the tables' own
     for module, et in ((eb, t.z), (gc, t.y)):
         module._quantized_cdf = torch.from_numpy(et.cdfs.astype(np.int32))

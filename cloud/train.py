@@ -31,7 +31,7 @@ from facelink.cloud import config as cfgmod
 from facelink.cloud import datasets
 from facelink.cloud.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
 from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
-from facelink.shared.alignment import ARCFACE_112, transform_points
+from facelink.shared.alignment import ARCFACE_112, TEMPLATE_IDS, TEMPLATES, transform_points
 from facelink.shared.paths import runs_dir
 from facelink.shared.roi import BackgroundBlur, region_weights
 
@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     threads: int = 2
-    init_from: str | None = None  # fine-tune from another run's model.pt
+    init_from: str | None = None  # fine-tune from another run's model.pt, or registry:NAME (a committed rate point)
     datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
     # Identity preservation (issue #5): loss = R + λ·(255²·MSE + alpha·D_identity), D_identity = mean(1 − cos) of
     # the recognizer's embeddings of source and reconstruction. alpha 0 is pixel loss only (the behaviour above).
@@ -85,6 +85,9 @@ class TrainConfig:
     # every model before this key was trained). "image": only those that cover the 112×112 crop, as container
     # version 2 codes it: the others cost no rate and the decoder sees the entropy model's means there.
     latent_area: str = "padded"
+    # The template the face crops are aligned to (facelink.shared.alignment.TEMPLATE_IDS: what facelink-edge
+    # --crop-template sends); a smaller one is the same framing in fewer pixels.
+    crop_template: str = ARCFACE_112.name
 
     def __post_init__(self):
         if self.latent_area not in LATENT_AREAS:
@@ -96,6 +99,10 @@ class TrainConfig:
             raise cfgmod.ConfigError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if self.train_only == "decoder" and not self.init_from:
             raise cfgmod.ConfigError("train_only: decoder trains a decoder for an existing encoder: set init_from")
+        if self.train_only == "decoder" and self.init_from.startswith("registry:"):
+            raise cfgmod.ConfigError("train_only: decoder keeps init_from's bitstream, but a rate point rebuilt from "
+                                     "the registry has a refitted hyper-latent density (other tables): init from "
+                                     "a run's model.pt")
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise cfgmod.ConfigError(f"alpha must be a finite number ≥ 0, got {self.alpha}")
         if not 0.0 <= self.face_crop_fraction <= 1.0:
@@ -103,9 +110,13 @@ class TrainConfig:
         if self.recognizer not in DIFFERENTIABLE_RECOGNIZERS:
             raise cfgmod.ConfigError(f"recognizer {self.recognizer!r} has no differentiable model here; "
                                      f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
-        if self.face_crop_fraction > 0 and self.patch < ARCFACE_112.width:
-            raise cfgmod.ConfigError(f"face crops are {ARCFACE_112.width}×{ARCFACE_112.height}: patch must be ≥ "
-                                     f"{ARCFACE_112.width} when face_crop_fraction > 0, got {self.patch}")
+        crops = {t.name: t for t in TEMPLATE_IDS.values()}
+        if self.crop_template not in crops:
+            raise cfgmod.ConfigError(f"crop_template must be one of {', '.join(crops)}, got {self.crop_template!r}")
+        t = crops[self.crop_template]
+        if self.face_crop_fraction > 0 and self.patch < max(t.width, t.height):
+            raise cfgmod.ConfigError(f"face crops are {t.width}×{t.height}: patch must be ≥ "
+                                     f"{max(t.width, t.height)} when face_crop_fraction > 0, got {self.patch}")
         if self.max_images < 0:
             raise cfgmod.ConfigError(f"max_images must be ≥ 0, got {self.max_images}")
         if not 0.0 <= self.background_weight <= 1.0:
@@ -217,14 +228,14 @@ def face_landmarks(files: list[Path], images: list[np.ndarray] | None = None,
 
 class LandmarkPatchSampler(PatchSampler):
     """Patches that know where the face is: random crops as :class:`PatchSampler` (share 1 − ``face_crop_fraction``)
-    and the edge's aligned face crops (``ARCFACE_112`` at 112×112, padded to ``patch`` by edge replication as the
-    edge pads to multiples of 64). Each patch carries its five landmarks; :meth:`batch_with_faces` returns the
+    and the edge's aligned face crops (``crop_template``, by default ``ARCFACE_112`` at 112×112, padded to ``patch``
+    by edge replication as the edge pads to multiples of 64). Each patch carries its five landmarks; :meth:`batch_with_faces` returns the
     matrices onto the recognizer's template and identity weights (0 when that template's region is not fully
     inside the patch). Images without a detected face are skipped and counted in ``skipped``."""
 
     def __init__(self, files: list[Path], patch: int, min_scale: float, seed: int, face_crop_fraction: float = 0.0,
                  template=None, cache_dir: Path | None = None, flip_probability: float = 0.5,
-                 background_blur: float = 0.0):
+                 background_blur: float = 0.0, crop_template=ARCFACE_112):
         super().__init__(files, patch, min_scale, seed)
         from facelink.shared.alignment import MOBILEFACENET_96x112
 
@@ -240,6 +251,7 @@ class LandmarkPatchSampler(PatchSampler):
             blur = BackgroundBlur(sigma=background_blur)
             self.images = [blur.apply(im, [lm]) for im, lm in zip(self.images, self.landmarks)]
         self.face_crop_fraction = face_crop_fraction
+        self.crop_template = crop_template
         self.template = template or MOBILEFACENET_96x112
         self.flip_probability = flip_probability
         print(f"landmark sampler: {len(self.images)} images with a face, {self.skipped} without (skipped)")
@@ -261,7 +273,7 @@ class LandmarkPatchSampler(PatchSampler):
     def sample_face_crop(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         from facelink.shared.alignment import align, similarity_transform
 
-        t = ARCFACE_112
+        t = self.crop_template
         crop = align(self.images[i], self.landmarks[i], t)  # exactly the edge's FaceCropper crop
         lm = transform_points(similarity_transform(self.landmarks[i], t.points), self.landmarks[i])
         if self.rng.random() < self.flip_probability:
@@ -282,7 +294,7 @@ class LandmarkPatchSampler(PatchSampler):
 
     def batch_with_faces(self, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
         """N×3×P×P patches in [0, 1], N×2×3 matrices (patch pixels → recognizer template), N identity weights, and
-        N×2 image sizes (rows, columns) inside each patch: the crop's 112×112 before its padding, or the patch."""
+        N×2 image sizes (rows, columns) inside each patch: the crop's template size before its padding, or the patch."""
         crops, mats, weights, sizes = [], [], [], []
         for _ in range(n):
             crop, lm, is_crop = self.sample_with_landmarks()
@@ -290,7 +302,7 @@ class LandmarkPatchSampler(PatchSampler):
             crops.append(crop)
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-            sizes.append((ARCFACE_112.height, ARCFACE_112.width) if is_crop else (self.patch, self.patch))
+            sizes.append((self.crop_template.height, self.crop_template.width) if is_crop else (self.patch, self.patch))
         return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
                 np.array(sizes, dtype=np.int64))
 
@@ -363,8 +375,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         step = state["step"]
         print(f"resumed from {ckpt} at step {step}")
     elif cfg.init_from:
-        state = torch.load(cfg.init_from, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"], strict=False)
+        from facelink.cloud.from_registry import init_state
+
+        model.load_state_dict(init_state(cfg.init_from), strict=False)
         print(f"initialised from {cfg.init_from}")
     if step:
         torch.manual_seed(cfg.seed + step)  # a resumed run does not replay the first run's noise
@@ -375,7 +388,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
     identity = None
     if cfg.uses_landmarks:
         sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction,
-                                       background_blur=cfg.background_blur)
+                                       background_blur=cfg.background_blur,
+                                       crop_template=TEMPLATES[cfg.crop_template])
         identity = IdentityLoss(cfg.recognizer, device)  # with alpha 0 (the ablation) it is logged, not trained on
     else:
         sampler = PatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step)

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facelink.shared import bitstream, codec, registry
-from facelink.shared.alignment import ARCFACE_112, Template, align, template_id
+from facelink.shared.alignment import ARCFACE_112, TEMPLATES, Template, align, template_id
 from facelink.shared.detection import Detection, YuNet
 from facelink.shared.roi import BackgroundBlur
 
@@ -77,7 +77,7 @@ class EdgeEncoder:
 
 
 class FaceCropper:
-    """Detects the most prominent face and aligns it to the edge's canonical 112×112 crop."""
+    """Detects the most prominent face and aligns it to the edge's crop template (by default the canonical 112×112)."""
 
     def __init__(self, template: Template = ARCFACE_112, detector: YuNet | None = None):
         self.template = template
@@ -98,13 +98,18 @@ class EdgePipeline:
     it is. The bitstream and the cloud are the same either way."""
 
     def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1,
-                 blur_background: BackgroundBlur | None = None, format_version: int = bitstream.FORMAT_VERSION):
+                 blur_background: BackgroundBlur | None = None, format_version: int = bitstream.FORMAT_VERSION,
+                 crop_template: str = ARCFACE_112.name):
         if blur_background is not None and not full_frame:
             raise ValueError("background blur applies to full-frame coding (a face crop is all face)")
+        template = TEMPLATES.get(crop_template)
+        if template is None:
+            raise ValueError(f"unknown crop template {crop_template!r}; known: {', '.join(TEMPLATES)}")
+        template_id(template)  # a crop the container cannot name cannot be sent
         self.encoder = EdgeEncoder(model, threads, format_version)
         self.full_frame = full_frame
         self.blur = blur_background
-        self.cropper = None if full_frame else FaceCropper()
+        self.cropper = None if full_frame else FaceCropper(template)
         self.detector = YuNet() if blur_background is not None else None
 
     def process(self, rgb: np.ndarray) -> Encoded | None:

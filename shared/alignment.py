@@ -31,6 +31,20 @@ MOBILEFACENET_96x112 = _t("mobilefacenet-96x112", 96, 112, [
 # The same points centred in 112×112 (ArcFace's template): the edge's canonical face crop.
 ARCFACE_112 = _t("arcface-112", 112, 112, MOBILEFACENET_96x112.points + np.array([8.0, 0.0]))
 
+
+
+def scaled(template: Template, size: int, name: str) -> Template:
+    """``template`` shrunk (or grown) to a ``size``×``size`` crop of the same framing: every point scaled alike."""
+    if template.width != template.height:
+        raise ValueError(f"{template.name} is not square")
+    return _t(name, size, size, template.points * (size / template.width))
+
+
+# The ArcFace framing at 96×96 (and 80×80): the same face in fewer pixels, for links too thin for 112×112. The cloud
+# re-warps the decoded crop to each recognizer's template, as it does any crop, which upsamples it.
+ARCFACE_96 = scaled(ARCFACE_112, 96, "arcface-96")
+ARCFACE_80 = scaled(ARCFACE_112, 80, "arcface-80")
+
 # SFace (OpenCV's FaceRecognizerSF) aligns to exactly the ArcFace 112×112 template.
 SFACE_112 = ARCFACE_112
 # dlib's ResNet: its 150×150 chip (dlib.get_face_chip(image, 5-point shape, 150, padding 0.25)) expressed in YuNet's
@@ -43,9 +57,9 @@ DLIB_150 = _t("dlib-150", 150, 150, [
 FACENET_160 = _t("facenet-160", 160, 160, [
     (47.75, 63.59), (118.10, 62.97), (83.92, 92.02), (55.23, 114.76), (114.40, 114.20)])
 
-TEMPLATES = {t.name: t for t in (MOBILEFACENET_96x112, ARCFACE_112, DLIB_150, FACENET_160)}
+TEMPLATES = {t.name: t for t in (MOBILEFACENET_96x112, ARCFACE_112, ARCFACE_96, ARCFACE_80, DLIB_150, FACENET_160)}
 # Template ids carried in the bitstream container (one byte); 0 means "not an aligned crop".
-TEMPLATE_IDS = {1: ARCFACE_112}
+TEMPLATE_IDS = {1: ARCFACE_112, 2: ARCFACE_96, 3: ARCFACE_80}
 
 
 def template_id(template: Template) -> int:

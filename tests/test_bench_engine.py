@@ -1,6 +1,7 @@
 """A small end-to-end run of the benchmark on real LFW images: real codecs, YuNet, MobileFaceNet, the
 verification protocol, the cache, and every output file."""
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from facelink.benchmarks import bench, engine
 from facelink.benchmarks.codecs import get_codec
+from facelink.shared.detection import YUNET_SHA256
 from facelink.shared.paths import assets_dir
 
 
@@ -118,3 +120,28 @@ def test_asymmetric_run_codes_only_the_probes(suite, tmp_path):
     ref = engine.condition_for("lfw", "full-frame", get_codec("uncompressed"), "rgb24", False)
     with pytest.raises(KeyError, match="no result for image"):
         engine.evaluate_condition(cache, suite, cond, ref, "mobilefacenet", False, "symmetric")
+
+
+def test_crop_template_is_part_of_the_condition_and_the_default_keeps_its_key():
+    codec = get_codec("hevc")
+    default = engine.condition_for("lfw", "face-crop", codec, 33, False)
+    assert default.crop_template == engine.CROP_TEMPLATE == "arcface-112"
+    # the key every cached face-crop result was stored under before the template became an option
+    blob = json.dumps({"v": engine.ENGINE_VERSION, "dataset": "lfw", "protocol": "face-crop", "codec": "hevc",
+                       "quality": 33, "settings": default.settings_json, "detector": YUNET_SHA256[:16],
+                       "crop": "arcface-112"}, sort_keys=True)
+    assert default.key == hashlib.sha256(blob.encode()).hexdigest()[:24]
+    small = engine.condition_for("lfw", "face-crop", codec, 33, False, "arcface-96")
+    assert small.key != default.key
+    with pytest.raises(ValueError, match="unknown crop template"):
+        engine.RunConfig(crop_template="arcface-64")
+
+
+def test_face_crop_protocol_codes_the_chosen_template(suite):
+    task = {"cond": "x", "protocol": "face-crop", "codec": "hevc", "quality": 38, "root": str(suite.root),
+            "images": list(suite.keys[:3]), "recognizers": ["mobilefacenet"], "flip": False,
+            "crop_template": "arcface-80"}
+    engine._init_worker(1)
+    _, rows, _ = engine.process_images(task)
+    faced = [r for r in rows if r["face"]]
+    assert faced and all(r["pixels"] == 80 * 80 and r["emb"]["mobilefacenet"].shape == (128,) for r in faced)

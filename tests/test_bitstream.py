@@ -38,6 +38,16 @@ def test_round_trip_and_size():
     assert full.coded_y_shape == full.y_shape == (16, 16)
 
 
+@pytest.mark.parametrize("tid,side,padded,coded", [(2, 96, 128, 6), (3, 80, 128, 5)])
+def test_smaller_crop_templates_name_their_size(tid, side, padded, coded):
+    f = _frame(height=side, width=side, template_id=tid)
+    data = pack(f)
+    assert unpack(data) == f and len(data) == 13 + 312 + 4
+    assert (f.padded_shape, f.coded_y_shape) == ((padded, padded), (coded, coded))
+    with pytest.raises(BitstreamError, match=f"is {side}×{side}"):
+        pack(_frame(template_id=tid))  # 112×112 is not this template's size
+
+
 def test_version_1_is_still_read_and_written():
     f = _v1()
     data = pack(f)

@@ -6,6 +6,8 @@ import pytest
 
 from facelink.cloud import cli as cloud_cli
 from facelink.edge import cli as edge_cli
+from facelink.shared import bitstream
+from facelink.shared.alignment import TEMPLATES, template_id
 
 
 def test_encode_decode_files(tmp_path, demo_faces, capsys):
@@ -83,3 +85,26 @@ def test_edge_refuses_a_format_the_server_cannot_read():
     with pytest.raises(edge_cli.EdgeError, match="--format-version 1"):
         edge_cli._check_server_model(OldServer(), "0123456789abcdef", 2)
     edge_cli._check_server_model(OldServer(), "0123456789abcdef", 1)
+
+
+def test_edge_codes_a_smaller_crop_template_that_the_cloud_reads(tmp_path, demo_faces, capsys):
+    from PIL import Image
+
+    src = str(demo_faces / "probe" / "Tony_Blair_0002.jpg")
+    sizes = {}
+    for name, side in (("arcface-112", 112), ("arcface-96", 96), ("arcface-80", 80)):
+        out = tmp_path / f"{name}.flk"
+        assert edge_cli.main(["encode", src, "-o", str(out), "--crop-template", name]) == 0
+        sizes[name] = json.loads(capsys.readouterr().out)["bytes"]
+        frame = bitstream.unpack(out.read_bytes())
+        assert frame.template_id == template_id(TEMPLATES[name]) and (frame.height, frame.width) == (side, side)
+        png = tmp_path / f"{name}.png"
+        assert cloud_cli.main(["decode", str(out), "-o", str(png)]) == 0
+        capsys.readouterr()
+        with Image.open(png) as im:
+            assert im.size == (side, side)
+    assert sizes["arcface-80"] < sizes["arcface-96"] < sizes["arcface-112"]
+    assert edge_cli.main(["encode", src, "--full-frame", "--crop-template", "arcface-96"]) == 2
+    assert "--crop-template applies to face crops" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        edge_cli.main(["encode", src, "--crop-template", "dlib-150"])  # a template the container cannot name

@@ -352,3 +352,24 @@ def test_version_2_crop_ladder_and_its_ablation_see_the_same_samples():
         a, b = config.to_dict(ipr), config.to_dict(pix)
         assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
         assert {k for k in a if a[k] != base[k]} == {"latent_area", "init_from", "seed"}
+
+
+def test_sampler_crops_to_the_configured_template(tmp_path):
+    """crop_template: arcface-96 — the same framing as the edge's --crop-template arcface-96 sends, padded to the
+    patch, and the coded area is the crop's 96×96 (6×6 latent positions)."""
+    from facelink.shared.alignment import ARCFACE_96, align, similarity_transform, transform_points
+
+    pts = np.array([[100.0, 110.0], [150.0, 110.0], [125.0, 140.0], [105.0, 165.0], [145.0, 165.0]])
+    f = tmp_path / "blobs.png"
+    cv2.imwrite(str(f), cv2.cvtColor(_blob_image(pts), cv2.COLOR_RGB2BGR))
+    np.savez(landmark_cache_path([f], tmp_path), files=np.array([str(f.resolve())]), landmarks=pts[None])
+    s = LandmarkPatchSampler([f], 128, 0.45, seed=0, face_crop_fraction=1.0, cache_dir=tmp_path,
+                             flip_probability=0.0, crop_template=ARCFACE_96)
+    patch, lm, is_crop = s.sample_with_landmarks()
+    assert is_crop and np.array_equal(patch[:96, :96], align(_blob_image(pts), pts, ARCFACE_96))
+    assert np.allclose(lm, transform_points(similarity_transform(pts, ARCFACE_96.points), pts))
+    assert (patch[96:] == patch[95:96]).all() and (patch[:, 96:] == patch[:, 95:96]).all()
+    assert s.batch_with_faces(2)[3].tolist() == [[96, 96], [96, 96]]
+    with pytest.raises(config.ConfigError, match="crop_template"):
+        config.from_mapping(TrainConfig, {"crop_template": "dlib-150"})
+    assert config.from_mapping(TrainConfig, {"crop_template": "arcface-80", "patch": 128}).crop_template == "arcface-80"
