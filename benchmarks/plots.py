@@ -16,7 +16,8 @@ STYLE = {"hevc": ("tab:red", "o"), "avif": ("tab:blue", "s"), "jxl": ("tab:green
          "facelink-iprd": ("tab:pink", "*"), "facelink-iprd0": ("goldenrod", "P"),
          "facelink-iprdh": ("darkred", "*"),
          "facelink-iprc": ("tab:blue", "*"), "facelink-pixc": ("tab:orange", "P"),
-         "facelink-iprch": ("navy", "*"), "facelink-iprv": ("tab:green", "*"), "facelink-pixv": ("tab:red", "P")}
+         "facelink-iprch": ("navy", "*"), "facelink-iprv": ("tab:green", "*"), "facelink-pixv": ("tab:red", "P"),
+         "facelink-ipr96": ("darkgreen", "h"), "facelink-ipr112": ("olive", "H")}
 
 
 def _ax_curves(ax, doc: dict, metric: str):

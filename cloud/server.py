@@ -28,6 +28,7 @@ from facelink.cloud.gallery import Gallery, GalleryError
 from facelink.cloud.recognition import DEFAULT_THRESHOLD, FacePipeline
 from facelink.cloud.recognizers import get_recognizer
 from facelink.shared import bitstream, codec, registry
+from facelink.shared.alignment import TEMPLATE_IDS
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
 from facelink.v1 import facelink_pb2_grpc as pb_grpc
@@ -158,7 +159,8 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             models=[pb.CodecModel(name=b.name, model_id=b.model_id, architecture=b.manifest["architecture"])
                     for b in self.decoder.bundles.values()],
             default_model=self.cfg.default_model, recognizer=self.gallery.recognizer, detector="yunet",
-            match_threshold=self.cfg.threshold, max_frame_bytes=self.cfg.max_frame_bytes)
+            match_threshold=self.cfg.threshold, max_frame_bytes=self.cfg.max_frame_bytes,
+            crop_template_ids=sorted(TEMPLATE_IDS))
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from facelink.shared import bitstream, registry
-from facelink.shared.alignment import ARCFACE_112, TEMPLATE_IDS
+from facelink.shared.alignment import ARCFACE_112, TEMPLATE_IDS, template_id
 from facelink.shared.roi import BackgroundBlur
 
 DEFAULT_CROP = ARCFACE_112.name
@@ -87,12 +87,19 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def _check_server_model(client, model_id: str, format_version: int = bitstream.FORMAT_VERSION) -> None:
+def _check_server_model(client, model_id: str, format_version: int = bitstream.FORMAT_VERSION,
+                        crop_template_id: int = 0) -> None:
+    """Refuse, before anything is sent, a server that could not read what this edge writes."""
     info = client.model_info()
     if info.bitstream_format_version and info.bitstream_format_version < format_version:
         raise EdgeError(f"the server reads bitstream format versions up to {info.bitstream_format_version}; this "
                         f"edge writes version {format_version}: pass --format-version "
                         f"{info.bitstream_format_version} (or update the server)")
+    readable = set(info.crop_template_ids) or {1}  # a server that predates the field reads arcface-112 only
+    if crop_template_id and crop_template_id not in readable:
+        names = ", ".join(TEMPLATE_IDS[i].name for i in sorted(readable) if i in TEMPLATE_IDS)
+        raise EdgeError(f"the server does not read {TEMPLATE_IDS[crop_template_id].name} crops; it reads {names}: "
+                        f"pass --crop-template {names.split(', ')[0]} (or update the server)")
     ids = {m.model_id: m.name for m in info.models}
     if model_id not in ids:
         raise EdgeError(f"the server does not have this edge's codec model {model_id}; it serves "
@@ -128,7 +135,8 @@ def cmd_stream(args) -> int:
     with Client(args.server, timeout=args.timeout) as client:
         try:
             client.wait_ready(args.timeout)
-            _check_server_model(client, pipe.encoder.model_id, args.format_version)
+            _check_server_model(client, pipe.encoder.model_id, args.format_version,
+                                0 if pipe.cropper is None else template_id(pipe.cropper.template))
         except grpc.FutureTimeoutError:
             raise EdgeError(f"no facelink server answers at {args.server}")
         if not args.json:

@@ -373,3 +373,14 @@ def test_sampler_crops_to_the_configured_template(tmp_path):
     with pytest.raises(config.ConfigError, match="crop_template"):
         config.from_mapping(TrainConfig, {"crop_template": "dlib-150"})
     assert config.from_mapping(TrainConfig, {"crop_template": "arcface-80", "patch": 128}).crop_template == "arcface-80"
+
+
+def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
+    """ipr96 / ipr112: the same recipe, committed starting point and seed; only the crop template differs, so a
+    difference at equal bytes is the crop size's."""
+    for q in range(1, 5):
+        small = config.to_dict(config.load(TrainConfig, CONFIGS / f"ipr96-q{q}.yaml"))
+        control = config.to_dict(config.load(TrainConfig, CONFIGS / f"ipr112-q{q}.yaml"))
+        assert {k for k in small if small[k] != control[k]} == {"crop_template"}
+        assert small["crop_template"] == "arcface-96" and control["crop_template"] == "arcface-112"
+        assert small["init_from"].startswith("registry:face-ipr-") and small["latent_area"] == "image"

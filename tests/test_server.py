@@ -64,6 +64,7 @@ def test_model_info_names_the_edge_model(client):
     info = client.model_info()
     assert registry.load().model_id in {m.model_id for m in info.models}
     assert info.bitstream_format_version == bitstream.FORMAT_VERSION
+    assert list(info.crop_template_ids) == [1, 2, 3]
     assert info.recognizer == "mobilefacenet" and info.max_frame_bytes == MAX_FRAME
 
 
@@ -108,6 +109,19 @@ def test_enroll_then_stream_with_bad_frames(client, demo_faces):
                      "oversize": "FRAME_TOO_LARGE", "not-flk": "INVALID_BITSTREAM",
                      "bad-payload": "INVALID_BITSTREAM", "empty": "INVALID_BITSTREAM"}
     assert "CRC32" in by_id["corrupt"].error.message
+
+
+def test_a_smaller_crop_is_recognized_over_the_stream(client, demo_faces):
+    """--crop-template arcface-96: the server names the crop's template, scales it to the recognizer's, and answers
+    as for a 112×112 crop (the gallery holds Colin Powell from the test above)."""
+    import cv2
+
+    rgb = cv2.cvtColor(cv2.imread(str(demo_faces / "probe" / "Colin_Powell_0002.jpg")), cv2.COLOR_BGR2RGB)
+    small = EdgePipeline(crop_template="arcface-96").process(rgb).data
+    assert len(small) < len(EdgePipeline().process(rgb).data)
+    r, = client.recognize_stream(iter([request("small", small, source="small")]))
+    assert r.id == "small" and r.WhichOneof("outcome") == "result", r
+    assert r.result.identity == "Colin Powell" and r.result.width == 96 and r.result.bytes == len(small)
 
 
 def test_enroll_errors_are_clear(client, demo_faces):

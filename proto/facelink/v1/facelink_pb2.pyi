@@ -144,7 +144,7 @@ class CodecModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., architecture: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("server_version", "bitstream_format_version", "models", "default_model", "recognizer", "detector", "match_threshold", "max_frame_bytes")
+    __slots__ = ("server_version", "bitstream_format_version", "models", "default_model", "recognizer", "detector", "match_threshold", "max_frame_bytes", "crop_template_ids")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class ModelInfoResponse(_message.Message):
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     MATCH_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CROP_TEMPLATE_IDS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     bitstream_format_version: int
     models: _containers.RepeatedCompositeFieldContainer[CodecModel]
@@ -161,4 +162,5 @@ class ModelInfoResponse(_message.Message):
     detector: str
     match_threshold: float
     max_frame_bytes: int
-    def __init__(self, server_version: _Optional[str] = ..., bitstream_format_version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[CodecModel, _Mapping]]] = ..., default_model: _Optional[str] = ..., recognizer: _Optional[str] = ..., detector: _Optional[str] = ..., match_threshold: _Optional[float] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
+    crop_template_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, server_version: _Optional[str] = ..., bitstream_format_version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[CodecModel, _Mapping]]] = ..., default_model: _Optional[str] = ..., recognizer: _Optional[str] = ..., detector: _Optional[str] = ..., match_threshold: _Optional[float] = ..., max_frame_bytes: _Optional[int] = ..., crop_template_ids: _Optional[_Iterable[int]] = ...) -> None: ...
