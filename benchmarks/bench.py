@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
     e.add_argument("--sample", type=int, default=8, help="images timed per codec setting")
     sub.add_parser("codecs", help="list codecs, sweeps and availability")
+    sub.add_parser("compare", add_help=False,
+                   help="two codec curves from two result folders at equal bytes per face (see compare --help)")
     return ap
 
 
@@ -390,6 +392,11 @@ def _codecs(_args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        from facelink.benchmarks import compare
+
+        return compare.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "run":
         try:
