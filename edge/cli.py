@@ -81,6 +81,7 @@ def cmd_encode(args) -> int:
     tmp.replace(out)
     print(json.dumps({"input": str(src), "output": str(out), "bytes": len(enc.data), "bpp": round(enc.bpp, 5),
                       "width": enc.width, "height": enc.height, "mode": "full-frame" if args.full_frame else "face-crop",
+                      "crop_template": None if pipe.cropper is None else pipe.cropper.template.name,
                       "background_blur": args.blur_background,
                       "model": pipe.encoder.bundle.name, "model_id": pipe.encoder.model_id,
                       "encode_ms": round(ms, 2)}))

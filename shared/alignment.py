@@ -32,7 +32,6 @@ MOBILEFACENET_96x112 = _t("mobilefacenet-96x112", 96, 112, [
 ARCFACE_112 = _t("arcface-112", 112, 112, MOBILEFACENET_96x112.points + np.array([8.0, 0.0]))
 
 
-
 def scaled(template: Template, size: int, name: str) -> Template:
     """``template`` shrunk (or grown) to a ``size``×``size`` crop of the same framing: every point scaled alike."""
     if template.width != template.height:

@@ -99,7 +99,9 @@ def test_edge_codes_a_smaller_crop_template_that_the_cloud_reads(tmp_path, demo_
     for name, side in (("arcface-112", 112), ("arcface-96", 96), ("arcface-80", 80)):
         out = tmp_path / f"{name}.flk"
         assert edge_cli.main(["encode", src, "-o", str(out), "--crop-template", name]) == 0
-        sizes[name] = json.loads(capsys.readouterr().out)["bytes"]
+        printed = json.loads(capsys.readouterr().out)
+        sizes[name] = printed["bytes"]
+        assert printed["crop_template"] == name and printed["width"] == side
         frame = bitstream.unpack(out.read_bytes())
         assert frame.template_id == template_id(TEMPLATES[name]) and (frame.height, frame.width) == (side, side)
         png = tmp_path / f"{name}.png"
