@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 bench-template-lfw-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -135,6 +135,14 @@ bench-template-lfw-full: $(STAMP) system-deps
 	    --recognizers mobilefacenet,sface --no-flip-for sface --crop-template arcface-$$t \
 	    --codecs uncompressed facelink-ipr:face-ipr-q0,face-ipr-q1,face-ipr-q2,face-ipr-q3 facelink-ipr$$t hevc \
 	    --workers 2 --out benchmarks/results/template-lfw-crop-$$t; \
+	done
+bench-template-celeba-full: $(STAMP) system-deps
+	@test -f runs/models/face-ipr96-q4/manifest.json || $(MAKE) train-ipr96
+	@test -f runs/models/face-ipr112-q4/manifest.json || $(MAKE) train-ipr112
+	@set -e; for t in 112 96; do \
+	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets celeba --protocols face-crop --settings asymmetric \
+	    --recognizers mobilefacenet,sface --no-flip-for sface --crop-template arcface-$$t \
+	    --codecs uncompressed facelink-ipr$$t hevc --workers 2 --out benchmarks/results/template-celeba-crop-$$t; \
 	done
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
