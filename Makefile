@@ -127,23 +127,20 @@ train-ipr96: $(STAMP)
 	$(call train-rates,ipr96,ipr96,IPR fine-tuned on 96x96 aligned face crops,--out-root runs/models,$(TEMPLATE_RATES))
 train-ipr112: $(STAMP)
 	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES))
+# $(call template-bench,dataset,codecs besides uncompressed, the ladder and HEVC): each ladder at its own crop size.
+define template-bench
+	@test -f runs/models/face-ipr96-q4/manifest.json || $(MAKE) train-ipr96
+	@test -f runs/models/face-ipr112-q4/manifest.json || $(MAKE) train-ipr112
+	@set -e; for t in 112 96; do \
+	  $(call full-bench,$(1),face-crop,uncompressed $(2) facelink-ipr$$t hevc,template-$(1)-crop-$$t) \
+	    --crop-template arcface-$$t; \
+	done
+endef
+UNTUNED_CROP_POINTS := facelink-ipr:face-ipr-q0,face-ipr-q1,face-ipr-q2,face-ipr-q3
 bench-template-lfw-full: $(STAMP) system-deps
-	@test -f runs/models/face-ipr96-q4/manifest.json || $(MAKE) train-ipr96
-	@test -f runs/models/face-ipr112-q4/manifest.json || $(MAKE) train-ipr112
-	@set -e; for t in 112 96; do \
-	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets lfw --protocols face-crop --settings asymmetric \
-	    --recognizers mobilefacenet,sface --no-flip-for sface --crop-template arcface-$$t \
-	    --codecs uncompressed facelink-ipr:face-ipr-q0,face-ipr-q1,face-ipr-q2,face-ipr-q3 facelink-ipr$$t hevc \
-	    --workers 2 --out benchmarks/results/template-lfw-crop-$$t; \
-	done
+	$(call template-bench,lfw,$(UNTUNED_CROP_POINTS))
 bench-template-celeba-full: $(STAMP) system-deps
-	@test -f runs/models/face-ipr96-q4/manifest.json || $(MAKE) train-ipr96
-	@test -f runs/models/face-ipr112-q4/manifest.json || $(MAKE) train-ipr112
-	@set -e; for t in 112 96; do \
-	  FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --datasets celeba --protocols face-crop --settings asymmetric \
-	    --recognizers mobilefacenet,sface --no-flip-for sface --crop-template arcface-$$t \
-	    --codecs uncompressed facelink-ipr$$t hevc --workers 2 --out benchmarks/results/template-celeba-crop-$$t; \
-	done
+	$(call template-bench,celeba)
 
 # Every LFW image through the edge path and back through the cloud path; zero mismatches expected.
 verify-bitexact: $(STAMP)

@@ -30,6 +30,7 @@ from facelink.benchmarks.provenance import git_state, host, package_versions
 from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, ablation_of, get_codec,
                                        learned_families, parse_codec_spec, tuned_from)
 from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
+from facelink.shared.alignment import CROP_TEMPLATES
 from facelink.shared.detection import sha256_file
 
 DEFAULT_RECOGNIZERS = ("mobilefacenet", "sface")
@@ -83,7 +84,7 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
     head["bpp_at_parity"] = {}
     if ref and ref.get("accuracy") is not None:
         for name, r in curves.items():
-            p = metrics.bpp_at_parity(_f(r["bpp"]), _f(r["accuracy"]), ref["bpp"], ref["accuracy"])
+            p = metrics.bpp_at_parity(floats(r["bpp"]), floats(r["accuracy"]), ref["bpp"], ref["accuracy"])
             head["bpp_at_parity"][name] = p.to_dict()
     # A second operating point, less sensitive to noise than parity with a reference that sits on the saturated
     # plateau: the bpp (and bytes per face) at which each codec comes within NEAR_UNCOMPRESSED of uncompressed.
@@ -92,7 +93,7 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
     if unc is not None:
         target = unc - NEAR_UNCOMPRESSED
         for name, r in curves.items():
-            bpp, status = metrics.rate_at_quality(_f(r["bpp"]), _f(r["accuracy"]), target)
+            bpp, status = metrics.rate_at_quality(floats(r["bpp"]), floats(r["accuracy"]), target)
             px = next((p for p in r.get("pixels_per_image", []) if p), None)  # one size per protocol
             bytes_ = bpp * px / 8 if math.isfinite(bpp) and px else math.nan
             head["near_uncompressed"]["codecs"][name] = {
@@ -107,7 +108,8 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
                     continue
                 a = curves[anchor]
                 head[key][metric][f"vs_{anchor}"] = {
-                    name: metrics.bd_rate(_f(a["bpp"]), _f(a[metric]), _f(r["bpp"]), _f(r[metric]), method)
+                    name: metrics.bd_rate(floats(a["bpp"]), floats(a[metric]), floats(r["bpp"]), floats(r[metric]),
+                                          method)
                     for name, r in curves.items() if name != anchor}
     # Issue #5's last target, the IPR loss beats its pixel-loss ablation at every rate: each IPR rate point
     # against the ablation's curve interpolated at the same bpp. The same comparison puts a fine-tuned ladder
@@ -118,33 +120,35 @@ def _headline(doc: dict, reference: tuple[str, object]) -> dict:
         for name, r in curves.items():
             other = partner_of(name)
             if other in curves:
-                head[key][name] = {partner_key: other, **_against(curves[other], r, f"{partner_key}_accuracy")}
+                head[key][name] = {partner_key: other, **against_curve(curves[other], r, f"{partner_key}_accuracy")}
     head["bd_accuracy_points"] = {}
     for anchor in BD_ANCHORS:
         if anchor in curves:
             a = curves[anchor]
             head["bd_accuracy_points"][f"vs_{anchor}"] = {
-                name: 100 * metrics.bd_quality(_f(a["bpp"]), _f(a["accuracy"]), _f(r["bpp"]), _f(r["accuracy"]))
+                name: 100 * metrics.bd_quality(floats(a["bpp"]), floats(a["accuracy"]),
+                                               floats(r["bpp"]), floats(r["accuracy"]))
                 for name, r in curves.items() if name != anchor}
     return head
 
 
-def _against(base: dict, r: dict, field: str) -> dict:
-    """Each rate point of curve ``r`` against curve ``base`` interpolated at the same bpp (as ``field``), and the BD
-    accuracy in points."""
-    a_bpp, a_acc = _f(base["bpp"]), _f(base["accuracy"])
-    r_bpp, r_acc = _f(r["bpp"]), _f(r["accuracy"])
+def against_curve(base: dict, r: dict, field: str, rate: str = "bpp") -> dict:
+    """Each rate point of curve ``r`` against curve ``base`` interpolated at the same ``rate`` (``bpp``, or
+    ``bytes_per_face`` across runs that coded different images), as ``field``, and the BD accuracy in points."""
+    a_rate, a_acc = floats(base[rate]), floats(base["accuracy"])
+    r_rate, r_acc = floats(r[rate]), floats(r["accuracy"])
     points = []
-    for q, bpp, acc in zip(r["quality"], r_bpp, r_acc):
-        x = metrics.quality_at_rate(a_bpp, a_acc, bpp)
-        points.append({"quality": q, "bpp": bpp, "accuracy": acc,
+    for q, x_rate, acc in zip(r["quality"], r_rate, r_acc):
+        x = metrics.quality_at_rate(a_rate, a_acc, x_rate)
+        points.append({"quality": q, rate: x_rate, "accuracy": acc,
                        field: None if math.isnan(x) else x,
                        "difference_points": None if math.isnan(x) else 100 * (acc - x)})
-    bd = 100 * metrics.bd_quality(a_bpp, a_acc, r_bpp, r_acc)
+    bd = 100 * metrics.bd_quality(a_rate, a_acc, r_rate, r_acc)
     return {"points": points, "bd_accuracy_points": None if math.isnan(bd) else bd}
 
 
-def _f(xs):
+def floats(xs):
+    """Result values as floats, NaN where a result is missing (None)."""
     return [math.nan if x is None else float(x) for x in xs]
 
 
@@ -251,12 +255,6 @@ def _default_out(limit) -> Path:
     return base / (f"limit{limit}" if limit else "full")
 
 
-def _crop_templates() -> list[str]:
-    from facelink.shared.alignment import TEMPLATE_IDS
-
-    return [t.name for t in TEMPLATE_IDS.values()]
-
-
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--datasets", type=_csv, default=list(engine.DATASETS), help="lfw,celeba")
     p.add_argument("--protocols", type=_csv, default=list(engine.PROTOCOLS), help="full-frame,face-crop")
@@ -287,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (default benchmarks/results/full or benchmarks/results/limit<N>)")
     r.add_argument("--reference", default="hevc:23", help="parity reference codec:quality (default hevc:23)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--crop-template", default=engine.CROP_TEMPLATE, choices=sorted(_crop_templates()),
+    r.add_argument("--crop-template", default=engine.CROP_TEMPLATE, choices=sorted(CROP_TEMPLATES),
                    help="what the face-crop protocol aligns each source face to and codes (default %(default)s, "
                         "the edge's); a smaller one codes fewer pixels and the recognizers see it re-warped up")
     r.add_argument("--compute-only", action="store_true", help="fill the cache, write nothing")

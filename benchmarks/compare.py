@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from facelink.benchmarks import metrics
+from facelink.benchmarks.bench import against_curve, floats
 from facelink.benchmarks.results_io import read_results
 
 
@@ -28,12 +29,10 @@ class CompareError(ValueError):
 def _curve(doc: dict, codec: str) -> dict:
     if codec == "uncompressed":
         u = doc["uncompressed"]
-        return {"quality": ["rgb24"], "bytes": [u["bytes_per_face"]], "accuracy": [u["accuracy"]]}
+        return {"quality": ["rgb24"], "bytes_per_face": [u["bytes_per_face"]], "accuracy": [u["accuracy"]]}
     for c in doc["codecs"]:
         if c["codec"] == codec:
-            r = c["results"]
-            return {"quality": r["quality"], "bytes": [math.nan if b is None else b for b in r["bytes_per_face"]],
-                    "accuracy": [math.nan if a is None else a for a in r["accuracy"]]}
+            return {k: c["results"][k] for k in ("quality", "bytes_per_face", "accuracy")}
     raise CompareError(f"{doc['name']}: no codec {codec!r}; it has "
                        f"{', '.join(['uncompressed'] + [c['codec'] for c in doc['codecs']])}")
 
@@ -65,20 +64,14 @@ def compare(anchor: tuple[Path, str], test: tuple[Path, str]) -> dict:
         if a["pairs"] != t["pairs"]:
             raise CompareError(f"{'/'.join(key)}: {a['pairs']} pairs against {t['pairs']}: not the same protocol")
         ca, ct = _curve(a, anchor[1]), _curve(t, test[1])
-        points = []
-        for q, b, acc in zip(ct["quality"], ct["bytes"], ct["accuracy"]):
-            x = metrics.quality_at_rate(ca["bytes"], ca["accuracy"], b)
-            points.append({"quality": q, "bytes_per_face": b, "accuracy": acc,
-                           "anchor_accuracy": None if math.isnan(x) else x,
-                           "difference_points": None if math.isnan(x) else 100 * (acc - x)})
-        bd_points = 100 * metrics.bd_quality(ca["bytes"], ca["accuracy"], ct["bytes"], ct["accuracy"])
-        bd_rate = metrics.bd_rate(ca["bytes"], ca["accuracy"], ct["bytes"], ct["accuracy"])
+        same_bytes = against_curve(ca, ct, "anchor_accuracy", rate="bytes_per_face")
+        bd_rate = metrics.bd_rate(floats(ca["bytes_per_face"]), floats(ca["accuracy"]),
+                                  floats(ct["bytes_per_face"]), floats(ct["accuracy"]))
         out["comparisons"].append({
             "dataset": key[0], "recognizer": key[1], "protocol": key[2], "setting": key[3], "pairs": a["pairs"],
             "anchor_uncompressed_accuracy": a["uncompressed"]["accuracy"],
             "test_uncompressed_accuracy": t["uncompressed"]["accuracy"],
-            "points": points, "bd_accuracy_points": None if math.isnan(bd_points) else bd_points,
-            "bd_rate_bytes_percent": None if math.isnan(bd_rate) else bd_rate})
+            **same_bytes, "bd_rate_bytes_percent": None if math.isnan(bd_rate) else bd_rate})
     return out
 
 
@@ -91,7 +84,8 @@ def table(result: dict) -> str:
     lines = [f"{t['codec']} ({t['results']}) against {a['codec']} ({a['results']}), at equal bytes per face", ""]
     for c in result["comparisons"]:
         lines.append(f"{c['dataset']} / {c['recognizer']} / {c['protocol']} / {c['setting']}: BD accuracy "
-                     f"{_fmt(c['bd_accuracy_points'], '+.2f')} points, BD rate {_fmt(c['bd_rate_bytes_percent'], '+.1f')} %"
+                     f"{_fmt(c['bd_accuracy_points'], '+.2f')} points, "
+                     f"BD rate {_fmt(c['bd_rate_bytes_percent'], '+.1f')} %"
                      f" (uncompressed {100 * c['test_uncompressed_accuracy']:.2f} against "
                      f"{100 * c['anchor_uncompressed_accuracy']:.2f} %)")
         for p in c["points"]:

@@ -30,8 +30,9 @@ from tqdm import tqdm
 from facelink.cloud import config as cfgmod
 from facelink.cloud import datasets
 from facelink.cloud.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
+from facelink.cloud.from_registry import init_state, is_registry_ref
 from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
-from facelink.shared.alignment import ARCFACE_112, TEMPLATE_IDS, TEMPLATES, transform_points
+from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, transform_points
 from facelink.shared.paths import runs_dir
 from facelink.shared.roi import BackgroundBlur, region_weights
 
@@ -85,7 +86,7 @@ class TrainConfig:
     # every model before this key was trained). "image": only those that cover the 112×112 crop, as container
     # version 2 codes it: the others cost no rate and the decoder sees the entropy model's means there.
     latent_area: str = "padded"
-    # The template the face crops are aligned to (facelink.shared.alignment.TEMPLATE_IDS: what facelink-edge
+    # The template the face crops are aligned to (facelink.shared.alignment.CROP_TEMPLATES: what facelink-edge
     # --crop-template sends); a smaller one is the same framing in fewer pixels.
     crop_template: str = ARCFACE_112.name
 
@@ -99,7 +100,7 @@ class TrainConfig:
             raise cfgmod.ConfigError(f"train_only must be one of {', '.join(TRAINABLE)}, got {self.train_only!r}")
         if self.train_only == "decoder" and not self.init_from:
             raise cfgmod.ConfigError("train_only: decoder trains a decoder for an existing encoder: set init_from")
-        if self.train_only == "decoder" and self.init_from.startswith("registry:"):
+        if self.train_only == "decoder" and is_registry_ref(self.init_from):
             raise cfgmod.ConfigError("train_only: decoder keeps init_from's bitstream, but a rate point rebuilt from "
                                      "the registry has a refitted hyper-latent density (other tables): init from "
                                      "a run's model.pt")
@@ -110,10 +111,10 @@ class TrainConfig:
         if self.recognizer not in DIFFERENTIABLE_RECOGNIZERS:
             raise cfgmod.ConfigError(f"recognizer {self.recognizer!r} has no differentiable model here; "
                                      f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
-        crops = {t.name: t for t in TEMPLATE_IDS.values()}
-        if self.crop_template not in crops:
-            raise cfgmod.ConfigError(f"crop_template must be one of {', '.join(crops)}, got {self.crop_template!r}")
-        t = crops[self.crop_template]
+        if self.crop_template not in CROP_TEMPLATES:
+            raise cfgmod.ConfigError(f"crop_template must be one of {', '.join(CROP_TEMPLATES)}, "
+                                     f"got {self.crop_template!r}")
+        t = CROP_TEMPLATES[self.crop_template]
         if self.face_crop_fraction > 0 and self.patch < max(t.width, t.height):
             raise cfgmod.ConfigError(f"face crops are {t.width}×{t.height}: patch must be ≥ "
                                      f"{max(t.width, t.height)} when face_crop_fraction > 0, got {self.patch}")
@@ -229,9 +230,10 @@ def face_landmarks(files: list[Path], images: list[np.ndarray] | None = None,
 class LandmarkPatchSampler(PatchSampler):
     """Patches that know where the face is: random crops as :class:`PatchSampler` (share 1 − ``face_crop_fraction``)
     and the edge's aligned face crops (``crop_template``, by default ``ARCFACE_112`` at 112×112, padded to ``patch``
-    by edge replication as the edge pads to multiples of 64). Each patch carries its five landmarks; :meth:`batch_with_faces` returns the
-    matrices onto the recognizer's template and identity weights (0 when that template's region is not fully
-    inside the patch). Images without a detected face are skipped and counted in ``skipped``."""
+    by edge replication as the edge pads to multiples of 64). Each patch carries its five landmarks;
+    :meth:`batch_with_faces` returns the matrices onto the recognizer's template and identity weights (0 when that
+    template's region is not fully inside the patch). Images without a detected face are skipped and counted in
+    ``skipped``."""
 
     def __init__(self, files: list[Path], patch: int, min_scale: float, seed: int, face_crop_fraction: float = 0.0,
                  template=None, cache_dir: Path | None = None, flip_probability: float = 0.5,
@@ -294,15 +296,17 @@ class LandmarkPatchSampler(PatchSampler):
 
     def batch_with_faces(self, n: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
         """N×3×P×P patches in [0, 1], N×2×3 matrices (patch pixels → recognizer template), N identity weights, and
-        N×2 image sizes (rows, columns) inside each patch: the crop's template size before its padding, or the patch."""
+        N×2 image sizes (rows, columns) inside each patch: the crop's template size before its padding, or the
+        patch."""
         crops, mats, weights, sizes = [], [], [], []
+        t = self.crop_template
         for _ in range(n):
             crop, lm, is_crop = self.sample_with_landmarks()
             m = template_matrices(lm[None], self.template)[0]
             crops.append(crop)
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-            sizes.append((self.crop_template.height, self.crop_template.width) if is_crop else (self.patch, self.patch))
+            sizes.append((t.height, t.width) if is_crop else (self.patch, self.patch))
         return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
                 np.array(sizes, dtype=np.int64))
 
@@ -375,8 +379,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         step = state["step"]
         print(f"resumed from {ckpt} at step {step}")
     elif cfg.init_from:
-        from facelink.cloud.from_registry import init_state
-
         model.load_state_dict(init_state(cfg.init_from), strict=False)
         print(f"initialised from {cfg.init_from}")
     if step:
@@ -389,7 +391,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
     if cfg.uses_landmarks:
         sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction,
                                        background_blur=cfg.background_blur,
-                                       crop_template=TEMPLATES[cfg.crop_template])
+                                       crop_template=CROP_TEMPLATES[cfg.crop_template])
         identity = IdentityLoss(cfg.recognizer, device)  # with alpha 0 (the ablation) it is logged, not trained on
     else:
         sampler = PatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step)

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from facelink.shared import bitstream, registry
-from facelink.shared.alignment import ARCFACE_112, TEMPLATE_IDS, template_id
+from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, TEMPLATE_IDS, template_id
 from facelink.shared.roi import BackgroundBlur
 
 DEFAULT_CROP = ARCFACE_112.name
@@ -222,14 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--blur-background", nargs="?", type=float, const=BackgroundBlur.sigma, metavar="SIGMA",
                        help="with --full-frame: blur everything outside the detected faces (Gaussian SIGMA pixels, "
                             f"default {BackgroundBlur.sigma:g}) so the bits go to the faces")
-        p.add_argument("--crop-template", choices=[t.name for t in TEMPLATE_IDS.values()],
+        p.add_argument("--crop-template", choices=list(CROP_TEMPLATES),
                        help=f"what the face is aligned to and coded as (default {DEFAULT_CROP}); a smaller crop of the "
                             "same framing costs fewer bytes, and the cloud scales it up for its recognizers")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
         p.add_argument("--format-version", type=int, choices=bitstream.READABLE_VERSIONS,
                        default=bitstream.FORMAT_VERSION,
                        help=f"bitstream container version to write (default {bitstream.FORMAT_VERSION}; 1 for a "
-                            "server that reads only version 1: a larger container, about a fifth more bytes per face crop)")
+                            "server that reads only version 1: a larger container, about a fifth more bytes per "
+                            "face crop)")
 
     p = sub.add_parser("encode", help="code one image into a .flk bitstream")
     p.add_argument("image")

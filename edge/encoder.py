@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facelink.shared import bitstream, codec, registry
-from facelink.shared.alignment import ARCFACE_112, TEMPLATES, Template, align, template_id
+from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, Template, align, template_id
 from facelink.shared.detection import Detection, YuNet
 from facelink.shared.roi import BackgroundBlur
 
@@ -102,10 +102,9 @@ class EdgePipeline:
                  crop_template: str = ARCFACE_112.name):
         if blur_background is not None and not full_frame:
             raise ValueError("background blur applies to full-frame coding (a face crop is all face)")
-        template = TEMPLATES.get(crop_template)
-        if template is None:
-            raise ValueError(f"unknown crop template {crop_template!r}; known: {', '.join(TEMPLATES)}")
-        template_id(template)  # a crop the container cannot name cannot be sent
+        template = CROP_TEMPLATES.get(crop_template)
+        if template is None:  # a crop the container cannot name cannot be sent
+            raise ValueError(f"unknown crop template {crop_template!r}; known: {', '.join(CROP_TEMPLATES)}")
         self.encoder = EdgeEncoder(model, threads, format_version)
         self.full_frame = full_frame
         self.blur = blur_background

@@ -59,6 +59,8 @@ FACENET_160 = _t("facenet-160", 160, 160, [
 TEMPLATES = {t.name: t for t in (MOBILEFACENET_96x112, ARCFACE_112, ARCFACE_96, ARCFACE_80, DLIB_150, FACENET_160)}
 # Template ids carried in the bitstream container (one byte); 0 means "not an aligned crop".
 TEMPLATE_IDS = {1: ARCFACE_112, 2: ARCFACE_96, 3: ARCFACE_80}
+# The templates a face crop can be sent as (those the container can name), by name.
+CROP_TEMPLATES = {t.name: t for t in TEMPLATE_IDS.values()}
 
 
 def template_id(template: Template) -> int:

@@ -114,3 +114,7 @@ def test_edge_codes_a_smaller_crop_template_that_the_cloud_reads(tmp_path, demo_
     assert "--crop-template applies to face crops" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         edge_cli.main(["encode", src, "--crop-template", "dlib-150"])  # a template the container cannot name
+    from facelink.edge.encoder import EdgePipeline
+
+    with pytest.raises(ValueError, match="unknown crop template 'dlib-150'"):
+        EdgePipeline(crop_template="dlib-150")
