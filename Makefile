@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong bench-iprlong bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -120,13 +120,29 @@ train-pixv: $(STAMP)
 	$(call train-rates,pixv,pixv,Ablation of face-iprv: pixel loss only on the same version-2 face crops and chain,--out-root runs/models,$(CROP_RATES))
 # The seventh pair of ladders, for a smaller crop: face-ipr-q0/q1 (committed, so a fresh clone can run this) fine-tuned
 # 1,200 steps per point on aligned crops at 96×96 (train-ipr96) and, as its control, with the same recipe, starts and
-# seeds at 112×112 (train-ipr112); both coded as container version 2 codes a crop. bench-template-lfw-full measures
+# seeds at 112×112 (train-ipr112, which adds q0, λ 0.0003, to extend the curve under 216 bytes per face for
+# bench-iprlong); both coded as container version 2 codes a crop. bench-template-lfw-full measures
 # each at its own crop size beside the untuned face-ipr points and HEVC on the same crops.
 TEMPLATE_RATES ?= 1 2 3 4
 train-ipr96: $(STAMP)
 	$(call train-rates,ipr96,ipr96,IPR fine-tuned on 96x96 aligned face crops,--out-root runs/models,$(TEMPLATE_RATES))
 train-ipr112: $(STAMP)
-	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES))
+	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES) 0)
+# The steps lever on the CPU: ipr112-q1's recipe, start and seed trained 13,200 steps instead of 1,200 (about 70 min on
+# 2 CPU threads; no pixel-loss ablation of it was trained). bench-iprlong measures it beside the ipr112 ladder and
+# HEVC on the same 112x112 crops and compares it with the ipr112 curve and HEVC's at equal bytes per face
+# -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
+train-iprlong: $(STAMP)
+	$(call train-rates,iprlong,iprlong,ipr112-q1 trained 11x as long (the steps lever),--out-root runs/models,1)
+bench-iprlong: $(STAMP) system-deps
+	@test -f runs/models/face-iprlong-q1/manifest.json || $(MAKE) train-iprlong
+	@test -f runs/models/face-ipr112-q0/manifest.json || $(MAKE) train-ipr112
+	@set -e; mkdir -p benchmarks/results/iprlong-compare; for ds in lfw celeba; do \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlong facelink-ipr112 hevc,iprlong-$$ds-crop); \
+	  for a in facelink-ipr112 hevc; do $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:$$a \
+	    benchmarks/results/iprlong-$$ds-crop:facelink-iprlong --out benchmarks/results/iprlong-compare/$$ds-vs-$$a.json; \
+	  done; \
+	done
 # $(call template-bench,dataset,codecs besides uncompressed, the ladder and HEVC): each ladder at its own crop size.
 define template-bench
 	@test -f runs/models/face-ipr96-q4/manifest.json || $(MAKE) train-ipr96

@@ -479,7 +479,8 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprch": "facelink IPR α 1200, face-crop-tuned",
                  "iprv": "facelink IPR, tuned for version-2 crops",
                  "pixv": "facelink pixel loss, tuned for version-2 crops (ablation)",
-                 "ipr96": "facelink IPR, tuned for 96×96 crops", "ipr112": "facelink IPR, tuned for 112×112 crops"}
+                 "ipr96": "facelink IPR, tuned for 96×96 crops", "ipr112": "facelink IPR, tuned for 112×112 crops",
+                 "iprlong": "facelink IPR, ipr112-q1 trained 11× as long"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the

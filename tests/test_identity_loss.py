@@ -384,3 +384,13 @@ def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
         assert {k for k in small if small[k] != control[k]} == {"crop_template"}
         assert small["crop_template"] == "arcface-96" and control["crop_template"] == "arcface-112"
         assert small["init_from"].startswith("registry:face-ipr-") and small["latent_area"] == "image"
+
+
+def test_long_run_differs_from_its_control_only_in_steps():
+    """iprlong-q1 is ipr112-q1 trained 11× as long: same recipe, start and seed, so a difference at equal bytes is
+    what the extra steps bought."""
+    long = config.to_dict(config.load(TrainConfig, CONFIGS / "iprlong-q1.yaml"))
+    control = config.to_dict(config.load(TrainConfig, CONFIGS / "ipr112-q1.yaml"))
+    assert {k for k in long if long[k] != control[k]} == {"steps"}
+    assert long["steps"] == 11 * control["steps"]
+
