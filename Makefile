@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong bench-iprlong bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong train-pixlong bench-iprlong bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -134,6 +134,9 @@ train-ipr112: $(STAMP)
 # -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
 train-iprlong: $(STAMP)
 	$(call train-rates,iprlong,iprlong,ipr112-q1 trained 11x as long (the steps lever),--out-root runs/models,1)
+# Its pixel-loss ablation (alpha 0, at the lambda that lands near its bytes); begun at stop 16, not yet benchmarked.
+train-pixlong: $(STAMP)
+	$(call train-rates,pixlong,pixlong,Ablation of face-iprlong: pixel loss only at the lambda that matches its bytes,--out-root runs/models,1)
 bench-iprlong: $(STAMP) system-deps
 	@test -f runs/models/face-iprlong-q1/manifest.json || $(MAKE) train-iprlong
 	@test -f runs/models/face-ipr112-q0/manifest.json || $(MAKE) train-ipr112

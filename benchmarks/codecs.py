@@ -480,13 +480,14 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "iprv": "facelink IPR, tuned for version-2 crops",
                  "pixv": "facelink pixel loss, tuned for version-2 crops (ablation)",
                  "ipr96": "facelink IPR, tuned for 96×96 crops", "ipr112": "facelink IPR, tuned for 112×112 crops",
-                 "iprlong": "facelink IPR, ipr112-q1 trained 11× as long"}
+                 "iprlong": "facelink IPR, ipr112-q1 trained 11× as long",
+                 "pixlong": "facelink pixel loss, trained as long as iprlong (ablation)"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the
 # decoder of the very same bitstream (iprb's encoder and tables) with α = 0: equal bits by construction.
 ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc", "iprch": "pixc",
-               "iprv": "pixv"}
+               "iprv": "pixv", "iprlong": "pixlong"}
 
 
 # The ladder each fine-tuned family started from, rate point by rate point: the report compares them at equal bits.

@@ -394,3 +394,12 @@ def test_long_run_differs_from_its_control_only_in_steps():
     assert {k for k in long if long[k] != control[k]} == {"steps"}
     assert long["steps"] == 11 * control["steps"]
 
+
+
+def test_long_run_ablation_differs_only_in_the_identity_term_and_lambda():
+    """pixlong-q1 is iprlong-q1 without the identity term, at a λ chosen to land near its bytes (compared at equal
+    bytes, not equal λ)."""
+    ablation = config.to_dict(config.load(TrainConfig, CONFIGS / "pixlong-q1.yaml"))
+    long = config.to_dict(config.load(TrainConfig, CONFIGS / "iprlong-q1.yaml"))
+    assert {k for k in long if long[k] != ablation[k]} == {"alpha", "lmbda"}
+    assert ablation["alpha"] == 0 and long["alpha"] > 0
