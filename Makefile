@@ -129,9 +129,9 @@ train-ipr96: $(STAMP)
 train-ipr112: $(STAMP)
 	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES) 0)
 # The steps lever on the CPU: ipr112-q1's recipe, start and seed trained 13,200 steps instead of 1,200 (about 70 min on
-# 2 CPU threads; its ablation is train-pixlong below, not yet in the benchmark). bench-iprlong measures it beside the ipr112 ladder and
-# HEVC on the same 112x112 crops and compares it with the ipr112 curve and HEVC's at equal bytes per face
-# -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
+# 2 CPU threads; its ablation is train-pixlong below, not yet in the benchmark). bench-iprlong measures it beside the
+# ipr112 ladder and HEVC on the same 112x112 crops and compares it with the ipr112 curve and HEVC's at equal bytes per
+# face -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
 train-iprlong: $(STAMP)
 	$(call train-rates,iprlong,iprlong,ipr112-q1 trained 11x as long (the steps lever),--out-root runs/models,1)
 # Its pixel-loss ablation (alpha 0, at the lambda that lands near its bytes); begun at stop 16, not yet benchmarked.

@@ -18,6 +18,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "configs"
 FACES = sorted(DEMO_FACES_DIR.glob("*/*.jpg"))
 
 
+def _stored_config(name: str) -> dict:
+    """A committed training configuration (cloud/configs/NAME.yaml), schema-checked, as a plain mapping."""
+    return config.to_dict(config.load(TrainConfig, CONFIGS / f"{name}.yaml"))
+
+
+def _differing_keys(a: dict, b: dict) -> set:
+    return {k for k in a if a[k] != b[k]}
+
+
 def _rgb(path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
@@ -259,7 +268,7 @@ def test_rate_point_configs_form_two_matching_ladders():
     for q in range(1, 6):
         assert ipr[q].alpha > 0 and pix[q].alpha == 0.0
         a, b = config.to_dict(ipr[q]), config.to_dict(pix[q])
-        diff = {k for k in a if a[k] != b[k]}
+        diff = _differing_keys(a, b)
         assert diff == ({"alpha"} if q == 5 else {"alpha", "init_from"}), diff
 
 
@@ -306,16 +315,15 @@ def test_face_crop_ladder_and_its_ablation_see_the_same_samples():
         assert ipr.init_from == f"runs/iprb-q{q}/model.pt" and pix.init_from == f"runs/pixb-q{q}/model.pt"
         assert ipr.lmbda == config.load(TrainConfig, CONFIGS / f"iprb-q{q}.yaml").lmbda
         a, b = config.to_dict(ipr), config.to_dict(pix)
-        assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
+        assert _differing_keys(a, b) == {"alpha", "init_from"}
         assert ipr.alpha > 0 and pix.alpha == 0.0
 
 
 def test_stronger_identity_weight_changes_only_alpha():
     """iprch: iprc with α × 4 and nothing else, so any difference at equal bytes is the identity weight's."""
     for q in (1, 2):
-        strong = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprch-q{q}.yaml"))
-        base = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml"))
-        assert {k for k in base if base[k] != strong[k]} == {"alpha"} and strong["alpha"] == 4 * base["alpha"]
+        strong, base = _stored_config(f"iprch-q{q}"), _stored_config(f"iprc-q{q}")
+        assert _differing_keys(base, strong) == {"alpha"} and strong["alpha"] == 4 * base["alpha"]
 
 
 def test_training_codes_a_crop_as_container_version_2_does():
@@ -346,12 +354,12 @@ def test_version_2_crop_ladder_and_its_ablation_see_the_same_samples():
     for q in range(1, 6):
         ipr = config.load(TrainConfig, CONFIGS / f"iprv-q{q}.yaml")
         pix = config.load(TrainConfig, CONFIGS / f"pixv-q{q}.yaml")
-        base = config.to_dict(config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml"))
+        base = _stored_config(f"iprc-q{q}")
         assert ipr.latent_area == "image" and ipr.init_from == f"runs/iprc-q{q}/model.pt"
         assert pix.init_from == f"runs/pixc-q{q}/model.pt"
         a, b = config.to_dict(ipr), config.to_dict(pix)
-        assert {k for k in a if a[k] != b[k]} == {"alpha", "init_from"}
-        assert {k for k in a if a[k] != base[k]} == {"latent_area", "init_from", "seed"}
+        assert _differing_keys(a, b) == {"alpha", "init_from"}
+        assert _differing_keys(a, base) == {"latent_area", "init_from", "seed"}
 
 
 def test_sampler_crops_to_the_configured_template(tmp_path):
@@ -379,9 +387,8 @@ def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
     """ipr96 / ipr112: the same recipe, committed starting point and seed; only the crop template differs, so a
     difference at equal bytes is the crop size's."""
     for q in range(1, 5):
-        small = config.to_dict(config.load(TrainConfig, CONFIGS / f"ipr96-q{q}.yaml"))
-        control = config.to_dict(config.load(TrainConfig, CONFIGS / f"ipr112-q{q}.yaml"))
-        assert {k for k in small if small[k] != control[k]} == {"crop_template"}
+        small, control = _stored_config(f"ipr96-q{q}"), _stored_config(f"ipr112-q{q}")
+        assert _differing_keys(small, control) == {"crop_template"}
         assert small["crop_template"] == "arcface-96" and control["crop_template"] == "arcface-112"
         assert small["init_from"].startswith("registry:face-ipr-") and small["latent_area"] == "image"
 
@@ -389,17 +396,14 @@ def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
 def test_long_run_differs_from_its_control_only_in_steps():
     """iprlong-q1 is ipr112-q1 trained 11× as long: same recipe, start and seed, so a difference at equal bytes is
     what the extra steps bought."""
-    long = config.to_dict(config.load(TrainConfig, CONFIGS / "iprlong-q1.yaml"))
-    control = config.to_dict(config.load(TrainConfig, CONFIGS / "ipr112-q1.yaml"))
-    assert {k for k in long if long[k] != control[k]} == {"steps"}
+    long, control = _stored_config("iprlong-q1"), _stored_config("ipr112-q1")
+    assert _differing_keys(long, control) == {"steps"}
     assert long["steps"] == 11 * control["steps"]
-
 
 
 def test_long_run_ablation_differs_only_in_the_identity_term_and_lambda():
     """pixlong-q1 is iprlong-q1 without the identity term, at a λ chosen to land near its bytes (compared at equal
     bytes, not equal λ)."""
-    ablation = config.to_dict(config.load(TrainConfig, CONFIGS / "pixlong-q1.yaml"))
-    long = config.to_dict(config.load(TrainConfig, CONFIGS / "iprlong-q1.yaml"))
-    assert {k for k in long if long[k] != ablation[k]} == {"alpha", "lmbda"}
+    ablation, long = _stored_config("pixlong-q1"), _stored_config("iprlong-q1")
+    assert _differing_keys(long, ablation) == {"alpha", "lmbda"}
     assert ablation["alpha"] == 0 and long["alpha"] > 0
