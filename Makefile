@@ -128,22 +128,25 @@ train-ipr96: $(STAMP)
 	$(call train-rates,ipr96,ipr96,IPR fine-tuned on 96x96 aligned face crops,--out-root runs/models,$(TEMPLATE_RATES))
 train-ipr112: $(STAMP)
 	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES) 0)
-# The steps lever on the CPU: ipr112-q1's recipe, start and seed trained 13,200 steps instead of 1,200 (about 70 min on
-# 2 CPU threads; its ablation is train-pixlong below, not yet in the benchmark). bench-iprlong measures it beside the
-# ipr112 ladder and HEVC on the same 112x112 crops and compares it with the ipr112 curve and HEVC's at equal bytes per
-# face -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
+# The steps lever on the CPU: ipr112-q1's and ipr112-q4's recipes, starts and seeds trained 13,200 steps instead of
+# 1,200 (55-70 min each on 2 CPU threads). bench-iprlong measures them and the q1 ablation beside the ipr112 ladder
+# and HEVC on the same 112x112 crops and compares each with the ipr112 curve and HEVC's at equal bytes per face
+# -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare (<dataset>-vs-<anchor>.json: iprlong;
+# <dataset>-pixlong-vs-<anchor>.json: pixlong).
 train-iprlong: $(STAMP)
-	$(call train-rates,iprlong,iprlong,ipr112-q1 trained 11x as long (the steps lever),--out-root runs/models,1)
-# Its pixel-loss ablation (alpha 0, at the lambda that lands near its bytes); begun at stop 16, not yet benchmarked.
+	$(call train-rates,iprlong,iprlong,the ipr112 recipe trained 11x as long (the steps lever),--out-root runs/models,1 4)
+# Its pixel-loss ablation: alpha 0 at the lambda that lands near its bytes, same start, seed and steps.
 train-pixlong: $(STAMP)
 	$(call train-rates,pixlong,pixlong,Ablation of face-iprlong: pixel loss only at the lambda that matches its bytes,--out-root runs/models,1)
 bench-iprlong: $(STAMP) system-deps
-	@test -f runs/models/face-iprlong-q1/manifest.json || $(MAKE) train-iprlong
+	@test -f runs/models/face-iprlong-q4/manifest.json || $(MAKE) train-iprlong
+	@test -f runs/models/face-pixlong-q1/manifest.json || $(MAKE) train-pixlong
 	@test -f runs/models/face-ipr112-q0/manifest.json || $(MAKE) train-ipr112
 	@set -e; mkdir -p benchmarks/results/iprlong-compare; for ds in lfw celeba; do \
-	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlong facelink-ipr112 hevc,iprlong-$$ds-crop); \
-	  for a in facelink-ipr112 hevc; do $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:$$a \
-	    benchmarks/results/iprlong-$$ds-crop:facelink-iprlong --out benchmarks/results/iprlong-compare/$$ds-vs-$$a.json; \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlong facelink-pixlong facelink-ipr112 hevc,iprlong-$$ds-crop); \
+	  for a in facelink-ipr112 hevc; do r=benchmarks/results/iprlong-$$ds-crop; o=benchmarks/results/iprlong-compare/$$ds; \
+	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-iprlong --out $$o-vs-$$a.json; \
+	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-pixlong --out $$o-pixlong-vs-$$a.json; \
 	  done; \
 	done
 # $(call template-bench,dataset,codecs besides uncompressed, the ladder and HEVC): each ladder at its own crop size.

@@ -393,10 +393,11 @@ def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
         assert small["init_from"].startswith("registry:face-ipr-") and small["latent_area"] == "image"
 
 
-def test_long_run_differs_from_its_control_only_in_steps():
-    """iprlong-q1 is ipr112-q1 trained 11× as long: same recipe, start and seed, so a difference at equal bytes is
+@pytest.mark.parametrize("q", [1, 4])
+def test_long_run_differs_from_its_control_only_in_steps(q):
+    """iprlong-qN is ipr112-qN trained 11× as long: same recipe, start and seed, so a difference at equal bytes is
     what the extra steps bought."""
-    long, control = _stored_config("iprlong-q1"), _stored_config("ipr112-q1")
+    long, control = _stored_config(f"iprlong-q{q}"), _stored_config(f"ipr112-q{q}")
     assert _differing_keys(long, control) == {"steps"}
     assert long["steps"] == 11 * control["steps"]
 
