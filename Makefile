@@ -138,13 +138,15 @@ train-iprlong: $(STAMP)
 # Its pixel-loss ablation: alpha 0 at the lambda that lands near its bytes, same start, seed and steps.
 train-pixlong: $(STAMP)
 	$(call train-rates,pixlong,pixlong,Ablation of face-iprlong: pixel loss only at the lambda that matches its bytes,--out-root runs/models,1)
+IPRLONG_CODECS := uncompressed facelink-iprlong facelink-pixlong facelink-ipr112 hevc
 bench-iprlong: $(STAMP) system-deps
 	@test -f runs/models/face-iprlong-q4/manifest.json || $(MAKE) train-iprlong
 	@test -f runs/models/face-pixlong-q1/manifest.json || $(MAKE) train-pixlong
 	@test -f runs/models/face-ipr112-q0/manifest.json || $(MAKE) train-ipr112
 	@set -e; mkdir -p benchmarks/results/iprlong-compare; for ds in lfw celeba; do \
-	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlong facelink-pixlong facelink-ipr112 hevc,iprlong-$$ds-crop); \
-	  for a in facelink-ipr112 hevc; do r=benchmarks/results/iprlong-$$ds-crop; o=benchmarks/results/iprlong-compare/$$ds; \
+	  $(call full-bench,$$ds,face-crop,$(IPRLONG_CODECS),iprlong-$$ds-crop); \
+	  r=benchmarks/results/iprlong-$$ds-crop; o=benchmarks/results/iprlong-compare/$$ds; \
+	  for a in facelink-ipr112 hevc; do \
 	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-iprlong --out $$o-vs-$$a.json; \
 	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-pixlong --out $$o-pixlong-vs-$$a.json; \
 	  done; \
