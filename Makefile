@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong train-pixlong bench-iprlong bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong train-pixlong bench-iprlong train-iprlr bench-iprlr bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -149,6 +149,23 @@ bench-iprlong: $(STAMP) system-deps
 	  for a in facelink-ipr112 hevc; do \
 	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-iprlong --out $$o-vs-$$a.json; \
 	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-pixlong --out $$o-pixlong-vs-$$a.json; \
+	  done; \
+	done
+# The learning-rate lever on the CPU: ipr112-q1's recipe, start, seed and 1,200 steps at Adam learning rates 5e-4 and
+# 1e-3 instead of 1e-4 (13 min each with one thread, both at once). bench-iprlr measures both on the LFW View 2 and
+# CelebA test crops and compares each with the committed ipr112 curve (same crops, same pairs) at equal bytes per
+# face, as iprlong-compare does for iprlong-q1 -> benchmarks/results/iprlr-<dataset>-crop, iprlr-compare.
+train-iprlr: $(STAMP)
+	$(call train-rates,iprlr5,iprlr5,the ipr112-q1 recipe at learning rate 5e-4,--out-root runs/models,1)
+	$(call train-rates,iprlr10,iprlr10,the ipr112-q1 recipe at learning rate 1e-3,--out-root runs/models,1)
+bench-iprlr: $(STAMP) system-deps
+	@test -f runs/models/face-iprlr10-q1/manifest.json || $(MAKE) train-iprlr
+	@set -e; mkdir -p benchmarks/results/iprlr-compare; for ds in lfw celeba; do \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlr5 facelink-iprlr10,iprlr-$$ds-crop); \
+	  r=benchmarks/results/iprlr-$$ds-crop; o=benchmarks/results/iprlr-compare/$$ds; \
+	  for c in iprlr5 iprlr10; do \
+	    $(BIN)/facelink bench compare --force benchmarks/results/template-$$ds-crop-112:facelink-ipr112 \
+	      $$r:facelink-$$c --out $$o-$$c-vs-ipr112.json; \
 	  done; \
 	done
 # $(call template-bench,dataset,codecs besides uncompressed, the ladder and HEVC): each ladder at its own crop size.

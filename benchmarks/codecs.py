@@ -481,7 +481,9 @@ FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)",
                  "pixv": "facelink pixel loss, tuned for version-2 crops (ablation)",
                  "ipr96": "facelink IPR, tuned for 96×96 crops", "ipr112": "facelink IPR, tuned for 112×112 crops",
                  "iprlong": "facelink IPR, ipr112-q1 trained 11× as long",
-                 "pixlong": "facelink pixel loss, trained as long as iprlong (ablation)"}
+                 "pixlong": "facelink pixel loss, trained as long as iprlong (ablation)",
+                 "iprlr5": "facelink IPR, ipr112-q1 at learning rate 5e-4",
+                 "iprlr10": "facelink IPR, ipr112-q1 at learning rate 1e-3"}
 
 
 # The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the

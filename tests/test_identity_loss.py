@@ -408,3 +408,12 @@ def test_long_run_ablation_differs_only_in_the_identity_term_and_lambda():
     ablation, long = _stored_config("pixlong-q1"), _stored_config("iprlong-q1")
     assert _differing_keys(long, ablation) == {"alpha", "lmbda"}
     assert ablation["alpha"] == 0 and long["alpha"] > 0
+
+
+@pytest.mark.parametrize("name, lr", [("iprlr5-q1", 5e-4), ("iprlr10-q1", 1e-3)])
+def test_learning_rate_probe_differs_from_its_control_only_in_the_learning_rate(name, lr):
+    """iprlr5-q1 / iprlr10-q1 are ipr112-q1 at a higher Adam learning rate: same recipe, start, seed and steps, so
+    a difference at equal bytes is the step size's."""
+    probe, control = _stored_config(name), _stored_config("ipr112-q1")
+    assert _differing_keys(probe, control) == {"lr"}
+    assert probe["lr"] == lr and control["lr"] == 1e-4
