@@ -153,8 +153,9 @@ bench-iprlong: $(STAMP) system-deps
 	done
 # The learning-rate lever on the CPU: ipr112-q1's recipe, start, seed and 1,200 steps at Adam learning rates 5e-4 and
 # 1e-3 instead of 1e-4 (13 min each with one thread, both at once). bench-iprlr measures both on the LFW View 2 and
-# CelebA test crops and compares each with the committed ipr112 curve (same crops, same pairs) at equal bytes per
-# face, as iprlong-compare does for iprlong-q1 -> benchmarks/results/iprlr-<dataset>-crop, iprlr-compare.
+# CelebA test crops and compares each with the committed ipr112 curve with its q0 (iprlong-<dataset>-crop: same
+# crops, same pairs) at equal bytes per face, as iprlong-compare does for iprlong-q1
+# -> benchmarks/results/iprlr-<dataset>-crop, iprlr-compare.
 train-iprlr: $(STAMP)
 	$(call train-rates,iprlr5,iprlr5,the ipr112-q1 recipe at learning rate 5e-4,--out-root runs/models,1)
 	$(call train-rates,iprlr10,iprlr10,the ipr112-q1 recipe at learning rate 1e-3,--out-root runs/models,1)
@@ -164,7 +165,7 @@ bench-iprlr: $(STAMP) system-deps
 	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlr5 facelink-iprlr10,iprlr-$$ds-crop); \
 	  r=benchmarks/results/iprlr-$$ds-crop; o=benchmarks/results/iprlr-compare/$$ds; \
 	  for c in iprlr5 iprlr10; do \
-	    $(BIN)/facelink bench compare --force benchmarks/results/template-$$ds-crop-112:facelink-ipr112 \
+	    $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:facelink-ipr112 \
 	      $$r:facelink-$$c --out $$o-$$c-vs-ipr112.json; \
 	  done; \
 	done
