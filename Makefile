@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong train-pixlong bench-iprlong train-iprlr bench-iprlr bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
+.PHONY: all install system-deps demo test test-fast bench bench-ipr bench-iprf bench-roi bench-roi-lfw-full bench-recognizers train-first export-first train-ipr train-pixel train-iprf train-pixf train-iprb train-pixb train-iprc train-pixc train-iprch train-iprv train-pixv train-ipr96 train-ipr112 train-iprlong train-pixlong bench-iprlong bench-pixlong train-iprlr bench-iprlr bench-ceiling bench-template-lfw-full bench-template-celeba-full train-iprd train-iprd0 train-iprdh bench-dec-lfw-full bench-crop-lfw-full bench-cropc-lfw-full bench-cropc-celeba-full bench-cropv-lfw-full bench-cropv-celeba-full verify-bitexact proto clean
 
 all: test
 
@@ -128,27 +128,34 @@ train-ipr96: $(STAMP)
 	$(call train-rates,ipr96,ipr96,IPR fine-tuned on 96x96 aligned face crops,--out-root runs/models,$(TEMPLATE_RATES))
 train-ipr112: $(STAMP)
 	$(call train-rates,ipr112,ipr112,IPR fine-tuned on 112x112 aligned face crops (control of face-ipr96),--out-root runs/models,$(TEMPLATE_RATES) 0)
-# The steps lever on the CPU: ipr112-q1's and ipr112-q4's recipes, starts and seeds trained 13,200 steps instead of
-# 1,200 (55-70 min each on 2 CPU threads). bench-iprlong measures them and the q1 ablation beside the ipr112 ladder
-# and HEVC on the same 112x112 crops and compares each with the ipr112 curve and HEVC's at equal bytes per face
-# -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare (<dataset>-vs-<anchor>.json: iprlong;
-# <dataset>-pixlong-vs-<anchor>.json: pixlong).
+# The steps lever on the CPU: ipr112-q1's recipe, start and seed trained 13,200 steps instead of 1,200 (67.5 min on
+# 2 CPU threads); IPRLONG_RATES="1 4" adds iprlong-q4, ipr112-q4 trained the same way (configured, not yet trained).
+# bench-iprlong measures iprlong-q1 beside the ipr112 ladder and HEVC on the same 112x112 crops and compares it with
+# the ipr112 curve and HEVC's at equal bytes per face -> benchmarks/results/iprlong-<dataset>-crop, iprlong-compare.
+IPRLONG_RATES ?= 1
 train-iprlong: $(STAMP)
-	$(call train-rates,iprlong,iprlong,the ipr112 recipe trained 11x as long (the steps lever),--out-root runs/models,1 4)
-# Its pixel-loss ablation: alpha 0 at the lambda that lands near its bytes, same start, seed and steps.
+	$(call train-rates,iprlong,iprlong,the ipr112 recipe trained 11x as long (the steps lever),--out-root runs/models,$(IPRLONG_RATES))
+# Its pixel-loss ablation: alpha 0 at the lambda that lands near its bytes, same start, seed and steps. bench-pixlong
+# measures it on the same crops and pairs and compares it with the ipr112 curve and HEVC's committed in
+# iprlong-<dataset>-crop, as iprlong-q1 was -> benchmarks/results/pixlong-<dataset>-crop,
+# iprlong-compare/<dataset>-pixlong-vs-<anchor>.json.
 train-pixlong: $(STAMP)
 	$(call train-rates,pixlong,pixlong,Ablation of face-iprlong: pixel loss only at the lambda that matches its bytes,--out-root runs/models,1)
-IPRLONG_CODECS := uncompressed facelink-iprlong facelink-pixlong facelink-ipr112 hevc
 bench-iprlong: $(STAMP) system-deps
-	@test -f runs/models/face-iprlong-q4/manifest.json || $(MAKE) train-iprlong
-	@test -f runs/models/face-pixlong-q1/manifest.json || $(MAKE) train-pixlong
+	@test -f runs/models/face-iprlong-q1/manifest.json || $(MAKE) train-iprlong
 	@test -f runs/models/face-ipr112-q0/manifest.json || $(MAKE) train-ipr112
 	@set -e; mkdir -p benchmarks/results/iprlong-compare; for ds in lfw celeba; do \
-	  $(call full-bench,$$ds,face-crop,$(IPRLONG_CODECS),iprlong-$$ds-crop); \
-	  r=benchmarks/results/iprlong-$$ds-crop; o=benchmarks/results/iprlong-compare/$$ds; \
-	  for a in facelink-ipr112 hevc; do \
-	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-iprlong --out $$o-vs-$$a.json; \
-	    $(BIN)/facelink bench compare --force $$r:$$a $$r:facelink-pixlong --out $$o-pixlong-vs-$$a.json; \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-iprlong facelink-ipr112 hevc,iprlong-$$ds-crop); \
+	  for a in facelink-ipr112 hevc; do $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:$$a \
+	    benchmarks/results/iprlong-$$ds-crop:facelink-iprlong --out benchmarks/results/iprlong-compare/$$ds-vs-$$a.json; \
+	  done; \
+	done
+bench-pixlong: $(STAMP) system-deps
+	@test -f runs/models/face-pixlong-q1/manifest.json || $(MAKE) train-pixlong
+	@set -e; mkdir -p benchmarks/results/iprlong-compare; for ds in lfw celeba; do \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-pixlong,pixlong-$$ds-crop); \
+	  for a in facelink-ipr112 hevc; do $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:$$a \
+	    benchmarks/results/pixlong-$$ds-crop:facelink-pixlong --out benchmarks/results/iprlong-compare/$$ds-pixlong-vs-$$a.json; \
 	  done; \
 	done
 # The learning-rate lever on the CPU: ipr112-q1's recipe, start, seed and 1,200 steps at Adam learning rates 5e-4 and
@@ -168,6 +175,17 @@ bench-iprlr: $(STAMP) system-deps
 	    $(BIN)/facelink bench compare --force benchmarks/results/iprlong-$$ds-crop:facelink-ipr112 \
 	      $$r:facelink-$$c --out $$o-$$c-vs-ipr112.json; \
 	  done; \
+	done
+# Where the committed ladder tops out on face crops: face-ipr-q0 ... q5 (q4 and q5 never measured on crops before)
+# on the LFW View 2 and CelebA test crops, compared with HEVC's curve in template-<dataset>-crop-112 (same crops, same
+# pairs) at equal bytes per face -> benchmarks/results/ceiling-<dataset>-crop, ceiling-compare.
+bench-ceiling: $(STAMP) system-deps
+	@set -e; mkdir -p benchmarks/results/ceiling-compare; for ds in lfw celeba; do \
+	  $(BIN)/facelink bench run --datasets $$ds --protocols face-crop --settings asymmetric \
+	    --recognizers mobilefacenet,sface --no-flip-for sface --codecs uncompressed facelink-ipr --workers 2 \
+	    --out benchmarks/results/ceiling-$$ds-crop; \
+	  $(BIN)/facelink bench compare --force benchmarks/results/template-$$ds-crop-112:hevc \
+	    benchmarks/results/ceiling-$$ds-crop:facelink-ipr --out benchmarks/results/ceiling-compare/$$ds-ipr-vs-hevc.json; \
 	done
 # $(call template-bench,dataset,codecs besides uncompressed, the ladder and HEVC): each ladder at its own crop size.
 define template-bench
