@@ -181,9 +181,7 @@ bench-iprlr: $(STAMP) system-deps
 # pairs) at equal bytes per face -> benchmarks/results/ceiling-<dataset>-crop, ceiling-compare.
 bench-ceiling: $(STAMP) system-deps
 	@set -e; mkdir -p benchmarks/results/ceiling-compare; for ds in lfw celeba; do \
-	  $(BIN)/facelink bench run --datasets $$ds --protocols face-crop --settings asymmetric \
-	    --recognizers mobilefacenet,sface --no-flip-for sface --codecs uncompressed facelink-ipr --workers 2 \
-	    --out benchmarks/results/ceiling-$$ds-crop; \
+	  $(call full-bench,$$ds,face-crop,uncompressed facelink-ipr,ceiling-$$ds-crop); \
 	  $(BIN)/facelink bench compare --force benchmarks/results/template-$$ds-crop-112:hevc \
 	    benchmarks/results/ceiling-$$ds-crop:facelink-ipr --out benchmarks/results/ceiling-compare/$$ds-ipr-vs-hevc.json; \
 	done
