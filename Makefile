@@ -34,7 +34,7 @@ test: $(STAMP) system-deps
 
 # The foundation's first model: training (about 30 min on 2 CPU cores), export into the registry, golden vectors.
 train-first: $(STAMP)
-	$(BIN)/facelink train --config cloud/configs/first-model.yaml --out runs/first-model --resume
+	$(BIN)/facelink train --config cloud/training/configs/first-model.yaml --out runs/first-model --resume
 export-first: $(STAMP)
 	$(BIN)/facelink export --checkpoint runs/first-model/model.pt --name face-msh-q4 \
 	  --description "Foundation first model: pixel loss only (lambda 0.013), LFW images outside View 2 + CelebA train identities" \
@@ -50,9 +50,9 @@ export-first: $(STAMP)
 # $(call train-rates,config/run prefix,registry prefix,description,export options[,rate points in training order])
 define train-rates
 	@set -e; for q in $(or $(5),5 4 3 2 1 0); do \
-	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
+	  test -f runs/$(1)-q$$q/model.pt || $(BIN)/facelink train --config cloud/training/configs/$(1)-q$$q.yaml --out runs/$(1)-q$$q --resume $(TRAIN_ARGS); \
 	  $(BIN)/facelink export --checkpoint runs/$(1)-q$$q/model.pt --name face-$(2)-q$$q \
-	    --description "$(3), rate point q$$q (cloud/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
+	    --description "$(3), rate point q$$q (cloud/training/configs/$(1)-q$$q.yaml)" --command "make train-$(1)" \
 	    --weights float16 $(4); \
 	done
 endef

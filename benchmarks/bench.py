@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facelink.benchmarks import engine, metrics
-from facelink.benchmarks.provenance import git_state, host, package_versions
+from facelink.cloud.evaluation.provenance import git_state, host, package_versions
 from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, ablation_of, get_codec,
                                        learned_families, parse_codec_spec, tuned_from)
 from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
@@ -259,7 +259,7 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--datasets", type=_csv, default=list(engine.DATASETS), help="lfw,celeba")
     p.add_argument("--protocols", type=_csv, default=list(engine.PROTOCOLS), help="full-frame,face-crop")
     p.add_argument("--recognizers", type=_csv, default=list(DEFAULT_RECOGNIZERS),
-                   help="recognizer names (facelink.cloud.recognizers)")
+                   help="recognizer names (facelink.cloud.serving.recognizers)")
     p.add_argument("--codecs", nargs="+", metavar="SPEC",
                    help="codecs as name or name:q1,q2,... (default: jpeg webp avif jxl hevc with their sweeps)")
     p.add_argument("--limit", type=_pairs_per_fold, default=None,

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facelink.benchmarks.provenance import emit_json, stamp
+from facelink.cloud.evaluation.provenance import emit_json, stamp
 from facelink.shared import rans
 from facelink.shared.codec import z_indexes
 from facelink.shared.roi import BackgroundBlur
@@ -76,7 +76,7 @@ def allocation(model: str, frames: list[tuple[np.ndarray, np.ndarray]], blur: Ba
 
 def load_frames(n: int, assets=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``n`` LFW images outside View 2 with a detected face: (RGB frame, its largest face's landmarks)."""
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
     from facelink.shared.detection import YuNet
 
     det, frames = YuNet(), []

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facelink.benchmarks.provenance import emit_json, stamp
+from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 
 def sample_pairs(n_per_class: int, seed: int, assets=None):
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
 
     by_person = defaultdict(list)
     for im in datasets.lfw_train_images(assets):
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from facelink.cloud.codec import LearnedCodec
-    from facelink.cloud.recognizers import get_recognizer
-    from facelink.cloud.verification import best_threshold
+    from facelink.cloud.evaluation.codec import LearnedCodec
+    from facelink.cloud.serving.recognizers import get_recognizer
+    from facelink.cloud.evaluation.verification import best_threshold
     from facelink.edge.encoder import FaceCropper
     from facelink.shared.alignment import align
 

@@ -6,7 +6,7 @@ container, headers included). The one exception is HEVC, which is charged for it
 stream (VPS, SPS, PPS and slice data; x265's settings SEI is switched off), as the IPR paper counts it.
 
 Adding a codec is one entry in :data:`REGISTRY` (a name and a factory). facelink's learned codecs plug in as
-``FacelinkCodec`` (``facelink.cloud.codec.LearnedCodec`` behind a lazy import).
+``FacelinkCodec`` (``facelink.cloud.evaluation.codec.LearnedCodec`` behind a lazy import).
 """
 from __future__ import annotations
 
@@ -382,7 +382,7 @@ class HEVC(Codec):
 
 # ----------------------------------------------------------------------------------------------------------
 class FacelinkCodec(Codec):
-    """facelink's learned codec: ``facelink.cloud.codec.LearnedCodec(model)``; charged for the whole container.
+    """facelink's learned codec: ``facelink.cloud.evaluation.codec.LearnedCodec(model)``; charged for the whole container.
 
     The learned codec has one rate per model, so the "quality" sweep is a list of model names.
     """
@@ -396,10 +396,10 @@ class FacelinkCodec(Codec):
     def _codec(self, model: str):
         if model not in self._loaded:
             try:
-                from facelink.cloud.codec import LearnedCodec
+                from facelink.cloud.evaluation.codec import LearnedCodec
             except ImportError as e:
                 raise CodecUnavailable(
-                    "facelink's learned codec is not available (facelink.cloud.codec.LearnedCodec could not be "
+                    "facelink's learned codec is not available (facelink.cloud.evaluation.codec.LearnedCodec could not be "
                     f"imported: {e}); install facelink[cloud] from a checkout that has it") from e
             self._loaded[model] = LearnedCodec(model)
         return self._loaded[model]

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facelink.cloud import datasets
+from facelink.cloud.training import datasets
 from facelink.shared.alignment import similarity_transform, transform_points
 from facelink.shared.detection import YuNet
 
@@ -38,7 +38,7 @@ def _same_face(face, cx: float, cy: float) -> bool:
 def _dlib_points(images, det: YuNet) -> tuple[np.ndarray, int]:
     import dlib
 
-    from facelink.cloud.recognizers import dlib_model_path
+    from facelink.cloud.serving.recognizers import dlib_model_path
 
     hog = dlib.get_frontal_face_detector()
     sp5 = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
@@ -67,7 +67,7 @@ def _dlib_points(images, det: YuNet) -> tuple[np.ndarray, int]:
 
 
 def _facenet_points(images, det: YuNet, margin: int = 14, size: int = 160) -> tuple[np.ndarray, int]:
-    from facelink.cloud.detectors import MTCNNDetector
+    from facelink.cloud.serving.detectors import MTCNNDetector
 
     mtcnn = MTCNNDetector(device="cpu")
     pts, skipped = [], 0

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facelink.benchmarks.provenance import emit_json, stamp
+from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 
 def face_crops(n: int, assets=None) -> tuple[list[np.ndarray], list[str]]:
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
     from facelink.edge.encoder import FaceCropper
 
     cropper = FaceCropper()
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from facelink.cloud.export import reference_model
+    from facelink.cloud.training.export import reference_model
     from facelink.edge.encoder import EdgeEncoder
     from facelink.shared import bitstream
     from facelink.shared.alignment import ARCFACE_112

@@ -96,7 +96,7 @@ def load_suite(dataset: str, limit: int | None = None, assets: str | Path | None
     """LFW View 2 or the CelebA test protocol (``benchmarks/protocols/celeba_test_pairs.txt``, the same View-2
     form), 10 folds × (300 matched + 300 mismatched); ``limit``: pairs per fold (the first ``limit - limit//2``
     matched and ``limit//2`` mismatched of each fold, in file order)."""
-    from facelink.cloud import datasets as ds
+    from facelink.cloud.training import datasets as ds
 
     if dataset == "lfw":
         root = ds.lfw_root(assets)
@@ -149,7 +149,7 @@ def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool
 
 def recognizer_slot(name: str, flip: bool) -> str:
     """The cache slot of a recognizer's embeddings: its cache id (which names any processing variant), +flip."""
-    from facelink.cloud.recognizers import cache_id_of
+    from facelink.cloud.serving.recognizers import cache_id_of
 
     cid = cache_id_of(name)
     return f"{cid}+flip" if flip else cid
@@ -273,7 +273,7 @@ def _detector():
 def _recognizer(name: str):
     key = ("rec", name)
     if key not in _STATE:
-        from facelink.cloud.recognizers import get_recognizer
+        from facelink.cloud.serving.recognizers import get_recognizer
 
         _STATE[key] = get_recognizer(name, device=_STATE.get("device", "cpu"))
     return _STATE[key]
@@ -531,7 +531,7 @@ def pair_scores(gallery: np.ndarray, probe: np.ndarray, pairs: np.ndarray) -> np
 def evaluate_condition(cache: Cache, suite: Suite, cond: Condition, ref: Condition, recognizer: str, flip: bool,
                        setting: str) -> dict:
     """Verification metrics and rate of one codec setting under one setting (asymmetric/symmetric)."""
-    from facelink.cloud.verification import floor_missing, verification_metrics
+    from facelink.cloud.evaluation.verification import floor_missing, verification_metrics
 
     slot = recognizer_slot(recognizer, flip)
     encoded = encoded_indices(suite, setting)

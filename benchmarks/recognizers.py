@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelink.benchmarks import provenance
+from facelink.cloud.evaluation import provenance
 from facelink.shared.paths import REPO_ROOT, MissingAssetError, runs_dir
 
 DATASETS = ("lfw", "celeba")
@@ -157,7 +157,7 @@ TITLES = {
     "lfw": ("LFW View 2", "LFW deep-funneled, official View 2 `pairs.txt`: 10 folds × (300 matched + 300 "
                           "mismatched) pairs, 7,701 images of 4,281 people."),
     "celeba": ("the CelebA test protocol", "`celeba-faces-256` test identities (fixed hash split, "
-               "`facelink.cloud.datasets.celeba_split`), pairs in `benchmarks/protocols/celeba_test_pairs.txt`: 10 "
+               "`facelink.cloud.training.datasets.celeba_split`), pairs in `benchmarks/protocols/celeba_test_pairs.txt`: 10 "
                "identity-disjoint folds × (300 matched + 300 mismatched), see `benchmarks/protocols/README.md`."),
 }
 
@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from facelink.cloud import recognizers as R
-    from facelink.cloud import verification as V
-    from facelink.cloud.detectors import get_detector
+    from facelink.cloud.serving import recognizers as R
+    from facelink.cloud.evaluation import verification as V
+    from facelink.cloud.serving.detectors import get_detector
 
     if args.threads:
         torch.set_num_threads(args.threads)

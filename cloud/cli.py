@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 COMMANDS = {
-    "serve": "facelink.cloud.server",
-    "train": "facelink.cloud.train",
-    "export": "facelink.cloud.export",
-    "train-summary": "facelink.cloud.train_summary",
-    "verify-bitexact": "facelink.cloud.bitexact",
+    "serve": "facelink.cloud.serving.server",
+    "train": "facelink.cloud.training.train",
+    "export": "facelink.cloud.training.export",
+    "train-summary": "facelink.cloud.training.train_summary",
+    "verify-bitexact": "facelink.cloud.evaluation.bitexact",
     "demo": "facelink.cloud.demo",
     "bench": "facelink.benchmarks.bench",
     "bench recognizers": "facelink.benchmarks.recognizers",
@@ -56,7 +56,7 @@ def _enroll(argv: list[str]) -> int:
 def _decode(argv: list[str]) -> int:
     import cv2
 
-    from facelink.cloud.decoder import CloudDecoder
+    from facelink.cloud.serving.decoder import CloudDecoder
     from facelink.shared.bitstream import BitstreamError
 
     ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk bitstream to an image.")

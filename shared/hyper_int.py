@@ -4,7 +4,7 @@ CPU, BLAS or accelerator (the failure of CompressAI issues #279 and #309 cannot 
 
 Every tensor here holds integers. Convolutions run as float64 matrix products whose every product and partial
 sum is an integer below 2**53, which float64 represents exactly whatever the summation order; the export
-(:func:`facelink.cloud.export.integerize_hyper_synthesis`) checks that bound for the worst case. Activations
+(:func:`facelink.cloud.training.export.integerize_hyper_synthesis`) checks that bound for the worst case. Activations
 are fixed point with ``frac_bits`` fractional bits; weights carry their own power-of-two scale per layer;
 each layer rounds half up by an exact power-of-two division, applies ReLU and clips.
 """

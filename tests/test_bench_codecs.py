@@ -150,7 +150,7 @@ def test_learned_codec_adapter_is_lazy_and_explicit():
     codec = FacelinkCodec(models=("no-such-model",))
     assert codec.quality_name == "model" and codec.qualities == ("no-such-model",)
     try:
-        import facelink.cloud.codec  # noqa: F401
+        import facelink.cloud.evaluation.codec  # noqa: F401
     except ImportError:
         with pytest.raises(CodecUnavailable, match="LearnedCodec"):
             codec.check_available()

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from facelink.cloud.decoder import CloudDecoder
-from facelink.cloud import export as export_mod
-from facelink.cloud.codec_model import ARCHITECTURE, build
+from facelink.cloud.serving.decoder import CloudDecoder
+from facelink.cloud.training import export as export_mod
+from facelink.cloud.serving.codec_model import ARCHITECTURE, build
 from facelink.edge.encoder import EdgeEncoder, EdgePipeline
 from facelink.shared import bitstream, codec, registry
 from facelink.shared.alignment import ARCFACE_112
@@ -113,7 +113,7 @@ def test_models_sharing_a_bitstream_are_never_guessed(exported, face_rgb):
     """Two models with one encoder and one set of tables (here: the two precisions; in training, a decoder refined
     with train_only: decoder) share a model id. A decoder holding both refuses such a container and names them;
     one holding a single one, as LearnedCodec does, decodes it with that model's own decoder."""
-    from facelink.cloud.codec import LearnedCodec
+    from facelink.cloud.evaluation.codec import LearnedCodec
 
     _, root = exported
     data = EdgeEncoder(str(root / "t-float16")).encode(face_rgb[:128, :128].copy())

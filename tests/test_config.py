@@ -3,15 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from facelink.cloud import config
-from facelink.cloud.server import ServerConfig
-from facelink.cloud.train import TrainConfig
+from facelink.shared import config
+from facelink.cloud.serving.server import ServerConfig
+from facelink.cloud.training.train import TrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "training" / "configs"
 
 
 def test_shipped_configs_load():
-    assert config.load(ServerConfig, CONFIGS / "server.yaml").port == 50051
+    assert config.load(ServerConfig, CONFIGS.parents[1] / "serving" / "server.yaml").port == 50051
     assert config.load(TrainConfig, CONFIGS / "first-model.yaml").M == 128
 
 

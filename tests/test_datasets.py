@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facelink.cloud import datasets as ds
-from facelink.cloud import verification as V
+from facelink.cloud.training import datasets as ds
+from facelink.cloud.evaluation import verification as V
 from facelink.shared.paths import MissingAssetError, PROTOCOLS_DIR
 
 LFW_PAIRS_SHA256 = "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592"

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.cloud import config
-from facelink.cloud.export import export_tables, reference_model
-from facelink.cloud.from_registry import init_state, stored_z_pmf, trainable_model
-from facelink.cloud.train import TrainConfig
+from facelink.shared import config
+from facelink.cloud.training.export import export_tables, reference_model
+from facelink.cloud.training.from_registry import init_state, stored_z_pmf, trainable_model
+from facelink.cloud.training.train import TrainConfig
 from facelink.shared import registry
 
 NAME = "face-ipr-q1"
@@ -45,7 +45,7 @@ def test_hyper_latent_density_is_refitted_to_the_stored_tables(rebuilt):
 
 
 def test_training_starts_from_a_registry_rate_point(tmp_path):
-    from facelink.cloud.train import train
+    from facelink.cloud.training.train import train
 
     base = {"steps": 1, "batch_size": 2, "max_images": 6, "threads": 1, "face_crop_fraction": 1.0,
             "alpha": 10.0, "init_from": f"registry:{NAME}"}

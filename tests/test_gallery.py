@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facelink.cloud.gallery import Gallery, GalleryError
+from facelink.cloud.serving.gallery import Gallery, GalleryError
 
 
 def unit(v):

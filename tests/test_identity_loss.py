@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.cloud import config
-from facelink.cloud.identity_loss import IdentityLoss, face_inside, pixel_matrix_to_theta, template_matrices, warp
-from facelink.cloud.train import (FLIP_ORDER, LOG_COLUMNS, LandmarkPatchSampler, TrainConfig, face_weight_map,
+from facelink.shared import config
+from facelink.cloud.training.identity_loss import IdentityLoss, face_inside, pixel_matrix_to_theta, template_matrices, warp
+from facelink.cloud.training.train import (FLIP_ORDER, LOG_COLUMNS, LandmarkPatchSampler, TrainConfig, face_weight_map,
                                   landmark_cache_path, open_log)
 from facelink.shared.alignment import ARCFACE_112, MOBILEFACENET_96x112, align, similarity_transform
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import DEMO_FACES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "training" / "configs"
 FACES = sorted(DEMO_FACES_DIR.glob("*/*.jpg"))
 
 
 def _stored_config(name: str) -> dict:
-    """A committed training configuration (cloud/configs/NAME.yaml), schema-checked, as a plain mapping."""
+    """A committed training configuration (cloud/training/configs/NAME.yaml), schema-checked, as a plain mapping."""
     return config.to_dict(config.load(TrainConfig, CONFIGS / f"{name}.yaml"))
 
 
@@ -128,7 +128,7 @@ def test_face_weight_map_weights_the_face_region():
 
 
 def test_face_weighted_training_runs_resumes_and_logs(tmp_path):
-    from facelink.cloud.train import train
+    from facelink.cloud.training.train import train
 
     cfg = config.from_mapping(TrainConfig, {"steps": 2, "batch_size": 2, "max_images": 6, "threads": 1,
                                             "checkpoint_every": 1, "background_weight": 0.2, "alpha": 10.0,
@@ -288,7 +288,7 @@ def test_sampler_can_train_on_the_edges_blurred_frames(tmp_path):
 def test_decoder_only_training_keeps_the_bitstream(tmp_path):
     """train_only: decoder changes g_s alone: the analysis, hyper-prior and entropy model (hence the edge's ONNX parts,
     its tables and every bitstream) stay exactly init_from's; g_s learns from rounded latents, as it decodes them."""
-    from facelink.cloud.train import train
+    from facelink.cloud.training.train import train
 
     base = {"steps": 2, "batch_size": 2, "max_images": 6, "threads": 1, "background_weight": 0.2, "alpha": 10.0}
     init = train(config.from_mapping(TrainConfig, base), tmp_path / "init")
@@ -329,7 +329,7 @@ def test_stronger_identity_weight_changes_only_alpha():
 def test_training_codes_a_crop_as_container_version_2_does():
     """latent_area: image — a padded 112×112 crop's latent positions beyond 7×7 cost no rate and decode to the
     entropy model's means; a full patch is coded as before (the forward equals the model's own)."""
-    from facelink.cloud.codec_model import FaceCodec, forward_coded_area, rate_distortion_terms
+    from facelink.cloud.serving.codec_model import FaceCodec, forward_coded_area, rate_distortion_terms
 
     torch.manual_seed(0)
     model = FaceCodec(8, 16).eval()

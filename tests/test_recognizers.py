@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.cloud import datasets
-from facelink.cloud import recognizers as R
+from facelink.cloud.training import datasets
+from facelink.cloud.serving import recognizers as R
 from facelink.shared import alignment as A
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import MissingAssetError
@@ -177,7 +177,7 @@ def test_mobilefacenet_is_differentiable_and_matches_embed(faces):
 
 
 def test_mtcnn_detector_agrees_with_yunet(faces):
-    from facelink.cloud.detectors import get_detector
+    from facelink.cloud.serving.detectors import get_detector
 
     mtcnn = get_detector("mtcnn", "cpu")
     im, lm = faces[0]

@@ -149,7 +149,7 @@ def cv2_png_blank() -> bytes:
 
 def test_gallery_survives_restart(server, client):
     """What was enrolled is in the SQLite file, not only in memory."""
-    from facelink.cloud.gallery import Gallery
+    from facelink.cloud.serving.gallery import Gallery
 
     g = Gallery(server["work"] / "gallery.db", "mobilefacenet")
     assert dict(g.identities())["Colin Powell"] == 2

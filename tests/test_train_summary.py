@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from facelink.cloud import train_summary
+from facelink.cloud.training import train_summary
 
 
 def _run(tmp_path, seconds):

@@ -22,11 +22,11 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facelink.cloud import config as cfgmod
-from facelink.cloud.decoder import CloudDecoder
-from facelink.cloud.gallery import Gallery, GalleryError
-from facelink.cloud.recognition import DEFAULT_THRESHOLD, FacePipeline
-from facelink.cloud.recognizers import get_recognizer
+from facelink.shared import config as cfgmod
+from facelink.cloud.serving.decoder import CloudDecoder
+from facelink.cloud.serving.gallery import Gallery, GalleryError
+from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline
+from facelink.cloud.serving.recognizers import get_recognizer
 from facelink.shared import bitstream, codec, registry
 from facelink.shared.alignment import TEMPLATE_IDS
 from facelink.shared.registry import DEFAULT_MODEL

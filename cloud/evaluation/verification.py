@@ -540,7 +540,7 @@ def _view2(name: str, raw, path_of, source: str) -> PairProtocol:
 
 def lfw_view2_protocol(assets=None) -> PairProtocol:
     """LFW View 2 (``pairs.txt``): 10 folds × (300 matched + 300 mismatched), deep-funneled images."""
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
 
     root = datasets.lfw_root(assets)
     raw = datasets.read_lfw_pairs(root / "pairs.txt")
@@ -550,7 +550,7 @@ def lfw_view2_protocol(assets=None) -> PairProtocol:
 def lfw_view1_pairs(split: str, assets=None) -> list[Pair]:
     """LFW View 1 (``pairsDevTrain.txt`` / ``pairsDevTest.txt``) pairs, all in fold 0 (View 1 is for model
     development: choose settings on DevTrain, check on DevTest)."""
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
 
     if split not in ("train", "test"):
         raise ValueError("View 1 split is 'train' or 'test'")
@@ -565,7 +565,7 @@ def celeba_test_protocol(assets=None, pairs_file: str | Path | None = None) -> P
 
     The committed file's sha256 is checked unless another ``pairs_file`` is given.
     """
-    from facelink.cloud import datasets
+    from facelink.cloud.training import datasets
     from facelink.shared.detection import verified
     from facelink.shared.paths import PROTOCOLS_DIR
 

@@ -1,4 +1,4 @@
-"""A trainable :class:`~facelink.cloud.codec_model.FaceCodec` rebuilt from a registry rate point, so a new ladder can
+"""A trainable :class:`~facelink.cloud.serving.codec_model.FaceCodec` rebuilt from a registry rate point, so a new ladder can
 be fine-tuned from the committed models (``init_from: registry:NAME`` in a training configuration) when the
 training run that made them is not on this machine.
 
@@ -7,7 +7,7 @@ A rate point stores what edge and cloud run, not the training state, so three pa
 - ``g_a``'s GDNs hold their effective β and γ in the ONNX; the trainable parameters are set so that the
   reparametrization gives them back (exactly, up to float rounding).
 - ``h_s`` is stored as integers with a power-of-two scale per layer; its float weights are those integers
-  de-scaled (as :func:`facelink.cloud.export.reference_model` does), within half an integer step of the original.
+  de-scaled (as :func:`facelink.cloud.training.export.reference_model` does), within half an integer step of the original.
 - The hyper-latent's factorized density is stored only as quantized CDFs. Its parameters are refitted to them by
   minimising the cross-entropy between the stored probabilities and the density's (a few hundred Adam steps), and
   its quantiles are set to the stored medians and supports.
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from compressai.layers import GDN
 
-from facelink.cloud.codec_model import FaceCodec, build, load_synthesis
+from facelink.cloud.serving.codec_model import FaceCodec, build, load_synthesis
 from facelink.shared import registry
 
 PREFIX = "registry:"
@@ -37,7 +37,7 @@ def encoder_initializers(bundle: registry.ModelBundle) -> dict[str, torch.Tensor
     import onnx
     from onnx import numpy_helper
 
-    from facelink.cloud.export import F16_SUFFIX
+    from facelink.cloud.training.export import F16_SUFFIX
 
     return {i.name.removesuffix(F16_SUFFIX): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
             for i in onnx.load(str(bundle.encoder_onnx)).graph.initializer}

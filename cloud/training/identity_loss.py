@@ -8,7 +8,7 @@ Both the source patch and its reconstruction are warped onto the recognizer's te
     D_identity = (1 / N) · Σ_i w_i · (1 − cos(e(src_i), e(rec_i)))
 
 ``w_i`` is 0 for a patch whose face is not fully inside (see the landmark-aware sampler in
-:mod:`facelink.cloud.train`), 1 otherwise. The recognizer is in eval mode with frozen weights; gradients flow to
+:mod:`facelink.cloud.training.train`), 1 otherwise. The recognizer is in eval mode with frozen weights; gradients flow to
 the reconstruction only (the source embeddings are computed without a graph).
 
 The per-sample 2×3 matrices are in pixel coordinates, OpenCV's convention (pixel centres at integer coordinates),
@@ -92,7 +92,7 @@ class IdentityLoss(nn.Module):
         if recognizer not in DIFFERENTIABLE_RECOGNIZERS:
             raise ValueError(f"identity loss: recognizer {recognizer!r} is not differentiable here; "
                              f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
-        from facelink.cloud.recognizers import load_mobilefacenet
+        from facelink.cloud.serving.recognizers import load_mobilefacenet
 
         self.template = DIFFERENTIABLE_RECOGNIZERS[recognizer]
         self.recognizer = load_mobilefacenet(device or "cpu", requires_grad=False)

@@ -29,7 +29,7 @@ class MTCNNDetector(FaceDetector):
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)):
         spec = importlib.util.find_spec("facenet_pytorch")
         if spec is None or not spec.submodule_search_locations:
-            from facelink.cloud.recognizers import RecognizerUnavailable
+            from facelink.cloud.serving.recognizers import RecognizerUnavailable
 
             raise RecognizerUnavailable("MTCNN needs facenet-pytorch: pip install 'facenet-pytorch==2.5.3'")
         data = Path(list(spec.submodule_search_locations)[0]) / "data"

@@ -4,10 +4,10 @@ With ``background_weight`` < 1 the MSE is weighted: 1 on the face region, ``back
 
 ``facelink train --config CONFIG --out RUN_DIR`` trains; ``--resume`` continues from ``RUN_DIR/checkpoint.pt``.
 With ``alpha`` 0 and ``face_crop_fraction`` 0 (the defaults) it is the pixel-loss trainer the first model was made
-with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.identity_loss`) on patches from the
-landmark-aware sampler; ``cloud/configs/ipr-q*.yaml`` and ``pixel-q*.yaml`` (the ablation) are the rate points.
+with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.training.identity_loss`) on patches from the
+landmark-aware sampler; ``cloud/training/configs/ipr-q*.yaml`` and ``pixel-q*.yaml`` (the ablation) are the rate points.
 ``train_only: decoder`` trains the synthesis transform alone on the rounded latents of ``init_from``'s frozen
-encoder and entropy model (``cloud/configs/iprd-q*.yaml``): a better decoder for an unchanged bitstream.
+encoder and entropy model (``cloud/training/configs/iprd-q*.yaml``): a better decoder for an unchanged bitstream.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facelink.cloud import config as cfgmod
-from facelink.cloud import datasets
-from facelink.cloud.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
-from facelink.cloud.from_registry import init_state, is_registry_ref
-from facelink.cloud.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
+from facelink.shared import config as cfgmod
+from facelink.cloud.training import datasets
+from facelink.cloud.serving.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
+from facelink.cloud.training.from_registry import init_state, is_registry_ref
+from facelink.cloud.training.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, transform_points
 from facelink.shared.paths import runs_dir
 from facelink.shared.roi import BackgroundBlur, region_weights

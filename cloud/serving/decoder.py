@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facelink.cloud.codec_model import build, load_synthesis
+from facelink.cloud.serving.codec_model import build, load_synthesis
 from facelink.shared import bitstream, codec, registry
 
 

@@ -1,4 +1,4 @@
-"""Export a trained :class:`~facelink.cloud.codec_model.FaceCodec` into the artifacts edge and cloud load:
+"""Export a trained :class:`~facelink.cloud.serving.codec_model.FaceCodec` into the artifacts edge and cloud load:
 
 - ``encoder.onnx``: image (1, 3, H, W) in [0, 1], H and W multiples of 64 → latents ``y`` and ``z`` (the edge);
 - ``tables.npz``: entropy-coding tables and the integer hyper-synthesis (both sides; its hash is the model id);
@@ -26,7 +26,7 @@ import torch.nn as nn
 from compressai.layers import GDN
 from safetensors.torch import save_file
 
-from facelink.cloud.codec_model import FaceCodec, build, load_synthesis
+from facelink.cloud.serving.codec_model import FaceCodec, build, load_synthesis
 from facelink.shared import registry, tables as tables_mod
 from facelink.shared.detection import sha256_file
 from facelink.shared.hyper_int import EXACT_LIMIT, IntHyperSynthesis, IntLayer
@@ -171,7 +171,7 @@ def reference_model(bundle: registry.ModelBundle) -> FaceCodec:
     """A torch ``FaceCodec`` that computes what a registry rate point's artifacts compute: ``g_a``/``h_a`` from the
     ONNX initializers (plain-op GDNs), ``h_s`` from the integer tables (de-scaled), ``g_s`` from the decoder
     weights, the entropy models' CDFs from the tables. For torch ``compress()`` baselines and checks."""
-    from facelink.cloud.from_registry import encoder_initializers, load_hyper_synthesis, require
+    from facelink.cloud.training.from_registry import encoder_initializers, load_hyper_synthesis, require
 
     m = bundle.manifest
     model = build(m["architecture"], m["N"], m["M"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelink.cloud.decoder import CloudDecoder
+from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.edge.encoder import EdgeEncoder
 from facelink.shared import bitstream
 from facelink.shared.alignment import Template

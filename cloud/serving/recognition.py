@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facelink.cloud.gallery import Gallery, Match
-from facelink.cloud.recognizers import Recognizer
+from facelink.cloud.serving.gallery import Gallery, Match
+from facelink.cloud.serving.recognizers import Recognizer
 from facelink.shared.alignment import TEMPLATE_IDS, align
 from facelink.shared.detection import YuNet
 

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facelink.benchmarks.provenance import emit_json, stamp
-from facelink.cloud import datasets
+from facelink.cloud.evaluation.provenance import emit_json, stamp
+from facelink.cloud.training import datasets
 from facelink.shared import bitstream, codec
 
 _state: dict = {}
