@@ -1,0 +1,259 @@
+"""The model table beside the models: ``shared/resources/models/README.md``, generated from the committed manifests.
+
+One row per rate point in the registry folder: family, λ, α, steps, start, training data, what it is for, and —
+where a committed benchmark result measured exactly these files — bytes per face and verification accuracy on the
+edge's aligned 112×112 face crops. A second table lists every file with its size and sha256 (from the manifest,
+which the registry checks on every load).
+
+A result counts for a model only when the benchmark recorded the hash of the model's manifest file list that the
+committed manifest gives today (``benchmarks/codecs.py`` records it for every learned codec), so a result made with
+other weights never lands in the table. Manifest fields that newer exports add (``family``, ``label``,
+``purpose``, ``ablation_of``, ``tuned_from``) are used when present; older manifests fall back to the name
+(``face-<family>-q<k>``), the description and the training configuration.
+
+    facelink models readme                  # rewrite shared/resources/models/README.md
+    facelink models readme --check          # exit 1 when the committed README is stale
+    python -m facelink.cloud.evaluation.model_card --out -   # print it
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from facelink.shared import paths
+
+README_NAME = "README.md"
+RESULTS_DIR = paths.PROTOCOLS_DIR.parent / "results"
+DATASET_WORDS = {
+    "lfw-train": "LFW outside View 2",
+    "celeba-train": "CelebA train identities",
+}
+BENCH_SCHEMA = "facelink-bench/1"
+CROP_DATASETS = (("lfw", "LFW View 2"), ("celeba", "CelebA test"))
+RECOGNIZERS = ("mobilefacenet", "sface")
+
+
+def files_hash(manifest: dict) -> str:
+    """The hash the benchmark records per learned model: sha256 of the manifest's file list, 16 hex digits."""
+    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_manifests(models_dir: Path) -> list[dict]:
+    out = []
+    for m in sorted(Path(models_dir).glob("*/manifest.json")):
+        manifest = json.loads(m.read_text())
+        manifest["_dir"] = m.parent
+        out.append(manifest)
+    return out
+
+
+def family_of(manifest: dict) -> str:
+    if manifest.get("family"):
+        return str(manifest["family"])
+    parts = manifest["name"].split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "face" else manifest["name"]
+
+
+def _models_of(codec: dict) -> dict[str, str]:
+    models = (codec.get("settings") or {}).get("models") or {}
+    return models if isinstance(models, dict) else {}
+
+
+def crop_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, str], dict]:
+    """(model name, dataset) -> the newest full-protocol, probe-coded face-crop (112×112) measurement of exactly
+    the committed files: {"bytes": mean bytes per face, "acc": {recognizer: accuracy}, "folder": results folder}."""
+    wanted = {m["name"]: files_hash(m) for m in manifests}
+    found: dict[tuple[str, str, str], tuple[str, float, float, str]] = {}
+    for f in sorted(Path(results_dir).glob("*/*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict) or d.get("schema") != BENCH_SCHEMA or d.get("limited"):
+            continue
+        if d.get("protocol") != "face-crop" or d.get("setting") != "asymmetric" or d.get("recognizer") not in RECOGNIZERS:
+            continue
+        prov = d.get("provenance") or {}
+        if (prov.get("config") or {}).get("crop_template", "arcface-112") != "arcface-112":
+            continue
+        created = str(prov.get("created", ""))
+        for codec in d.get("codecs", []):
+            models = _models_of(codec)
+            res = codec.get("results") or {}
+            for i, q in enumerate(res.get("quality", [])):
+                if q not in wanted or models.get(q) != wanted[q]:
+                    continue
+                key = (q, d["dataset"], d["recognizer"])
+                cand = (created, res["bytes_per_face"][i], res["accuracy"][i], f.parent.name)
+                if key not in found or cand[0] > found[key][0]:
+                    found[key] = cand
+    out: dict[tuple[str, str], dict] = {}
+    for (name, dataset, recognizer), (_, nbytes, acc, folder) in sorted(found.items()):
+        entry = out.setdefault((name, dataset), {"bytes": nbytes, "acc": {}, "folder": folder})
+        entry["acc"][recognizer] = acc
+    return out
+
+
+def edge_speed_bytes(results_dir: Path, manifests: list[dict]) -> dict[str, tuple[float, int]]:
+    """model name -> (mean bytes per face, faces) from ``edge_speed.json`` when it measured that model's tables."""
+    f = Path(results_dir) / "edge_speed.json"
+    if not f.is_file():
+        return {}
+    d = json.loads(f.read_text())
+    ids = {m["name"]: m["model_id"] for m in manifests}
+    name = d.get("model")
+    if name in ids and d.get("model_id") == ids[name] and "bytes_per_face" in d:
+        return {name: (float(d["bytes_per_face"]["mean"]), int(d.get("faces", 0)))}
+    return {}
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:g}"
+
+
+def _start(manifest: dict) -> str:
+    if manifest.get("tuned_from"):
+        return f"`{manifest['tuned_from']}`"
+    init = ((manifest.get("training") or {}).get("config") or {}).get("init_from")
+    if not init:
+        return "scratch"
+    init = str(init)
+    if init.startswith("registry:"):
+        return f"`{init.removeprefix('registry:')}`"
+    if init.startswith("runs/") and init.endswith("/model.pt"):  # runs/ipr-q1/model.pt: the ladder's next point
+        return f"run `{init.split('/')[1]}`"
+    return f"`{init}`"
+
+
+def _data(manifest: dict) -> str:
+    tr = manifest.get("training") or {}
+    cfg = tr.get("config") or {}
+    words = [DATASET_WORDS.get(d, d) for d in tr.get("datasets") or cfg.get("datasets") or []]
+    text = " + ".join(words) or "—"
+    frac = cfg.get("face_crop_fraction")
+    if frac is not None:
+        text += f"; {float(frac):.0%} aligned face crops" if float(frac) < 1 else "; aligned face crops only"
+    return text
+
+
+def _purpose(manifest: dict) -> str:
+    for key in ("purpose", "label"):
+        if manifest.get(key):
+            text = str(manifest[key])
+            break
+    else:
+        text = str(manifest.get("description", "")).split(" (cloud/")[0]
+    if manifest.get("ablation_of"):
+        text += f" (ablation of `{manifest['ablation_of']}`)"
+    return text.replace("|", "\\|")
+
+
+def _cell(entry: dict | None, link_prefix: str) -> str:
+    if entry is None:
+        return "—"
+    acc = " / ".join(f"{100 * entry['acc'][r]:.2f}" if r in entry["acc"] else "—" for r in RECOGNIZERS)
+    return f"{entry['bytes']:.0f} B → {acc} % ([{entry['folder']}]({link_prefix}{entry['folder']}/README.md))"
+
+
+def _relpath(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
+           default_model: str | None = None, out_dir: Path | None = None) -> str:
+    """The README text for the registry folder ``models_dir``, its links relative to ``out_dir`` (default: the
+    registry folder, where the README lives)."""
+    from facelink.shared import registry  # the default model's name only; no model is loaded
+
+    default_model = default_model or registry.DEFAULT_MODEL
+    manifests = load_manifests(models_dir)
+    measured = crop_results(results_dir, manifests)
+    speed = edge_speed_bytes(results_dir, manifests)
+    link = _relpath(Path(results_dir).resolve(), Path(out_dir or models_dir).resolve()) + "/"
+    def para(text: str) -> list[str]:
+        return [*textwrap.wrap(text, 120, break_on_hyphens=False, break_long_words=False), ""]
+
+    lines = [
+        "# Rate points shipped with facelink",
+        "",
+        *para("Generated from the `manifest.json` files in this folder by `facelink models readme` "
+              "(`python -m facelink.cloud.evaluation.model_card`); do not edit by hand. "
+              "`tests/test_model_card.py` fails when this file is stale."),
+        *para(f"The default rate point (`facelink.shared.registry.DEFAULT_MODEL`) is `{default_model}`. Every rate "
+              "point is a mean-scale hyperprior; λ weighs the distortion (255²·MSE) against the rate, α the identity "
+              "term (1 − cos of MobileFaceNet embeddings of source and reconstruction; 0: pixel loss only)."),
+        *para("Bytes per face and accuracy are for the edge's aligned 112×112 face crop, the whole container "
+              "included: verification accuracy on the full protocol (6,000 pairs), probe coded and gallery "
+              "uncompressed, MobileFaceNet / SFace. Only results that measured exactly these files (the same "
+              "manifest file hashes) count, the newest of them."),
+        "| rate point | family | λ | α | steps | start | training data | what it is for | LFW View 2 crops "
+        "| CelebA test crops |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in manifests:
+        tr = m.get("training") or {}
+        name = f"`{m['name']}`" + (" (default)" if m["name"] == default_model else "")
+        cells = [_cell(measured.get((m["name"], ds)), link) for ds, _ in CROP_DATASETS]
+        if cells[0] == "—" and m["name"] in speed:
+            b, faces = speed[m["name"]]
+            cells[0] = (f"{b:.0f} B (mean of {faces} faces, [edge_speed.json]({link}edge_speed.json)); "
+                        "no full-protocol accuracy")
+        if cells[0] == "—" and m.get("bytes_per_face"):
+            cells[0] = f"{float(m['bytes_per_face']):.0f} B (manifest)"
+        lines.append("| " + " | ".join([
+            name, family_of(m), _num(tr.get("lambda")), _num(tr.get("alpha")), _num(tr.get("steps")), _start(m),
+            _data(m), _purpose(m), *cells]) + " |")
+    lines += [
+        "",
+        "## Files",
+        "",
+        *para("Each rate point is `encoder.onnx` (the edge: analysis and hyper-analysis), `tables.npz` (both sides: "
+              "entropy tables and the integer hyper-synthesis), `decoder.safetensors` (the cloud: synthesis only) "
+              "and `manifest.json`. The registry checks every sha256 below on load."),
+        "| rate point | model id | weights | file | bytes | sha256 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in manifests:
+        for fname, digest in sorted(m["files"].items()):
+            p = m["_dir"] / fname
+            size = f"{p.stat().st_size:,}" if p.is_file() else "missing"
+            lines.append(f"| `{m['name']}` | `{m['model_id']}` | {m.get('weights', '—')} | `{fname}` | {size} "
+                         f"| `{digest}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink models readme",
+                                 description="Write the model table (README.md beside the models) from the manifests.")
+    ap.add_argument("--models", type=Path, default=paths.MODELS_DIR,
+                    help="registry folder holding <name>/manifest.json (default: the package's models)")
+    ap.add_argument("--results", type=Path, default=RESULTS_DIR,
+                    help="benchmark results folder to take bytes per face and accuracy from")
+    ap.add_argument("--out", help="where to write (default: README.md in --models; '-' prints it)")
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 when the file at --out differs from what would be written")
+    args = ap.parse_args(argv)
+    out = None if args.out == "-" else Path(args.out) if args.out else args.models / README_NAME
+    text = render(args.models, args.results, out_dir=out.parent if out else None)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    if args.check:
+        current = out.read_text() if out.is_file() else None
+        if current != text:
+            print(f"{out} is stale: run `facelink models readme` and commit it", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.write_text(text)
+    print(f"wrote {out} ({len(text.splitlines())} lines)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
