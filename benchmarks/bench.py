@@ -233,10 +233,6 @@ def write_outputs(docs: list[dict], out: Path, title: str | None = None) -> list
 # ------------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------------
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
-
-
 def _codecs_from_args(specs: list[str] | None):
     specs = specs or list(CLASSICAL)
     return [parse_codec_spec(s) for s in specs]
@@ -256,16 +252,19 @@ def _default_out(limit) -> Path:
 
 
 def _common(p: argparse.ArgumentParser):
-    p.add_argument("--datasets", type=_csv, default=list(engine.DATASETS), help="lfw,celeba")
-    p.add_argument("--protocols", type=_csv, default=list(engine.PROTOCOLS), help="full-frame,face-crop")
-    p.add_argument("--recognizers", type=_csv, default=list(DEFAULT_RECOGNIZERS),
-                   help="recognizer names (facelink.cloud.serving.recognizers)")
+    p.add_argument("--datasets", nargs="+", default=list(engine.DATASETS), metavar="NAME",
+                   help=f"data sets (default: {' '.join(engine.DATASETS)})")
+    p.add_argument("--protocols", nargs="+", default=list(engine.PROTOCOLS), metavar="NAME",
+                   help=f"what is coded: {' or '.join(engine.PROTOCOLS)} (default: both)")
+    p.add_argument("--recognizers", nargs="+", default=list(DEFAULT_RECOGNIZERS), metavar="NAME",
+                   help=f"recognizer names (default: {' '.join(DEFAULT_RECOGNIZERS)})")
     p.add_argument("--codecs", nargs="+", metavar="SPEC",
-                   help="codecs as name or name:q1,q2,... (default: jpeg webp avif jxl hevc with their sweeps)")
+                   help="codecs as NAME or NAME:Q1,Q2,... (a codec's own quality list takes commas) "
+                        "(default: jpeg webp avif jxl hevc with their sweeps)")
     p.add_argument("--limit", type=_pairs_per_fold, default=None,
                    help="pairs per fold (half matched, half mismatched; at least 2)")
     p.add_argument("--no-flip", action="store_true", help="do not average embeddings with the mirrored crop")
-    p.add_argument("--no-flip-for", type=_csv, default=[], metavar="NAMES",
+    p.add_argument("--no-flip-for", nargs="+", default=[], metavar="NAME",
                    help="recognizers to embed without flip averaging (e.g. slow ones)")
     p.add_argument("--assets", default=None, help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
 
@@ -276,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="compute (resumably) and write results")
     _common(r)
-    r.add_argument("--settings", type=_csv, default=list(engine.SETTINGS), help="asymmetric,symmetric")
+    r.add_argument("--settings", nargs="+", default=list(engine.SETTINGS), metavar="NAME",
+                   help="asymmetric (probe coded, gallery uncompressed) and/or symmetric (both coded)")
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     r.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads per worker")
     r.add_argument("--chunk", type=int, default=32, help="images per work unit")
@@ -284,15 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None,
                    help="results folder (default benchmarks/results/full or benchmarks/results/limit<N>)")
     r.add_argument("--reference", default="hevc:23", help="parity reference codec:quality (default hevc:23)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="numpy seed for any sampling (default 0)")
     r.add_argument("--crop-template", default=engine.CROP_TEMPLATE, choices=sorted(CROP_TEMPLATES),
                    help="what the face-crop protocol aligns each source face to and codes (default %(default)s, "
                         "the edge's); a smaller one codes fewer pixels and the recognizers see it re-warped up")
     r.add_argument("--compute-only", action="store_true", help="fill the cache, write nothing")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     rep = sub.add_parser("report", help="recompute the headline and rewrite JSON, CSV, markdown and plots from the "
                                         "JSON files in a folder")
-    rep.add_argument("dir", type=Path)
+    rep.add_argument("dir", type=Path, help="a result folder written by 'facelink bench run'")
     e = sub.add_parser("estimate", help="time a few images per codec setting; extrapolate the full suite")
     _common(e)
     e.add_argument("--sample", type=int, default=8, help="images timed per codec setting")

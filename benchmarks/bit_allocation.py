@@ -1,6 +1,6 @@
 """Where a learned rate point spends its bits on full frames: the face region against the background.
 
-  facelink bench bit-allocation --models face-iprf-q0,face-iprf-q3 [--images 100] [--blur-background]
+  facelink bench bit-allocation --models face-iprf-q0 face-iprf-q3 [--images 100] [--blur-background]
                                 [--out benchmarks/results/bit_allocation.json]
 
 Each image (LFW, outside View 2) is coded exactly as the edge codes a full frame (onnxruntime encoder, the shared
@@ -93,12 +93,12 @@ def load_frames(n: int, assets=None) -> list[tuple[np.ndarray, np.ndarray]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench bit-allocation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, help="comma-separated rate points from the registry")
-    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--models", nargs="+", required=True, metavar="NAME", help="rate points from the registry")
+    ap.add_argument("--images", type=int, default=100, help="LFW frames coded per rate point (default %(default)s)")
     ap.add_argument("--blur-background", nargs="?", type=float, const=BackgroundBlur.sigma, metavar="SIGMA",
                     help="code the frames as the edge's --blur-background makes them")
-    ap.add_argument("--assets")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
+    ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
     args = ap.parse_args(argv)
     if args.images < 1:
         ap.error("--images must be ≥ 1")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
               "frames": "LFW full frames 250×250 (padded to 256×256), outside View 2",
               "face_region": (blur or BackgroundBlur()).settings(),
               "background_blur": None if blur is None else blur.settings(),
-              "models": [allocation(m, frames, blur) for m in args.models.split(",") if m]}
+              "models": [allocation(m, frames, blur) for m in args.models]}
     emit_json(stamp(result), args.out)
     return 0
 

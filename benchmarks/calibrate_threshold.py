@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench calibrate-threshold", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=600, help="pairs per class")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model")
-    ap.add_argument("--recognizer", default="mobilefacenet")
-    ap.add_argument("--assets")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the pair sampling (default 0)")
+    ap.add_argument("--model", help="codec rate point from the registry (default: the shipped default)")
+    ap.add_argument("--recognizer", default="mobilefacenet", help="the server's recognizer (default %(default)s)")
+    ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
+    ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
     args = ap.parse_args(argv)
 
     import torch

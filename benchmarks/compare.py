@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("anchor", type=_spec, help="RESULTS_DIR:CODEC")
     ap.add_argument("test", type=_spec, help="RESULTS_DIR:CODEC, compared against the anchor")
     ap.add_argument("--out", type=Path, help="also write the comparison as JSON (refuses to overwrite without --force)")
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = ap.parse_args(argv)
     try:
         result = compare(args.anchor, args.test)

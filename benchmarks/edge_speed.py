@@ -39,11 +39,11 @@ def face_crops(n: int, assets=None) -> tuple[list[np.ndarray], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench edge-speed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--faces", type=int, default=200)
-    ap.add_argument("--model")
-    ap.add_argument("--assets")
+    ap.add_argument("--faces", type=int, default=200, help="aligned LFW face crops timed (default %(default)s)")
+    ap.add_argument("--model", help="codec rate point from the registry (default: the shipped default)")
+    ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the faces (best pass is kept per face)")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
     args = ap.parse_args(argv)
 
     import torch

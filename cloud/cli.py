@@ -1,15 +1,7 @@
-"""``facelink``: the cloud side — server, enrollment, training, export, benchmarks, demo.
+"""``facelink``: the cloud side's command line — server, gallery, training, export, benchmarks, demo.
 
-  facelink serve            run the gRPC server
-  facelink enroll NAME IMG  add a face to a running server's gallery
-  facelink decode IN.flk    decode a bitstream to an image file
-  facelink train            train a codec (schema-checked config)
-  facelink export           package a trained codec as a registry rate point
-  facelink train-summary    steps, wall time and end-of-training figures of training runs
-  facelink verify-bitexact  edge-encode / cloud-decode a data set and count mismatches
-  facelink bench ...        accuracy-versus-bpp benchmarks; `bench recognizers`, `bench edge-speed`,
-                            `bench bit-allocation`
-  facelink demo             the whole pipeline on loopback
+Every sub-command lives in its own module with a ``main(argv)``; this table names them, so ``facelink --help``
+answers without importing torch or any of them.
 """
 from __future__ import annotations
 
@@ -18,28 +10,73 @@ import importlib
 import sys
 from pathlib import Path
 
-COMMANDS = {
-    "serve": "facelink.cloud.serving.server",
-    "train": "facelink.cloud.training.train",
-    "export": "facelink.cloud.training.export",
-    "train-summary": "facelink.cloud.training.train_summary",
-    "verify-bitexact": "facelink.cloud.evaluation.bitexact",
-    "demo": "facelink.cloud.demo",
-    "bench": "facelink.benchmarks.bench",
-    "bench recognizers": "facelink.benchmarks.recognizers",
-    "bench edge-speed": "facelink.benchmarks.edge_speed",
-    "bench bit-allocation": "facelink.benchmarks.bit_allocation",
-    "bench calibrate-threshold": "facelink.benchmarks.calibrate_threshold",
+# name -> (module with main(argv), one-line help). Modules load only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("facelink.cloud.serving.server", "run the gRPC recognition server"),
+    "enroll": ("facelink.cloud.cli:enroll_main", "add face images to a running server's gallery under a name"),
+    "decode": ("facelink.cloud.cli:decode_main", "decode a .flk container to an image file"),
+    "demo": ("facelink.cloud.demo", "the whole edge-to-cloud pipeline on loopback, on shipped defaults"),
+    "train": ("facelink.cloud.training.train", "train a codec rate point (a config file or a ladder point)"),
+    "export": ("facelink.cloud.training.export", "package a trained codec as a registry rate point"),
+    "train-summary": ("facelink.cloud.training.train_summary", "steps, wall time and last figures of training runs"),
+    "verify-bitexact": ("facelink.cloud.evaluation.bitexact",
+                        "edge-encode and cloud-decode a data set; count mismatches"),
+    "bench": ("facelink.cloud.cli:bench_main", "benchmarks: accuracy against bytes, speed, load (see bench --help)"),
+}
+
+# `facelink bench NAME`: name -> (module, argv prefix, help). run/report/estimate/codecs are one program.
+BENCH_COMMANDS: dict[str, tuple[str, list[str], str]] = {
+    "run": ("facelink.benchmarks.bench", ["run"], "accuracy against bytes per face: codecs x data sets x recognizers"),
+    "report": ("facelink.benchmarks.bench", ["report"], "recompute headline figures and plots of a result folder"),
+    "estimate": ("facelink.benchmarks.bench", ["estimate"], "time a few images per codec setting; extrapolate"),
+    "codecs": ("facelink.benchmarks.bench", ["codecs"], "list the codecs, their sweeps and availability"),
+    "compare": ("facelink.benchmarks.compare", [], "two codec curves from two result folders at equal bytes"),
+    "recognizers": ("facelink.benchmarks.recognizers", [], "the recognizers on uncompressed faces"),
+    "edge-speed": ("facelink.benchmarks.edge_speed", [], "edge encode time against torch's, one thread"),
+    "bit-allocation": ("facelink.benchmarks.bit_allocation", [], "where a rate point spends its bits on full frames"),
+    "calibrate-threshold": ("facelink.benchmarks.calibrate_threshold", [], "the server's match threshold"),
 }
 
 
-def _enroll(argv: list[str]) -> int:
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr or "main")
+
+
+def _table_parser(prog: str, description: str, table: dict) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=description,
+                                 epilog=f"'{prog} COMMAND --help' describes a command's options.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, entry in table.items():
+        sub.add_parser(name, help=entry[-1], add_help=False)
+    return ap
+
+
+def _help_or_error(ap: argparse.ArgumentParser, argv: list[str]) -> int:
+    """No command, or one the table does not name: argparse prints the help, the version or the error."""
+    try:
+        ap.parse_args(argv[:1] or ["--help"])
+    except SystemExit as e:
+        return 0 if argv and e.code == 0 else 2
+    return 2
+
+
+def bench_main(argv: list[str]) -> int:
+    ap = _table_parser("facelink bench", "facelink's benchmarks. Results go under benchmarks/results/ with the "
+                                         "command and provenance that made them.", BENCH_COMMANDS)
+    if not argv or argv[0] not in BENCH_COMMANDS:
+        return _help_or_error(ap, argv)
+    module, prefix, _ = BENCH_COMMANDS[argv[0]]
+    return int(_load(module)(prefix + argv[1:]) or 0)
+
+
+def enroll_main(argv: list[str]) -> int:
     from facelink.edge.client import Client
 
     ap = argparse.ArgumentParser(prog="facelink enroll", description="Enroll face images under a name.")
-    ap.add_argument("name")
-    ap.add_argument("images", nargs="+", type=Path, help="image files (JPEG/PNG) or .flk bitstreams")
-    ap.add_argument("--server", default="127.0.0.1:50051")
+    ap.add_argument("name", help="the identity's name (as recognition results will report it)")
+    ap.add_argument("images", nargs="+", type=Path, help="image files (JPEG/PNG) or .flk containers")
+    ap.add_argument("--server", default="127.0.0.1:50051", help="server address (default %(default)s)")
     args = ap.parse_args(argv)
     with Client(args.server) as client:
         for p in args.images:
@@ -53,17 +90,19 @@ def _enroll(argv: list[str]) -> int:
     return 0
 
 
-def _decode(argv: list[str]) -> int:
+def decode_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk container to an image.")
+    ap.add_argument("input", type=Path, help="the .flk container")
+    ap.add_argument("-o", "--output", type=Path, help="image file; its suffix picks the format "
+                                                      "(default: INPUT with suffix .png)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing output")
+    args = ap.parse_args(argv)
+
     import cv2
 
     from facelink.cloud.serving.decoder import CloudDecoder
     from facelink.shared.bitstream import BitstreamError
 
-    ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk bitstream to an image.")
-    ap.add_argument("input", type=Path)
-    ap.add_argument("-o", "--output", type=Path, help="PNG (default: INPUT with suffix .png)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing output")
-    args = ap.parse_args(argv)
     out = args.output or args.input.with_suffix(".png")
     if out.exists() and not args.force:
         print(f"facelink decode: {out} exists; pass --force to overwrite it", file=sys.stderr)
@@ -84,22 +123,23 @@ def _decode(argv: list[str]) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("facelink")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "enroll":
-        return _enroll(rest)
-    if cmd == "decode":
-        return _decode(rest)
-    if cmd == "bench" and rest[:1] and f"bench {rest[0]}" in COMMANDS:
-        cmd, rest = f"bench {rest[0]}", rest[1:]
-    if cmd not in COMMANDS:
-        print(f"facelink: unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(COMMANDS[cmd]).main(rest) or 0)
+    ap = _table_parser("facelink", "facelink's cloud side: the recognition server, its gallery, codec training and "
+                                   "export, benchmarks and the demo. The camera side is facelink-edge.", COMMANDS)
+    ap.add_argument("--version", action="version", version=f"facelink {_version()}", help="print the version and exit")
+    if not argv or argv[0] not in COMMANDS:
+        return _help_or_error(ap, argv)
+    return int(_load(COMMANDS[argv[0]][0])(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

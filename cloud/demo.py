@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=Path, default=DEMO_FACES_DIR, help="folder with enroll/ and probe/ images")
     ap.add_argument("--model", help="codec rate point")
-    ap.add_argument("--full-frame", action="store_true")
-    ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--full-frame", action="store_true", help="send whole frames behind the face ROI instead of aligned crops")
+    ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to start (default %(default)s)")
     args = ap.parse_args(argv)
     summary = run(args.faces, args.model, args.full_frame, timeout=args.timeout)
     return 0 if summary["frames"] else 1

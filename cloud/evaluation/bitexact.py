@@ -52,12 +52,12 @@ def check_image(path: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink verify-bitexact", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["lfw", "celeba"], default="lfw")
-    ap.add_argument("--assets")
-    ap.add_argument("--model")
+    ap.add_argument("--dataset", choices=["lfw", "celeba"], default="lfw", help="data set whose images are coded (default %(default)s)")
+    ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
+    ap.add_argument("--model", help="codec rate point from the registry (default: the shipped default)")
     ap.add_argument("--limit", type=int, help="first N images only")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
+    ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
     args = ap.parse_args(argv)
     if args.dataset == "lfw":
         files = [str(im.path) for im in datasets.lfw_all_images(args.assets)]
