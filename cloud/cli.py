@@ -21,7 +21,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-summary": ("facelink.cloud.training.train_summary", "steps, wall time and last figures of training runs"),
     "verify-bitexact": ("facelink.cloud.evaluation.bitexact",
                         "edge-encode and cloud-decode a data set; count mismatches"),
+    "models": ("facelink.cloud.cli:models_main", "the rate points shipped with facelink (see models --help)"),
     "bench": ("facelink.cloud.cli:bench_main", "benchmarks: accuracy against bytes, speed, load (see bench --help)"),
+}
+
+# `facelink models NAME`: name -> (module, argv prefix, help)
+MODELS_COMMANDS: dict[str, tuple[str, list[str], str]] = {
+    "readme": ("facelink.cloud.evaluation.model_card", [], "write (or --check) the model table beside the models"),
 }
 
 # `facelink bench NAME`: name -> (module, argv prefix, help). run/report/estimate/codecs are one program.
@@ -61,13 +67,21 @@ def _help_or_error(ap: argparse.ArgumentParser, argv: list[str]) -> int:
     return 2
 
 
-def bench_main(argv: list[str]) -> int:
-    ap = _table_parser("facelink bench", "facelink's benchmarks. Results go under benchmarks/results/ with the "
-                                         "command and provenance that made them.", BENCH_COMMANDS)
-    if not argv or argv[0] not in BENCH_COMMANDS:
+def _group_main(prog: str, description: str, table: dict, argv: list[str]) -> int:
+    ap = _table_parser(prog, description, table)
+    if not argv or argv[0] not in table:
         return _help_or_error(ap, argv)
-    module, prefix, _ = BENCH_COMMANDS[argv[0]]
+    module, prefix, _ = table[argv[0]]
     return int(_load(module)(prefix + argv[1:]) or 0)
+
+
+def bench_main(argv: list[str]) -> int:
+    return _group_main("facelink bench", "facelink's benchmarks. Results go under benchmarks/results/ with the "
+                                         "command and provenance that made them.", BENCH_COMMANDS, argv)
+
+
+def models_main(argv: list[str]) -> int:
+    return _group_main("facelink models", "The codec rate points in the registry.", MODELS_COMMANDS, argv)
 
 
 def enroll_main(argv: list[str]) -> int:

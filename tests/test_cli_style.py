@@ -13,8 +13,9 @@ import pytest
 from facelink.cloud import cli as cloud_cli
 from facelink.edge import cli as edge_cli
 
-COMMANDS = ([("facelink", name) for name in cloud_cli.COMMANDS if name != "bench"]
-            + [("facelink bench", name) for name in cloud_cli.BENCH_COMMANDS])
+GROUPS = {"bench": cloud_cli.BENCH_COMMANDS, "models": cloud_cli.MODELS_COMMANDS}
+COMMANDS = ([("facelink", name) for name in cloud_cli.COMMANDS if name not in GROUPS]
+            + [(f"facelink {group}", name) for group, table in GROUPS.items() for name in table])
 
 
 def _edge_commands():
@@ -30,8 +31,8 @@ def _run_help(prog: str, name: str) -> None:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), pytest.raises(SystemExit) as e:
         if prog == "facelink":
             cloud_cli.main([name, "--help"])
-        elif prog == "facelink bench":
-            cloud_cli.main(["bench", name, "--help"])
+        elif prog.startswith("facelink "):
+            cloud_cli.main([prog.split()[1], name, "--help"])
         else:
             edge_cli.main([name, "--help"])
     assert e.value.code == 0, out.getvalue()
