@@ -8,28 +8,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecognizeRequest(_message.Message):
-    __slots__ = ("id", "bitstream", "source", "top_k")
+    __slots__ = ("id", "bitstream", "source", "top_k", "device_id", "sequence")
     ID_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     bitstream: bytes
     source: str
     top_k: int
-    def __init__(self, id: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., source: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+    device_id: str
+    sequence: int
+    def __init__(self, id: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., source: _Optional[str] = ..., top_k: _Optional[int] = ..., device_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
-    __slots__ = ("id", "source", "result", "error")
+    __slots__ = ("id", "source", "result", "error", "replayed")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     result: Recognition
     error: Error
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., result: _Optional[_Union[Recognition, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., result: _Optional[_Union[Recognition, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("identity", "similarity")
