@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facelink.shared import config as cfgmod
 from facelink.cloud.serving.decoder import CloudDecoder
+from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
 from facelink.cloud.serving.gallery import Gallery, GalleryError
 from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline
 from facelink.cloud.serving.recognizers import get_recognizer
@@ -52,6 +53,9 @@ class ServerConfig:
     max_pixels: int = 4096 * 4096
     workers: int = 2
     device: str | None = None
+    # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
+    dedup_max_age_s: float = 7 * 86400.0
+    dedup_max_entries: int = 1_000_000
 
 
 class FrameRejected(Exception):
@@ -68,6 +72,7 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         self.gallery = Gallery(cfg.gallery, recognizer.name)
         self.pipeline = FacePipeline(recognizer, self.gallery, threshold=cfg.threshold)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="facelink")
+        self.dedup = Deduplicator(DedupStore(path_beside(cfg.gallery), cfg.dedup_max_age_s, cfg.dedup_max_entries))
 
     # -- frame work (runs in the thread pool) ------------------------------------------------------------------
     def _decode(self, data: bytes):
@@ -135,7 +140,10 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
     async def Recognize(self, request_iterator, context):
         loop = asyncio.get_running_loop()
         async for req in request_iterator:
-            yield await loop.run_in_executor(self.pool, self._recognize, req)
+            if req.device_id:  # an edge outbox's frame: answered once per (device id, sequence), repeats replayed
+                yield await loop.run_in_executor(self.pool, self.dedup.answer, req, self._recognize)
+            else:
+                yield await loop.run_in_executor(self.pool, self._recognize, req)
 
     async def Enroll(self, request, context):
         loop = asyncio.get_running_loop()
@@ -206,6 +214,7 @@ async def _serve(cfg: ServerConfig, ready_file: Path | None) -> None:
     await stop.wait()
     await server.stop(grace=2)
     service.gallery.close()
+    service.dedup.store.close()
     service.pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -238,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(_serve(cfg, args.ready_file))
-    except (registry.UnknownModelError, GalleryError) as e:
+    except (registry.UnknownModelError, GalleryError, DedupError) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
         return 2
     return 0
