@@ -76,7 +76,9 @@ def crop_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, st
             continue
         if not isinstance(d, dict) or d.get("schema") != BENCH_SCHEMA or d.get("limited"):
             continue
-        if d.get("protocol") != "face-crop" or d.get("setting") != "asymmetric" or d.get("recognizer") not in RECOGNIZERS:
+        if (d.get("protocol"), d.get("setting")) != ("face-crop", "asymmetric"):
+            continue
+        if d.get("recognizer") not in RECOGNIZERS:
             continue
         prov = d.get("provenance") or {}
         if (prov.get("config") or {}).get("crop_template", "arcface-112") != "arcface-112":
