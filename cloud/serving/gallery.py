@@ -1,42 +1,55 @@
-"""The enrollment gallery: identities and their face embeddings in SQLite (one file, transactional).
+"""The enrollment gallery: identities and their face embeddings, behind one interface with two backends.
 
-Embeddings are stored per recognizer, so a gallery survives a change of recognizer without mixing spaces.
-Enrolling never overwrites: each call adds a sample under the identity's name.
+- :class:`~facelink.cloud.serving.gallery_sqlite.SQLiteGallery` (the embedded default): one SQLite file in WAL
+  mode; several servers may share the file.
+- :class:`~facelink.cloud.serving.gallery_postgres.PostgresGallery`: PostgreSQL with pgvector, for replicas that
+  share one gallery; the match runs in SQL over an HNSW index.
+
+``Gallery(spec, recognizer)`` opens the backend the spec names: a ``postgresql://`` (or ``postgres://``) URL or
+a file path. Both give the same answers to the same calls (tests/test_gallery_backends.py runs one sequence on
+both and compares).
+
+What every backend keeps:
+
+- Embeddings per recognizer, so a gallery survives a change of recognizer without mixing spaces.
+- Enrolling never overwrites: each call adds a sample under the identity's name, with audit fields (when, by
+  which caller, from which source).
+- An identity is matched through its template, the renormalised mean of its samples; similarity is the cosine.
+- Erasure: :meth:`Gallery.delete_identity` removes an identity and every sample of it (all recognizers);
+  :meth:`Gallery.remove_sample` removes one sample, and the identity with its last one.
+- No stale answers: a write through one gallery object (one server) is seen by the next call on every other
+  object on the same file or database.
+
+Names are canonical (:func:`normalize_name`): NFKC, surrounding whitespace removed and inner runs collapsed to one
+space; control, format (zero-width, bidi), private-use and unassigned characters are refused, and so are names
+that mix Latin, Greek and Cyrillic letters, the look-alike names of a spoofed identity.
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
+import abc
+import math
+import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    id INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    recognizer TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    source TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS embeddings_by_recognizer ON embeddings(recognizer, identity_id);
-"""
-MAX_NAME = 200
+MAX_NAME = 200  # characters, after normalisation
+MAX_SOURCE = 256  # characters of a sample's source label (a file name, a camera id)
+MAX_ENROLLED_BY = 128  # characters of the caller's name (an auth token's name)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_CONFUSABLE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
 
 
 class GalleryError(ValueError):
-    pass
+    """A request the gallery refuses (bad name, bad embedding, unknown identity or sample); the message says why."""
+
+
+class NotFoundError(GalleryError):
+    """The identity or sample named does not exist."""
+
+
+class GalleryUnavailable(RuntimeError):
+    """The gallery's database cannot be reached or failed; the request may be retried."""
 
 
 @dataclass(frozen=True)
@@ -45,86 +58,178 @@ class Match:
     similarity: float
 
 
-class Gallery:
-    def __init__(self, path: str | Path, recognizer: str):
-        self.path = str(path)
-        self.recognizer = recognizer
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-        with self._tx():
-            for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript would commit mid-transaction
-                self._db.execute(statement)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise GalleryError(f"{path}: gallery schema {row[0]}, this facelink reads {SCHEMA_VERSION}")
-        self._cache: tuple[list[str], np.ndarray] | None = None
+@dataclass(frozen=True)
+class Sample:
+    """One enrolled embedding's record (the embedding itself is not returned)."""
 
-    def _tx(self):
-        db = self._db
+    id: int
+    recognizer: str
+    enrolled_at: float  # Unix time, seconds
+    enrolled_by: str  # the caller's name (an auth token's name), "" when unknown
+    source: str
 
-        class _Tx:
-            def __enter__(self_):
-                db.execute("BEGIN IMMEDIATE")
 
-            def __exit__(self_, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
+@dataclass(frozen=True)
+class IdentityRecord:
+    name: str
+    created_at: float  # Unix time, seconds
+    samples: tuple[Sample, ...]
 
-        return _Tx()
 
-    def enroll(self, name: str, embedding: np.ndarray, source: str = "") -> int:
+@dataclass(frozen=True)
+class Removal:
+    """What :meth:`Gallery.remove_sample` left: samples for the gallery's recognizer, and whether the identity went
+    with its last sample."""
+
+    identity: str
+    samples_left: int
+    identity_deleted: bool
+
+
+def _script(ch: str) -> str | None:
+    if not ch.isalpha():
+        return None
+    name = unicodedata.name(ch, "")
+    return next((s for s in _CONFUSABLE_SCRIPTS if name.startswith(s + " ")), None)
+
+
+def normalize_name(name) -> str:
+    """The canonical form of an identity name, or :class:`GalleryError` saying why it is refused."""
+    if not isinstance(name, str):
+        raise GalleryError(f"identity name must be a string, got {type(name).__name__}")
+    if len(name) > 4 * MAX_NAME:
+        raise GalleryError(f"identity name of {len(name)} characters; the limit is {MAX_NAME}")
+    text = unicodedata.normalize("NFKC", name)
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category[0] == "C" or category in ("Zl", "Zp"):
+            raise GalleryError(f"identity name contains U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}, "
+                               f"category {category}): control, format (zero-width, bidi) and unassigned "
+                               "characters are not allowed")
+    text = " ".join(text.split())  # only spaces (category Zs) are left to collapse
+    if not text or len(text) > MAX_NAME:
+        raise GalleryError(f"identity name must be 1–{MAX_NAME} characters after normalisation, got {len(text)}")
+    scripts = {s for s in map(_script, text) if s}
+    if len(scripts) > 1:
+        raise GalleryError(f"identity name mixes {' and '.join(sorted(s.title() for s in scripts))} letters "
+                           "(a look-alike of another name); write it in one script")
+    return text
+
+
+def check_label(value, what: str, limit: int) -> str:
+    """A free-text label (source, caller name): a string of at most ``limit`` printable characters."""
+    if not isinstance(value, str):
+        raise GalleryError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise GalleryError(f"{what} of {len(value)} characters; the limit is {limit}")
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise GalleryError(f"{what} contains control or format characters")
+    return value
+
+
+def check_embedding(embedding) -> np.ndarray:
+    """A finite, unit-norm float32 vector, as every recognizer gives."""
+    v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if not len(v) or not np.all(np.isfinite(v)) or abs(float(np.linalg.norm(v)) - 1) > 1e-3:
+        raise GalleryError("embedding must be a non-empty, finite, unit-norm vector")
+    return v
+
+
+def check_query(embedding) -> np.ndarray:
+    """A finite, non-zero query vector, scaled to unit norm (the cosine does not depend on its length)."""
+    v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v)) if len(v) and np.all(np.isfinite(v)) else 0.0
+    if not norm or not math.isfinite(norm):
+        raise GalleryError("query embedding must be a non-empty, finite, non-zero vector")
+    return v / np.float32(norm)
+
+
+def check_sample_id(sample_id) -> int:
+    if isinstance(sample_id, bool) or not isinstance(sample_id, (int, np.integer)) or not 0 < sample_id < 2**63:
+        raise GalleryError(f"sample id must be a positive integer, got {sample_id!r}")
+    return int(sample_id)
+
+
+def rank(pairs: list[tuple[str, float]], top_k: int) -> list[Match]:
+    """The ``top_k`` best (name, similarity) pairs: highest similarity first, ties by name."""
+    pairs = sorted(pairs, key=lambda p: (-p[1], p[0]))
+    return [Match(n, float(s)) for n, s in pairs[: max(1, top_k)]]
+
+
+def is_postgres_url(spec) -> bool:
+    return isinstance(spec, str) and spec.startswith(POSTGRES_SCHEMES)
+
+
+class Gallery(abc.ABC):
+    """The gallery interface. ``Gallery(spec, recognizer)`` opens the backend ``spec`` names (see the module)."""
+
+    recognizer: str
+
+    def __new__(cls, spec=None, recognizer: str | None = None, *args, **kwargs):
+        if cls is Gallery:
+            cls = _backend_for(spec)
+        return super().__new__(cls)
+
+    # -- writes ----------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def enroll(self, name: str, embedding: np.ndarray, source: str = "", enrolled_by: str = "") -> int:
         """Add one unit-norm embedding under ``name``; returns the identity's sample count for this recognizer."""
-        name = name.strip() if isinstance(name, str) else name
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
-            raise GalleryError(f"identity name must be 1–{MAX_NAME} printable characters, got {name!r}")
-        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if not np.all(np.isfinite(v)) or abs(float(np.linalg.norm(v)) - 1) > 1e-3:
-            raise GalleryError("embedding must be finite and unit-norm")
-        with self._lock, self._tx():
-            self._db.execute("INSERT OR IGNORE INTO identities(name, created_at) VALUES (?, ?)", (name, time.time()))
-            (ident,) = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            self._db.execute(
-                "INSERT INTO embeddings(identity_id, recognizer, dim, vector, source, created_at) VALUES (?,?,?,?,?,?)",
-                (ident, self.recognizer, len(v), v.tobytes(), source, time.time()))
-            (count,) = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ? AND recognizer = ?",
-                                        (ident, self.recognizer)).fetchone()
-            self._cache = None
-        return int(count)
+
+    @abc.abstractmethod
+    def delete_identity(self, name: str) -> int:
+        """Erase an identity and all its samples, for every recognizer; returns how many samples went.
+        :class:`NotFoundError` if there is no such identity."""
+
+    @abc.abstractmethod
+    def remove_sample(self, name: str, sample_id: int) -> Removal:
+        """Erase one sample of an identity (any recognizer); the identity goes with its last sample.
+        :class:`NotFoundError` if the identity has no such sample."""
+
+    # -- reads -----------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def records(self, all_recognizers: bool = False) -> list[IdentityRecord]:
+        """Every identity by name, with its samples for this recognizer (or for every one)."""
+
+    @abc.abstractmethod
+    def match(self, embedding: np.ndarray, top_k: int = 3) -> list[Match]:
+        """The ``top_k`` identities whose templates are most similar (cosine) to ``embedding``, best first."""
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Identities with at least one sample for this recognizer."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`GalleryUnavailable` unless the gallery can be read now (for readiness probes)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the file or the database connections."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the gallery lives, safe to log (no password)."""
 
     def identities(self) -> list[tuple[str, int]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT i.name, COUNT(e.id) FROM identities i LEFT JOIN embeddings e "
-                "ON e.identity_id = i.id AND e.recognizer = ? GROUP BY i.id ORDER BY i.name", (self.recognizer,))
-            return [(n, int(c)) for n, c in rows]
+        """(name, samples for this recognizer) of every identity, by name."""
+        return [(r.name, len(r.samples)) for r in self.records()]
 
-    def _templates(self) -> tuple[list[str], np.ndarray]:
-        """One template per identity: the renormalised mean of its embeddings."""
-        with self._lock:
-            if self._cache is None:
-                rows = self._db.execute(
-                    "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                    "WHERE e.recognizer = ? ORDER BY i.name", (self.recognizer,)).fetchall()
-                sums: dict[str, np.ndarray] = {}
-                for name, blob in rows:
-                    v = np.frombuffer(blob, dtype=np.float32)
-                    sums[name] = sums[name] + v if name in sums else v.copy()
-                names = sorted(sums)
-                mat = np.stack([sums[n] / np.linalg.norm(sums[n]) for n in names]) if names else np.zeros((0, 0), np.float32)
-                self._cache = (names, mat.astype(np.float32))
-            return self._cache
+    def __enter__(self):
+        return self
 
-    def match(self, embedding: np.ndarray, top_k: int = 3) -> list[Match]:
-        names, mat = self._templates()
-        if not names:
-            return []
-        sims = mat @ np.asarray(embedding, dtype=np.float32).reshape(-1)
-        order = np.argsort(-sims)[: max(1, top_k)]
-        return [Match(names[i], float(sims[i])) for i in order]
+    def __exit__(self, *_):
+        self.close()
 
-    def close(self) -> None:
-        self._db.close()
+
+def _backend_for(spec) -> type[Gallery]:
+    if is_postgres_url(spec):
+        from facelink.cloud.serving.gallery_postgres import PostgresGallery
+
+        return PostgresGallery
+    if isinstance(spec, str) and "://" in spec:
+        raise GalleryError(f"unsupported gallery URL {spec.split('://')[0]}://...; give a file path (SQLite) or a "
+                           "postgresql:// URL")
+    from facelink.cloud.serving.gallery_sqlite import SQLiteGallery
+
+    return SQLiteGallery
+
