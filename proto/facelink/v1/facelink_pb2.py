@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65link/v1/facelink.proto\x12\x0b\x66\x61\x63\x65link.v1\"u\n\x10RecognizeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tbitstream\x18\x02 \x01(\x0c\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"\x9d\x01\n\x11RecognizeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.facelink.v1.RecognitionH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.facelink.v1.ErrorH\x00\x12\x10\n\x08replayed\x18\x05 \x01(\x08\x42\t\n\x07outcome\"-\n\x05Match\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"\xe2\x01\n\x0bRecognition\x12\x12\n\nface_found\x18\x01 \x01(\x08\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12#\n\x07matches\x18\x04 \x03(\x0b\x32\x12.facelink.v1.Match\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0b\n\x03\x62pp\x18\x08 \x01(\x01\x12\x10\n\x08model_id\x18\t \x01(\t\x12\x11\n\tdecode_ms\x18\n \x01(\x01\x12\x14\n\x0crecognize_ms\x18\x0b \x01(\x01\"\xc0\x01\n\x05\x45rror\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.facelink.v1.Error.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x7f\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x15\n\x11INVALID_BITSTREAM\x10\x01\x12\x11\n\rUNKNOWN_MODEL\x10\x02\x12\x13\n\x0f\x46RAME_TOO_LARGE\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\"f\n\rEnrollRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x13\n\tbitstream\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\x13\n\x0bsource_name\x18\x04 \x01(\tB\x08\n\x06source\"G\n\x0e\x45nrollResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x12\n\nrecognizer\x18\x03 \x01(\t\"\x17\n\x15ListIdentitiesRequest\")\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\r\"W\n\x16ListIdentitiesResponse\x12)\n\nidentities\x18\x01 \x03(\x0b\x32\x15.facelink.v1.Identity\x12\x12\n\nrecognizer\x18\x02 \x01(\t\"\x12\n\x10ModelInfoRequest\"B\n\nCodecModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\"\x80\x02\n\x11ModelInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12 \n\x18\x62itstream_format_version\x18\x02 \x01(\r\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.facelink.v1.CodecModel\x12\x15\n\rdefault_model\x18\x04 \x01(\t\x12\x12\n\nrecognizer\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x06 \x01(\t\x12\x17\n\x0fmatch_threshold\x18\x07 \x01(\x02\x12\x17\n\x0fmax_frame_bytes\x18\x08 \x01(\x04\x12\x19\n\x11\x63rop_template_ids\x18\t \x03(\r2\xc7\x02\n\x08\x46\x61\x63\x65Link\x12N\n\tRecognize\x12\x1d.facelink.v1.RecognizeRequest\x1a\x1e.facelink.v1.RecognizeResponse(\x01\x30\x01\x12\x41\n\x06\x45nroll\x12\x1a.facelink.v1.EnrollRequest\x1a\x1b.facelink.v1.EnrollResponse\x12Y\n\x0eListIdentities\x12\".facelink.v1.ListIdentitiesRequest\x1a#.facelink.v1.ListIdentitiesResponse\x12M\n\x0cGetModelInfo\x12\x1d.facelink.v1.ModelInfoRequest\x1a\x1e.facelink.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65link/v1/facelink.proto\x12\x0b\x66\x61\x63\x65link.v1\"u\n\x10RecognizeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tbitstream\x18\x02 \x01(\x0c\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"\x9d\x01\n\x11RecognizeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.facelink.v1.RecognitionH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.facelink.v1.ErrorH\x00\x12\x10\n\x08replayed\x18\x05 \x01(\x08\x42\t\n\x07outcome\"-\n\x05Match\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"\xe2\x01\n\x0bRecognition\x12\x12\n\nface_found\x18\x01 \x01(\x08\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12#\n\x07matches\x18\x04 \x03(\x0b\x32\x12.facelink.v1.Match\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x0b\n\x03\x62pp\x18\x08 \x01(\x01\x12\x10\n\x08model_id\x18\t \x01(\t\x12\x11\n\tdecode_ms\x18\n \x01(\x01\x12\x14\n\x0crecognize_ms\x18\x0b \x01(\x01\"\xc0\x01\n\x05\x45rror\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.facelink.v1.Error.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x7f\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x15\n\x11INVALID_BITSTREAM\x10\x01\x12\x11\n\rUNKNOWN_MODEL\x10\x02\x12\x13\n\x0f\x46RAME_TOO_LARGE\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\"f\n\rEnrollRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x13\n\tbitstream\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\x13\n\x0bsource_name\x18\x04 \x01(\tB\x08\n\x06source\"G\n\x0e\x45nrollResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x12\n\nrecognizer\x18\x03 \x01(\t\"0\n\x15ListIdentitiesRequest\x12\x17\n\x0f\x61ll_recognizers\x18\x01 \x01(\x08\"g\n\x06Sample\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\nrecognizer\x18\x02 \x01(\t\x12\x13\n\x0b\x65nrolled_at\x18\x03 \x01(\x01\x12\x13\n\x0b\x65nrolled_by\x18\x04 \x01(\t\x12\x13\n\x0bsource_name\x18\x05 \x01(\t\"j\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12+\n\x0esample_records\x18\x03 \x03(\x0b\x32\x13.facelink.v1.Sample\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\"W\n\x16ListIdentitiesResponse\x12)\n\nidentities\x18\x01 \x03(\x0b\x32\x15.facelink.v1.Identity\x12\x12\n\nrecognizer\x18\x02 \x01(\t\")\n\x15\x44\x65leteIdentityRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\"C\n\x16\x44\x65leteIdentityResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x17\n\x0fsamples_removed\x18\x02 \x01(\r\":\n\x13RemoveSampleRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x11\n\tsample_id\x18\x02 \x01(\x04\"S\n\x14RemoveSampleResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x18\n\x10identity_deleted\x18\x03 \x01(\x08\"\x12\n\x10ModelInfoRequest\"B\n\nCodecModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\"\x80\x02\n\x11ModelInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12 \n\x18\x62itstream_format_version\x18\x02 \x01(\r\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.facelink.v1.CodecModel\x12\x15\n\rdefault_model\x18\x04 \x01(\t\x12\x12\n\nrecognizer\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x06 \x01(\t\x12\x17\n\x0fmatch_threshold\x18\x07 \x01(\x02\x12\x17\n\x0fmax_frame_bytes\x18\x08 \x01(\x04\x12\x19\n\x11\x63rop_template_ids\x18\t \x03(\r2\xf7\x03\n\x08\x46\x61\x63\x65Link\x12N\n\tRecognize\x12\x1d.facelink.v1.RecognizeRequest\x1a\x1e.facelink.v1.RecognizeResponse(\x01\x30\x01\x12\x41\n\x06\x45nroll\x12\x1a.facelink.v1.EnrollRequest\x1a\x1b.facelink.v1.EnrollResponse\x12Y\n\x0eListIdentities\x12\".facelink.v1.ListIdentitiesRequest\x1a#.facelink.v1.ListIdentitiesResponse\x12Y\n\x0e\x44\x65leteIdentity\x12\".facelink.v1.DeleteIdentityRequest\x1a#.facelink.v1.DeleteIdentityResponse\x12S\n\x0cRemoveSample\x12 .facelink.v1.RemoveSampleRequest\x1a!.facelink.v1.RemoveSampleResponse\x12M\n\x0cGetModelInfo\x12\x1d.facelink.v1.ModelInfoRequest\x1a\x1e.facelink.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,17 +48,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLRESPONSE']._serialized_start=897
   _globals['_ENROLLRESPONSE']._serialized_end=968
   _globals['_LISTIDENTITIESREQUEST']._serialized_start=970
-  _globals['_LISTIDENTITIESREQUEST']._serialized_end=993
-  _globals['_IDENTITY']._serialized_start=995
-  _globals['_IDENTITY']._serialized_end=1036
-  _globals['_LISTIDENTITIESRESPONSE']._serialized_start=1038
-  _globals['_LISTIDENTITIESRESPONSE']._serialized_end=1125
-  _globals['_MODELINFOREQUEST']._serialized_start=1127
-  _globals['_MODELINFOREQUEST']._serialized_end=1145
-  _globals['_CODECMODEL']._serialized_start=1147
-  _globals['_CODECMODEL']._serialized_end=1213
-  _globals['_MODELINFORESPONSE']._serialized_start=1216
-  _globals['_MODELINFORESPONSE']._serialized_end=1472
-  _globals['_FACELINK']._serialized_start=1475
-  _globals['_FACELINK']._serialized_end=1802
+  _globals['_LISTIDENTITIESREQUEST']._serialized_end=1018
+  _globals['_SAMPLE']._serialized_start=1020
+  _globals['_SAMPLE']._serialized_end=1123
+  _globals['_IDENTITY']._serialized_start=1125
+  _globals['_IDENTITY']._serialized_end=1231
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_start=1233
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_end=1320
+  _globals['_DELETEIDENTITYREQUEST']._serialized_start=1322
+  _globals['_DELETEIDENTITYREQUEST']._serialized_end=1363
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_start=1365
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_end=1432
+  _globals['_REMOVESAMPLEREQUEST']._serialized_start=1434
+  _globals['_REMOVESAMPLEREQUEST']._serialized_end=1492
+  _globals['_REMOVESAMPLERESPONSE']._serialized_start=1494
+  _globals['_REMOVESAMPLERESPONSE']._serialized_end=1577
+  _globals['_MODELINFOREQUEST']._serialized_start=1579
+  _globals['_MODELINFOREQUEST']._serialized_end=1597
+  _globals['_CODECMODEL']._serialized_start=1599
+  _globals['_CODECMODEL']._serialized_end=1665
+  _globals['_MODELINFORESPONSE']._serialized_start=1668
+  _globals['_MODELINFORESPONSE']._serialized_end=1924
+  _globals['_FACELINK']._serialized_start=1927
+  _globals['_FACELINK']._serialized_end=2430
 # @@protoc_insertion_point(module_scope)

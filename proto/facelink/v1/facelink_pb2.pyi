@@ -116,16 +116,36 @@ class EnrollResponse(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., samples: _Optional[int] = ..., recognizer: _Optional[str] = ...) -> None: ...
 
 class ListIdentitiesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("all_recognizers",)
+    ALL_RECOGNIZERS_FIELD_NUMBER: _ClassVar[int]
+    all_recognizers: bool
+    def __init__(self, all_recognizers: _Optional[bool] = ...) -> None: ...
+
+class Sample(_message.Message):
+    __slots__ = ("id", "recognizer", "enrolled_at", "enrolled_by", "source_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_BY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    recognizer: str
+    enrolled_at: float
+    enrolled_by: str
+    source_name: str
+    def __init__(self, id: _Optional[int] = ..., recognizer: _Optional[str] = ..., enrolled_at: _Optional[float] = ..., enrolled_by: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("name", "samples")
+    __slots__ = ("name", "samples", "sample_records", "created_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     samples: int
-    def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ...) -> None: ...
+    sample_records: _containers.RepeatedCompositeFieldContainer[Sample]
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ..., sample_records: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class ListIdentitiesResponse(_message.Message):
     __slots__ = ("identities", "recognizer")
@@ -134,6 +154,38 @@ class ListIdentitiesResponse(_message.Message):
     identities: _containers.RepeatedCompositeFieldContainer[Identity]
     recognizer: str
     def __init__(self, identities: _Optional[_Iterable[_Union[Identity, _Mapping]]] = ..., recognizer: _Optional[str] = ...) -> None: ...
+
+class DeleteIdentityRequest(_message.Message):
+    __slots__ = ("identity",)
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    def __init__(self, identity: _Optional[str] = ...) -> None: ...
+
+class DeleteIdentityResponse(_message.Message):
+    __slots__ = ("identity", "samples_removed")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    samples_removed: int
+    def __init__(self, identity: _Optional[str] = ..., samples_removed: _Optional[int] = ...) -> None: ...
+
+class RemoveSampleRequest(_message.Message):
+    __slots__ = ("identity", "sample_id")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    sample_id: int
+    def __init__(self, identity: _Optional[str] = ..., sample_id: _Optional[int] = ...) -> None: ...
+
+class RemoveSampleResponse(_message.Message):
+    __slots__ = ("identity", "samples", "identity_deleted")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_DELETED_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    samples: int
+    identity_deleted: bool
+    def __init__(self, identity: _Optional[str] = ..., samples: _Optional[int] = ..., identity_deleted: _Optional[bool] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()

@@ -49,6 +49,16 @@ class FaceLinkStub:
                 request_serializer=facelink_dot_v1_dot_facelink__pb2.ListIdentitiesRequest.SerializeToString,
                 response_deserializer=facelink_dot_v1_dot_facelink__pb2.ListIdentitiesResponse.FromString,
                 _registered_method=True)
+        self.DeleteIdentity = channel.unary_unary(
+                '/facelink.v1.FaceLink/DeleteIdentity',
+                request_serializer=facelink_dot_v1_dot_facelink__pb2.DeleteIdentityRequest.SerializeToString,
+                response_deserializer=facelink_dot_v1_dot_facelink__pb2.DeleteIdentityResponse.FromString,
+                _registered_method=True)
+        self.RemoveSample = channel.unary_unary(
+                '/facelink.v1.FaceLink/RemoveSample',
+                request_serializer=facelink_dot_v1_dot_facelink__pb2.RemoveSampleRequest.SerializeToString,
+                response_deserializer=facelink_dot_v1_dot_facelink__pb2.RemoveSampleResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/facelink.v1.FaceLink/GetModelInfo',
                 request_serializer=facelink_dot_v1_dot_facelink__pb2.ModelInfoRequest.SerializeToString,
@@ -74,7 +84,21 @@ class FaceLinkServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListIdentities(self, request, context):
-        """List enrolled identities.
+        """List enrolled identities, with each one's samples and their audit fields.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIdentity(self, request, context):
+        """Erase an identity and every sample of it, for every recognizer (the right to erasure). NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSample(self, request, context):
+        """Erase one sample of an identity; the identity goes with its last sample. NOT_FOUND if it has no such sample.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +128,16 @@ def add_FaceLinkServicer_to_server(servicer, server):
                     servicer.ListIdentities,
                     request_deserializer=facelink_dot_v1_dot_facelink__pb2.ListIdentitiesRequest.FromString,
                     response_serializer=facelink_dot_v1_dot_facelink__pb2.ListIdentitiesResponse.SerializeToString,
+            ),
+            'DeleteIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIdentity,
+                    request_deserializer=facelink_dot_v1_dot_facelink__pb2.DeleteIdentityRequest.FromString,
+                    response_serializer=facelink_dot_v1_dot_facelink__pb2.DeleteIdentityResponse.SerializeToString,
+            ),
+            'RemoveSample': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSample,
+                    request_deserializer=facelink_dot_v1_dot_facelink__pb2.RemoveSampleRequest.FromString,
+                    response_serializer=facelink_dot_v1_dot_facelink__pb2.RemoveSampleResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -192,6 +226,60 @@ class FaceLink:
             '/facelink.v1.FaceLink/ListIdentities',
             facelink_dot_v1_dot_facelink__pb2.ListIdentitiesRequest.SerializeToString,
             facelink_dot_v1_dot_facelink__pb2.ListIdentitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facelink.v1.FaceLink/DeleteIdentity',
+            facelink_dot_v1_dot_facelink__pb2.DeleteIdentityRequest.SerializeToString,
+            facelink_dot_v1_dot_facelink__pb2.DeleteIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facelink.v1.FaceLink/RemoveSample',
+            facelink_dot_v1_dot_facelink__pb2.RemoveSampleRequest.SerializeToString,
+            facelink_dot_v1_dot_facelink__pb2.RemoveSampleResponse.FromString,
             options,
             channel_credentials,
             insecure,
