@@ -58,7 +58,7 @@ class AdapterConfig:
         return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "AdapterConfig":
+    def from_json(cls, text: str) -> AdapterConfig:
         data = json.loads(text)
         if data.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} adapters file")

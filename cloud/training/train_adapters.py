@@ -1,0 +1,385 @@
+"""Training of face-domain adapters and their gate on a frozen rate point (``facelink train-adapters``).
+
+The rate point's encoder, entropy model and base ``g_s`` are frozen; only the adapters and the gate
+(:mod:`facelink.cloud.serving.adapters`) learn. Loss per batch:
+
+    λ · (255² · MSE + α · D_identity) + γ · CE(gate logits, domain)
+
+with D_identity the IPR term of :mod:`facelink.cloud.training.identity_loss` (MobileFaceNet, the same definition as
+the IPR rate points) and λ, α the rate point's own unless the configuration sets them (α 0: the pixel-loss
+ablation). There is no rate term: the bitstream does not change.
+
+Data: training images only (LFW outside View 2, CelebA train identities: :mod:`facelink.cloud.training.datasets`),
+each cropped exactly as the edge crops a face (YuNet landmarks, the ``arcface-112`` template), turned into every
+trained domain (:mod:`facelink.cloud.training.domains`; the held-out domain never appears) and coded by the rate
+point's own edge encoder (ONNX + the shared entropy coder): the decoder learns from the very ŷ it decodes in
+service. These latents are computed once per (rate point, images, domains) and cached under ``runs/cache``.
+
+``facelink train-adapters run --config C --out RUN`` trains (``--resume`` continues from RUN/checkpoint.pt);
+``facelink train-adapters install --run RUN --ablation RUN0`` puts the result into the rate point's bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facelink.cloud.serving import adapters as adapters_mod
+from facelink.cloud.serving.codec_model import build, load_synthesis
+from facelink.cloud.training import domains as domains_mod
+from facelink.shared import config as cfgmod
+from facelink.shared import registry
+from facelink.shared.paths import runs_dir
+
+LOG_COLUMNS = ["step", "loss", "mse", "psnr", "identity", "ce", "gate_accuracy", "lr", "seconds", "cpu_seconds"]
+LATENT_CACHE_VERSION = "adapter-latents-v1"
+
+
+@dataclass
+class AdapterTrainConfig:
+    model: str = "face-ipr-q2"  # the registry rate point whose decoder gains the adapters
+    domains: list[str] = field(default_factory=lambda: list(domains_mod.TRAINED))  # source first; adapter order
+    sites: list[int] = field(default_factory=lambda: [3, 5])  # g_s indices after which adapters sit
+    width: int = 8  # adapter bottleneck channels
+    kernel: int = 1  # adapter up-convolution kernel
+    gate_channels: int = 16
+    gate_kernel: int = 3
+    lmbda: float | None = None  # weight of the distortion; None: the rate point's training λ
+    alpha: float | None = None  # weight of D_identity; None: the rate point's training α (0: pixel-loss ablation)
+    gamma: float = 0.1  # weight of the gate's cross-entropy on the domain label
+    recognizer: str = "mobilefacenet"
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_drop_at: float = 0.85  # fraction of steps after which lr is divided by 10
+    teacher_forcing: float = 0.2  # share of the first steps that blend by the true domain instead of the gate
+    images: int = 1000  # training images drawn (seeded) from the data sets; each appears in every domain
+    datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
+    seed: int = 0
+    checkpoint_every: int = 100
+    threads: int = 1
+
+    def __post_init__(self):
+        if not self.domains or self.domains[0] != "source":
+            raise cfgmod.ConfigError(f"domains must start with source (no forgetting), got {self.domains}")
+        for d in self.domains:
+            if d not in domains_mod.DOMAINS:
+                raise cfgmod.ConfigError(f"unknown domain {d!r}; known: {', '.join(domains_mod.DOMAINS)}")
+        if domains_mod.UNSEEN in self.domains:
+            raise cfgmod.ConfigError(f"{domains_mod.UNSEEN} is the held-out domain: no adapter or gate trains on it")
+        for name in ("lmbda", "alpha"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0 and math.isfinite(v)):
+                raise cfgmod.ConfigError(f"{name} must be a finite number ≥ 0, got {v}")
+        if not (self.gamma >= 0 and math.isfinite(self.gamma)):
+            raise cfgmod.ConfigError(f"gamma must be a finite number ≥ 0, got {self.gamma}")
+        if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.lr_drop_at <= 1.0:
+            raise cfgmod.ConfigError("teacher_forcing and lr_drop_at must lie in [0, 1]")
+        if self.steps < 1 or self.batch_size < 1 or self.images < 1 or self.checkpoint_every < 1:
+            raise cfgmod.ConfigError("steps, batch_size, images and checkpoint_every must be ≥ 1")
+        try:
+            self.adapter_config()
+        except ValueError as e:
+            raise cfgmod.ConfigError(str(e)) from e
+
+    def adapter_config(self) -> adapters_mod.AdapterConfig:
+        return adapters_mod.AdapterConfig(tuple(self.domains), tuple(self.sites), self.width, self.kernel,
+                                          self.gate_channels, self.gate_kernel)
+
+
+def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple[float, float]:
+    """(λ, α): the configuration's, else those the rate point was trained with (its manifest)."""
+    training = bundle.manifest.get("training", {})
+    lmbda = cfg.lmbda if cfg.lmbda is not None else training.get("lambda")
+    alpha = cfg.alpha if cfg.alpha is not None else training.get("alpha")
+    if lmbda is None or alpha is None:
+        raise cfgmod.ConfigError(f"{bundle.name}'s manifest does not say its training λ and α: set lmbda and alpha")
+    return float(lmbda), float(alpha)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: edge crops in every domain, coded by the rate point's edge encoder, cached once
+# ----------------------------------------------------------------------------------------------------------------
+def _image_key(path: Path) -> str:
+    """A file's name relative to its data set (parent folder / file): what the domain draws are seeded with."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def latent_cache_path(bundle: registry.ModelBundle, files: list[Path], domains: list[str]) -> Path:
+    h = hashlib.sha256(f"{LATENT_CACHE_VERSION}:{bundle.model_id}:{domains_mod.DOMAIN_SEED}:{','.join(domains)}\n"
+                       .encode())
+    for f in files:
+        h.update(f"{_image_key(f)}\n".encode())
+    return runs_dir() / "cache" / f"adapter_latents_{bundle.name}_{h.hexdigest()[:16]}.npz"
+
+
+def training_crops(cfg: AdapterTrainConfig, assets=None) -> tuple[list[Path], list[np.ndarray]]:
+    """The seeded choice of training images that have a face, as the edge's aligned 112×112 crops."""
+    import cv2
+
+    from facelink.cloud.training.train import face_landmarks, training_files
+    from facelink.shared.alignment import ARCFACE_112, align
+
+    files = training_files(cfg.datasets, assets)
+    files = sorted(random.Random(cfg.seed).sample(files, min(cfg.images, len(files))))
+    images = [cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for f in files]
+    landmarks = face_landmarks(files, images)
+    keep = [i for i in range(len(files)) if not np.isnan(landmarks[i]).any()]
+    return [files[i] for i in keep], [align(images[i], landmarks[i], ARCFACE_112) for i in keep]
+
+
+def decoded_latent(encoder, rgb: np.ndarray) -> np.ndarray:
+    """The ŷ the cloud decodes from ``encoder``'s container of ``rgb`` (an edge crop), without running the
+    lossless rANS coder in between: the edge's analysis, its hyper-latent symbols, the integer hyper-synthesis's
+    means, the coded positions rounded around them and the means elsewhere (as
+    :func:`facelink.shared.codec.encode_latents` codes; tests/test_adapters_training.py checks the equality)."""
+    from facelink.shared import bitstream, codec
+
+    tables = encoder.bundle.tables
+    y, z = encoder.analyse(rgb)
+    idx, means = tables.entropy_parameters(codec.quantize_z(tables, z))
+    ch, cw = bitstream.coded_latent_shape(rgb.shape[0], rgb.shape[1], encoder.format_version)
+    y_sym = np.zeros(means.shape, dtype=np.int64)
+    y_sym[:, :ch, :cw] = np.round(y[:, :ch, :cw].astype(np.float32) - means[:, :ch, :cw]).astype(np.int64)
+    return (y_sym.astype(np.float32) + means).astype(np.float32)
+
+
+def coded_latents(cfg: AdapterTrainConfig, bundle: registry.ModelBundle, assets=None) -> dict[str, np.ndarray]:
+    """``x`` (K×112×112×3 uint8, the domain crops), ``y_hat`` (K×M×8×8 float32, as the cloud decodes them),
+    ``domain`` (K, index into cfg.domains); K = images × domains."""
+    from tqdm import tqdm
+
+    from facelink.edge.encoder import EdgeEncoder
+
+    files, crops = training_crops(cfg, assets)
+    path = latent_cache_path(bundle, files, cfg.domains)
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    encoder = EdgeEncoder(str(bundle.path))
+    xs, ys, ds = [], [], []
+    for f, crop in tqdm(list(zip(files, crops)), desc=f"coding training crops ({bundle.name})", unit="img"):
+        for d, name in enumerate(cfg.domains):
+            x = domains_mod.get_domain(name).apply(crop, _image_key(f))
+            xs.append(x)
+            ys.append(decoded_latent(encoder, x))
+            ds.append(d)
+    out = {"x": np.stack(xs), "y_hat": np.stack(ys).astype(np.float32), "domain": np.array(ds, np.int64)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+def base_synthesis(bundle: registry.ModelBundle) -> torch.nn.Sequential:
+    m = bundle.manifest
+    g_s = load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights).g_s
+    for p in g_s.parameters():
+        p.requires_grad_(False)
+    return g_s.eval()
+
+
+def _open_log(path: Path, step: int):
+    rows = []
+    if step and path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(LOG_COLUMNS)
+        w.writerows(rows)
+    tmp.replace(path)
+    log = open(path, "a", newline="")
+    return log, csv.writer(log)
+
+
+def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
+    """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last."""
+    from facelink.cloud.training.identity_loss import IdentityLoss
+    from facelink.shared.alignment import ARCFACE_112, similarity_transform
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the adapters' and gate's initial weights
+    bundle = registry.load(cfg.model)
+    lmbda, alpha = loss_weights(cfg, bundle)
+    module = adapters_mod.AdaptedSynthesis(base_synthesis(bundle), cfg.adapter_config(), bundle.manifest["M"])
+    params = [p for n, p in module.named_parameters() if not n.startswith("g_s.")]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    step, cpu_before = 0, 0.0
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["config"] != cfgmod.to_dict(cfg):
+            raise cfgmod.ConfigError(f"{ckpt} was made with another configuration; resume with the same one")
+        module.load_state_dict(state["module"], strict=False)
+        opt.load_state_dict(state["opt"])
+        step, cpu_before = state["step"], state["cpu_seconds"]
+        print(f"resumed from {ckpt} at step {step}")
+    (out / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2))
+    data = coded_latents(cfg, bundle, assets)
+    x_all = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)  # uint8, K×3×112×112
+    y_all = torch.from_numpy(data["y_hat"])
+    d_all = torch.from_numpy(data["domain"])
+    h, w = x_all.shape[2:]
+    identity = IdentityLoss(cfg.recognizer) if alpha > 0 else None
+    to_template = similarity_transform(ARCFACE_112.points, identity.template.points) if identity else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(step):  # a resumed run draws the batches the first run would have drawn next
+        torch.randint(len(d_all), (cfg.batch_size,), generator=gen)
+    log, writer = _open_log(out / "log.csv", step)
+    t0, c0 = time.time(), time.process_time()
+    module.train()
+    module.g_s.eval()
+    print(f"{bundle.name}: λ {lmbda}, α {alpha}, γ {cfg.gamma}; {len(d_all)} coded crops "
+          f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains); adapters + gate "
+          f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s")
+    while step < cfg.steps:
+        lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(len(d_all), (cfg.batch_size,), generator=gen)
+        x = x_all[idx].float() / 255.0
+        y, d = y_all[idx], d_all[idx]
+        logits = module.gate(y)
+        if step < cfg.teacher_forcing * cfg.steps:
+            weights = F.one_hot(d, len(cfg.domains)).float()
+        else:
+            weights = torch.softmax(logits, dim=1)
+        x_hat = module(y, weights)[0][:, :, :h, :w]
+        mse = torch.mean((x_hat - x) ** 2)
+        distortion = 255**2 * mse
+        ident = float("nan")
+        if identity is not None:
+            mats = np.repeat(to_template[None], len(idx), axis=0)
+            d_id, _ = identity(x, x_hat, mats)
+            distortion = distortion + alpha * d_id
+            ident = d_id.item()
+        ce = F.cross_entropy(logits, d)
+        loss = lmbda * distortion + cfg.gamma * ce
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        acc = (logits.argmax(1) == d).float().mean().item()
+        psnr = -10 * math.log10(max(mse.item(), 1e-10))
+        writer.writerow([step, f"{loss.item():.5f}", f"{mse.item():.7f}", f"{psnr:.3f}", f"{ident:.5f}",
+                         f"{ce.item():.4f}", f"{acc:.3f}", lr, f"{time.time() - t0:.1f}",
+                         f"{cpu_before + time.process_time() - c0:.1f}"])
+        if step % 50 == 0:
+            print(f"step {step}/{cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} id {ident:.4f} "
+                  f"ce {ce.item():.3f}", flush=True)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log.flush()
+            tmp = out / "checkpoint.pt.tmp"
+            torch.save({"module": module.extra_state_dict(), "opt": opt.state_dict(), "step": step,
+                        "cpu_seconds": cpu_before + time.process_time() - c0, "config": cfgmod.to_dict(cfg)}, tmp)
+            tmp.replace(ckpt)
+    log.close()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    info = {"model": bundle.name, "model_id": bundle.model_id, "lambda": lmbda, "alpha": alpha, "gamma": cfg.gamma,
+            "steps": step, "cpu_seconds": round(state["cpu_seconds"], 1), "images": len(d_all) // len(cfg.domains),
+            "unseen_domain": domains_mod.UNSEEN, "config": cfgmod.to_dict(cfg)}
+    final = out / "adapters.safetensors"
+    module.eval()
+    adapters_mod.save(module, final, info)
+    print(f"wrote {final} ({info['cpu_seconds'] / 60:.1f} CPU minutes)")
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Install into a rate point's bundle
+# ----------------------------------------------------------------------------------------------------------------
+ADAPTERS_FILE = "adapters.safetensors"
+ABLATION_FILE = "adapters-pixel.safetensors"
+
+
+def install(run: Path, ablation: Path | None = None, folder: Path | None = None) -> Path:
+    """Copy a run's adapters (and its α = 0 ablation's) into its rate point's folder and list them, with their
+    sha256, in the manifest (``files``, and ``adapters``: file, ablation, domains, unseen domain, training)."""
+    import shutil
+
+    from facelink.shared.detection import sha256_file
+
+    src = Path(run) / ADAPTERS_FILE
+    _, info = adapters_mod.read_config(src)
+    folder = Path(folder) if folder else registry.load(info["model"]).path
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["model_id"] != info["model_id"]:
+        raise ValueError(f"{src} was trained for model id {info['model_id']}, {folder} is {manifest['model_id']}")
+    entry = {"file": ADAPTERS_FILE, "domains": list(adapters_mod.read_config(src)[0].domains),
+             "unseen_domain": info["unseen_domain"], "training": {k: v for k, v in info.items() if k != "config"}}
+    copies = [(src, ADAPTERS_FILE)]
+    if ablation is not None:
+        abl = Path(ablation) / ADAPTERS_FILE
+        _, abl_info = adapters_mod.read_config(abl)
+        if abl_info["model_id"] != info["model_id"] or abl_info["alpha"] != 0:
+            raise ValueError(f"{abl} is not an α = 0 ablation for model id {info['model_id']}")
+        entry["ablation"] = ABLATION_FILE
+        copies.append((abl, ABLATION_FILE))
+    for path, name in copies:
+        shutil.copyfile(path, folder / name)
+        manifest["files"][name] = sha256_file(folder / name)
+    manifest["adapters"] = entry
+    tmp = manifest_path.with_name("manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(manifest_path)
+    registry._load.cache_clear()
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink train-adapters", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="train adapters and gate on a frozen rate point")
+    run.add_argument("--config", help="YAML or JSON configuration (unknown keys are errors)")
+    run.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv, adapters.safetensors")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    run.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
+    run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys (JSON values)")
+    ins = sub.add_parser("install", help="add a run's adapters to its rate point's bundle and manifest")
+    ins.add_argument("--run", required=True, type=Path, help="the IPR-trained run folder")
+    ins.add_argument("--ablation", type=Path, help="the α = 0 run folder of the same rate point")
+    ins.add_argument("--folder", type=Path, help="the rate point's folder (default: found in the registry)")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "install":
+            print(f"installed into {install(args.run, args.ablation, args.folder)}")
+            return 0
+        data = cfgmod.to_dict(cfgmod.load(AdapterTrainConfig, args.config)) if args.config else {}
+        for kv in args.set:
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise cfgmod.ConfigError(f"--set expects KEY=VALUE, got {kv!r}")
+            try:
+                data[k] = json.loads(v)
+            except json.JSONDecodeError:
+                data[k] = v
+        cfg = cfgmod.from_mapping(AdapterTrainConfig, data, "adapter training config")
+        train(cfg, Path(args.out), resume=args.resume, assets=args.assets)
+    except (OSError, ValueError, cfgmod.ConfigError, registry.UnknownModelError) as e:
+        print(f"facelink train-adapters: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

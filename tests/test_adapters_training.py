@@ -1,0 +1,130 @@
+"""Adapter training: the configuration's schema, λ and α from the rate point, a real (tiny) run that resumes to the
+same result, frozen base decoder, and installation into a rate point's bundle with sha256-checked manifest entries."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facelink.cloud.serving import adapters
+from facelink.cloud.training import train_adapters as ta
+from facelink.shared import config as cfgmod
+from facelink.shared import registry
+
+# lr_drop_at 1 and no teacher forcing: schedules that do not depend on the total steps, so a 2-step run resumed to
+# 4 steps is the 4-step run.
+TINY = {"model": "face-ipr-q0", "images": 3, "steps": 4, "batch_size": 2, "checkpoint_every": 2, "lr_drop_at": 1.0,
+        "teacher_forcing": 0.0}
+
+
+def _cfg(**kw):
+    return cfgmod.from_mapping(ta.AdapterTrainConfig, {**TINY, **kw})
+
+
+def test_unknown_keys_and_bad_values_are_errors():
+    with pytest.raises(cfgmod.ConfigError, match="unknown key"):
+        _cfg(learning_rate=1)
+    with pytest.raises(cfgmod.ConfigError, match="held-out"):
+        _cfg(domains=["source", "nir", "webcam"])
+    with pytest.raises(cfgmod.ConfigError, match="start with source"):
+        _cfg(domains=["nir", "source"])
+    with pytest.raises(cfgmod.ConfigError, match="unknown domain"):
+        _cfg(domains=["source", "fog"])
+    with pytest.raises(cfgmod.ConfigError, match="before its last module|odd"):
+        _cfg(kernel=2)
+    assert ta.main(["run", "--out", "/nonexistent/x", "--set", "alpha=-1"]) == 2
+
+
+def test_lambda_and_alpha_default_to_the_rate_points_own():
+    b = registry.load("face-ipr-q0")
+    assert ta.loss_weights(_cfg(), b) == (b.manifest["training"]["lambda"], b.manifest["training"]["alpha"])
+    assert ta.loss_weights(_cfg(alpha=0.0), b)[1] == 0.0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three tiny real runs on the committed q0: IPR straight through, IPR interrupted and resumed, α = 0."""
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACELINK_RUNS", str(root))
+    try:
+        straight = ta.train(_cfg(), root / "ipr")
+        ta.train(_cfg(steps=2), root / "part")
+        cfg_dict = json.loads((root / "part" / "config.json").read_text())
+        assert cfg_dict["steps"] == 2
+        ckpt = torch.load(root / "part" / "checkpoint.pt", weights_only=False)
+        ckpt["config"]["steps"] = 4  # the same run, asked for more steps after an interruption at step 2
+        torch.save(ckpt, root / "part" / "checkpoint.pt")
+        resumed = ta.train(_cfg(), root / "part", resume=True)
+        pixel = ta.train(_cfg(alpha=0.0), root / "pix")
+    finally:
+        mp.undo()
+    return root, straight, resumed, pixel
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(runs):
+    _, straight, resumed, _ = runs
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_training_moves_the_adapters_and_records_its_provenance(runs):
+    root, straight, _, pixel = runs
+    config, info = adapters.read_config(straight)
+    assert config.domains == ("source", "nir", "far", "jpeg")
+    assert info["model"] == "face-ipr-q0" and info["steps"] == 4 and info["alpha"] == 600.0
+    assert info["unseen_domain"] == "webcam" and info["cpu_seconds"] > 0
+    assert adapters.read_config(pixel)[1]["alpha"] == 0.0
+    up = [v for k, v in load_file(str(straight)).items() if k.endswith("up_weight")]
+    assert any(float(v.abs().sum()) > 0 for v in up)
+    rows = (root / "ipr" / "log.csv").read_text().splitlines()
+    assert rows[0].split(",") == ta.LOG_COLUMNS and len(rows) == 5
+
+
+def test_resume_with_another_configuration_is_refused(runs):
+    root, *_ = runs
+    with pytest.raises(cfgmod.ConfigError, match="another configuration"):
+        ta.train(_cfg(gamma=0.5), root / "ipr", resume=True)
+
+
+def test_install_lists_the_files_with_sha256_and_the_registry_checks_them(runs, tmp_path):
+    root, *_ = runs
+    folder = tmp_path / "face-ipr-q0"
+    shutil.copytree(registry.load("face-ipr-q0").path, folder)
+    for name in (ta.ADAPTERS_FILE, ta.ABLATION_FILE):
+        (folder / name).unlink(missing_ok=True)
+    before = json.loads((folder / "manifest.json").read_text())
+    for name in (ta.ADAPTERS_FILE, ta.ABLATION_FILE):
+        before["files"].pop(name, None)
+    before.pop("adapters", None)
+    (folder / "manifest.json").write_text(json.dumps(before))
+    ta.install(root / "ipr", root / "pix", folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    assert {k: m["files"][k] for k in before["files"]} == before["files"]  # existing entries untouched
+    assert set(m["files"]) - set(before["files"]) == {ta.ADAPTERS_FILE, ta.ABLATION_FILE}
+    assert m["adapters"]["domains"] == ["source", "nir", "far", "jpeg"] and m["adapters"]["unseen_domain"] == "webcam"
+    registry.load(str(folder))  # sha256s check
+    registry._load.cache_clear()
+    (folder / ta.ADAPTERS_FILE).write_bytes((folder / ta.ADAPTERS_FILE).read_bytes() + b"x")
+    from facelink.shared.detection import IntegrityError
+    with pytest.raises(IntegrityError, match="adapters.safetensors"):
+        registry.load(str(folder), verify=True)
+    with pytest.raises(ValueError, match="not an α = 0 ablation"):
+        ta.install(root / "ipr", root / "ipr", folder)
+
+
+def test_the_fast_latent_is_what_the_cloud_decodes_from_the_edges_container(face_rgb):
+    import numpy as np
+
+    from facelink.edge.encoder import EdgeEncoder
+    from facelink.shared import bitstream, codec
+    from facelink.shared.alignment import ARCFACE_112
+
+    enc = EdgeEncoder("face-ipr-q2")
+    crop = np.ascontiguousarray(face_rgb[:112, :112])
+    data = enc.encode(crop, ARCFACE_112)
+    decoded = codec.decompress_latents(enc.bundle.tables, bitstream.unpack(data))
+    assert np.array_equal(ta.decoded_latent(enc, crop), decoded)
