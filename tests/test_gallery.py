@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from facelink.cloud.serving.gallery import Gallery, GalleryError, IdentityRecord, NotFoundError, Removal
+from facelink.cloud.serving.gallery import Deletion, Gallery, GalleryError, IdentityRecord, NotFoundError, Removal
 
 
 def unit(v):
@@ -113,7 +113,7 @@ def test_delete_identity_erases_every_recognizer(tmp_path):
     a.enroll("Ada", unit([1, 0]))
     b.enroll("Ada", unit([0, 1, 0]))
     a.enroll("Bob", unit([0, 1]))
-    assert a.delete_identity(" Ada ") == 2
+    assert a.delete_identity(" Ada ") == Deletion("Ada", 2)
     assert a.identities() == [("Bob", 1)] and b.records() == [IdentityRecord("Bob", a.records()[0].created_at, ())]
     with pytest.raises(NotFoundError):
         a.delete_identity("Ada")
@@ -175,7 +175,8 @@ def test_version_1_gallery_is_migrated_without_loss(tmp_path):
         ("Ada", [(1, "old.jpg", ""), (5, "old.jpg", "")]), ("Legacy\u200bName", [(2, "old.jpg", "")])]
     assert g.enroll("Ada", unit([1, 0]), enrolled_by="ops") == 3
     assert g.records()[0].samples[-1].id == 6  # ids keep growing
-    assert g.delete_identity("Legacy\u200bName") == 1  # a stored name from before the name rules is still erasable
+    # a name stored before the name rules is still erasable
+    assert g.delete_identity("Legacy\u200bName").samples_removed == 1
     g.remove_sample("Ada", 6)
     assert Gallery(path, "r").enroll("Ada", unit([1, 0])) == 3
     assert Gallery(path, "r").records()[0].samples[-1].id == 7  # never reused after a removal

@@ -77,6 +77,14 @@ class IdentityRecord:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """What :meth:`Gallery.delete_identity` erased: the identity as it was stored and its samples (all recognizers)."""
+
+    identity: str
+    samples_removed: int
+
+
+@dataclass(frozen=True)
 class Removal:
     """What :meth:`Gallery.remove_sample` left: samples for the gallery's recognizer, and whether the identity went
     with its last sample."""
@@ -176,8 +184,8 @@ class Gallery(abc.ABC):
         """Add one unit-norm embedding under ``name``; returns the identity's sample count for this recognizer."""
 
     @abc.abstractmethod
-    def delete_identity(self, name: str) -> int:
-        """Erase an identity and all its samples, for every recognizer; returns how many samples went.
+    def delete_identity(self, name: str) -> Deletion:
+        """Erase an identity and all its samples, for every recognizer.
         :class:`NotFoundError` if there is no such identity."""
 
     @abc.abstractmethod

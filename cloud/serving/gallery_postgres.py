@@ -28,6 +28,7 @@ import numpy as np
 from facelink.cloud.serving.gallery import (
     MAX_ENROLLED_BY,
     MAX_SOURCE,
+    Deletion,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -266,14 +267,14 @@ class PostgresGallery(Gallery):
                              (ident, self.recognizer, len(v), self._text(v), source, now, enrolled_by))
                 return self._refresh_template(conn, ident, self.recognizer)
 
-    def delete_identity(self, name: str) -> int:
+    def delete_identity(self, name: str) -> Deletion:
         with self._pool.connection() as conn, conn.transaction():
             found = self._lock_identity(conn, name)
             if found is None:
                 raise NotFoundError(f"no identity named {name!r}")
             (n,) = conn.execute("SELECT count(*) FROM facelink_samples WHERE identity_id = %s", found[:1]).fetchone()
             conn.execute("DELETE FROM facelink_identities WHERE id = %s", found[:1])  # samples, templates: cascade
-        return int(n)
+        return Deletion(found[1], int(n))
 
     def remove_sample(self, name: str, sample_id: int) -> Removal:
         sample_id = check_sample_id(sample_id)

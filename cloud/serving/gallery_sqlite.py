@@ -20,6 +20,7 @@ import numpy as np
 from facelink.cloud.serving.gallery import (
     MAX_ENROLLED_BY,
     MAX_SOURCE,
+    Deletion,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -161,7 +162,7 @@ class SQLiteGallery(Gallery):
             self._cache = None
         return int(count)
 
-    def delete_identity(self, name: str) -> int:
+    def delete_identity(self, name: str) -> Deletion:
         with self._lock, self._errors():
             with self._tx():
                 found = self._find(name)
@@ -171,7 +172,7 @@ class SQLiteGallery(Gallery):
                 self._db.execute("DELETE FROM identities WHERE id = ?", found[:1])  # samples go by cascade
                 self._cache = None
             self._forget()
-        return int(n)
+        return Deletion(found[1], int(n))
 
     def remove_sample(self, name: str, sample_id: int) -> Removal:
         sample_id = check_sample_id(sample_id)

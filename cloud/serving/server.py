@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from facelink.shared import config as cfgmod
 from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
-from facelink.cloud.serving.gallery import Gallery, GalleryError
+from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError
 from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline
 from facelink.cloud.serving.recognizers import get_recognizer
 from facelink.shared import bitstream, codec, registry
@@ -156,10 +156,35 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         except (GalleryError, bitstream.BitstreamError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
+    async def _gallery_call(self, context, fn, *args):
+        """A gallery call off the event loop, its refusals as status codes."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        except NotFoundError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except GalleryError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except GalleryUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
     async def ListIdentities(self, request, context):
-        ids = self.gallery.identities()
-        return pb.ListIdentitiesResponse(identities=[pb.Identity(name=n, samples=c) for n, c in ids],
-                                         recognizer=self.gallery.recognizer)
+        records = await self._gallery_call(context, self.gallery.records, request.all_recognizers)
+        mine = self.gallery.recognizer
+        return pb.ListIdentitiesResponse(identities=[pb.Identity(
+            name=r.name, samples=sum(s.recognizer == mine for s in r.samples), created_at=r.created_at,
+            sample_records=[pb.Sample(id=s.id, recognizer=s.recognizer, enrolled_at=s.enrolled_at,
+                                      enrolled_by=s.enrolled_by, source_name=s.source) for s in r.samples])
+            for r in records], recognizer=mine)
+
+    async def DeleteIdentity(self, request, context):
+        d = await self._gallery_call(context, self.gallery.delete_identity, request.identity)
+        log.info("identity erased (%d samples)", d.samples_removed)
+        return pb.DeleteIdentityResponse(identity=d.identity, samples_removed=d.samples_removed)
+
+    async def RemoveSample(self, request, context):
+        r = await self._gallery_call(context, self.gallery.remove_sample, request.identity, request.sample_id)
+        log.info("sample %d erased%s", request.sample_id, " with its identity" if r.identity_deleted else "")
+        return pb.RemoveSampleResponse(identity=r.identity, samples=r.samples_left, identity_deleted=r.identity_deleted)
 
     async def GetModelInfo(self, request, context):
         return pb.ModelInfoResponse(
