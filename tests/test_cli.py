@@ -83,12 +83,12 @@ def test_edge_refuses_a_format_the_server_cannot_read():
                                         models=[pb.CodecModel(name="m", model_id="0123456789abcdef")])
 
     with pytest.raises(edge_cli.EdgeError, match="--format-version 1"):
-        edge_cli._check_server_model(OldServer(), "0123456789abcdef", 2)
-    edge_cli._check_server_model(OldServer(), "0123456789abcdef", 1)
+        edge_cli.check_server_model(OldServer(), "0123456789abcdef", 2)
+    edge_cli.check_server_model(OldServer(), "0123456789abcdef", 1)
     # nor does it know any crop template but arcface-112 (it sends no crop_template_ids)
-    edge_cli._check_server_model(OldServer(), "0123456789abcdef", 1, crop_template_id=1)
+    edge_cli.check_server_model(OldServer(), "0123456789abcdef", 1, crop_template_id=1)
     with pytest.raises(edge_cli.EdgeError, match="--crop-template arcface-112"):
-        edge_cli._check_server_model(OldServer(), "0123456789abcdef", 1, crop_template_id=2)
+        edge_cli.check_server_model(OldServer(), "0123456789abcdef", 1, crop_template_id=2)
 
 
 def test_edge_codes_a_smaller_crop_template_that_the_cloud_reads(tmp_path, demo_faces, capsys):
