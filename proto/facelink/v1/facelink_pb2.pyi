@@ -46,7 +46,7 @@ class Match(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class Recognition(_message.Message):
-    __slots__ = ("face_found", "identity", "similarity", "matches", "width", "height", "bytes", "bpp", "model_id", "decode_ms", "recognize_ms")
+    __slots__ = ("face_found", "identity", "similarity", "matches", "width", "height", "bytes", "bpp", "model_id", "decode_ms", "recognize_ms", "domain_weights")
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Recognition(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     RECOGNIZE_MS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     face_found: bool
     identity: str
     similarity: float
@@ -69,7 +70,16 @@ class Recognition(_message.Message):
     model_id: str
     decode_ms: float
     recognize_ms: float
-    def __init__(self, face_found: _Optional[bool] = ..., identity: _Optional[str] = ..., similarity: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., model_id: _Optional[str] = ..., decode_ms: _Optional[float] = ..., recognize_ms: _Optional[float] = ...) -> None: ...
+    domain_weights: _containers.RepeatedCompositeFieldContainer[DomainWeight]
+    def __init__(self, face_found: _Optional[bool] = ..., identity: _Optional[str] = ..., similarity: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., model_id: _Optional[str] = ..., decode_ms: _Optional[float] = ..., recognize_ms: _Optional[float] = ..., domain_weights: _Optional[_Iterable[_Union[DomainWeight, _Mapping]]] = ...) -> None: ...
+
+class DomainWeight(_message.Message):
+    __slots__ = ("domain", "weight")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    weight: float
+    def __init__(self, domain: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
@@ -192,14 +202,16 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodecModel(_message.Message):
-    __slots__ = ("name", "model_id", "architecture")
+    __slots__ = ("name", "model_id", "architecture", "domains")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     architecture: str
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., architecture: _Optional[str] = ...) -> None: ...
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., architecture: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("server_version", "bitstream_format_version", "models", "default_model", "recognizer", "detector", "match_threshold", "max_frame_bytes", "crop_template_ids")
