@@ -24,12 +24,17 @@ def test_every_committed_model_and_file_is_in_the_table():
             assert digest in text
 
 
+NEW_FIELDS = ("family", "label", "purpose", "quality", "ladder", "ablation_of", "tuned_from", "name_note")
+
+
 def _fake_registry(tmp_path, **extra):
     """One committed rate point copied into a scratch registry, its manifest extended by ``extra``."""
     src = paths.MODELS_DIR / "face-ipr-q0" / "manifest.json"
     folder = tmp_path / "models" / "face-new-q3"
     folder.mkdir(parents=True)
     manifest = json.loads(src.read_text())
+    for key in NEW_FIELDS:  # an old manifest: none of the fields later exports add
+        manifest.pop(key, None)
     manifest.update(name="face-new-q3", **extra)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     for fname in manifest["files"]:
@@ -58,11 +63,14 @@ def test_new_manifest_fields_are_used_and_old_ones_degrade(tmp_path):
     row = next(line for line in old.splitlines() if line.startswith("| `face-new-q3`"))
     assert "| new |" in row  # family from the name
     assert "| — | — |" in row  # no result measured these files
-    new = model_card.render(_fake_registry(tmp_path / "b", family="crop", purpose="links under 300 B",
-                                           ablation_of="face-other-q3", tuned_from="face-ipr-q0"), results)
+    new = model_card.render(_fake_registry(tmp_path / "b", family="crop", label="facelink crop", quality=6,
+                                           purpose="links under 300 B", ablation_of="face-other-q3",
+                                           tuned_from="face-ipr-q0", ladder={"name": "crop", "point": "q3"},
+                                           name_note="q3 is quality 6."), results)
     row = next(line for line in new.splitlines() if line.startswith("| `face-new-q3`"))
-    assert "| crop |" in row and "links under 300 B (ablation of `face-other-q3`)" in row
-    assert "`face-ipr-q0`" in row
+    assert "| crop (facelink crop) | 6 |" in row and "links under 300 B (ablation of `face-other-q3`)" in row
+    assert "`face-ipr-q0`" in row and "`facelink train --ladder crop --point q3`" in row
+    assert "- `face-new-q3`: q3 is quality 6." in new
 
 
 def test_results_count_only_for_the_files_they_measured(tmp_path):

@@ -144,15 +144,22 @@ def _data(manifest: dict) -> str:
 
 
 def _purpose(manifest: dict) -> str:
-    for key in ("purpose", "label"):
-        if manifest.get(key):
-            text = str(manifest[key])
-            break
-    else:
-        text = str(manifest.get("description", "")).split(" (cloud/")[0]
+    text = str(manifest.get("purpose") or manifest.get("description", "")).split(" (cloud/")[0]
     if manifest.get("ablation_of"):
         text += f" (ablation of `{manifest['ablation_of']}`)"
     return text.replace("|", "\\|")
+
+
+def _family(manifest: dict) -> str:
+    fam = family_of(manifest)
+    return f"{fam} ({manifest['label']})" if manifest.get("label") else fam
+
+
+def _train_command(manifest: dict) -> str | None:
+    ladder = manifest.get("ladder")
+    if isinstance(ladder, dict) and ladder.get("name") and ladder.get("point"):
+        return f"facelink train --ladder {ladder['name']} --point {ladder['point']}"
+    return None
 
 
 def _cell(entry: dict | None, link_prefix: str) -> str:
@@ -193,9 +200,9 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
               "included: verification accuracy on the full protocol (6,000 pairs), probe coded and gallery "
               "uncompressed, MobileFaceNet / SFace. Only results that measured exactly these files (the same "
               "manifest file hashes) count, the newest of them."),
-        "| rate point | family | λ | α | steps | start | training data | what it is for | LFW View 2 crops "
-        "| CelebA test crops |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rate point | family | quality | λ | α | steps | start | training data | what it is for | trained by "
+        "| LFW View 2 crops | CelebA test crops |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in manifests:
         tr = m.get("training") or {}
@@ -208,8 +215,20 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
         if cells[0] == "—" and m.get("bytes_per_face"):
             cells[0] = f"{float(m['bytes_per_face']):.0f} B (manifest)"
         lines.append("| " + " | ".join([
-            name, family_of(m), _num(tr.get("lambda")), _num(tr.get("alpha")), _num(tr.get("steps")), _start(m),
-            _data(m), _purpose(m), *cells]) + " |")
+            name, _family(m), _num(m.get("quality")), _num(tr.get("lambda")), _num(tr.get("alpha")),
+            _num(tr.get("steps")), _start(m),
+            _data(m), _purpose(m), f"`{_train_command(m)}`" if _train_command(m) else "—", *cells]) + " |")
+    notes: dict[str, list[str]] = {}
+    for m in manifests:
+        if m.get("name_note"):
+            notes.setdefault(str(m["name_note"]), []).append(m["name"])
+    if notes:
+        lines += ["", "## Names", "",
+                  *para("`quality` is facelink's quality index, one λ per index in every family; rate points named "
+                        "before it keep their suffix:")]
+        for note, names in notes.items():
+            lines += textwrap.wrap(f"- {', '.join(f'`{n}`' for n in names)}: {note}", 120, break_on_hyphens=False,
+                                   break_long_words=False, subsequent_indent="  ")
     lines += [
         "",
         "## Files",
