@@ -69,7 +69,7 @@ def test_new_manifest_fields_are_used_and_old_ones_degrade(tmp_path):
                                            name_note="q3 is quality 6."), results)
     row = next(line for line in new.splitlines() if line.startswith("| `face-new-q3`"))
     assert "| crop (facelink crop) | 6 |" in row and "links under 300 B (ablation of `face-other-q3`)" in row
-    assert "`face-ipr-q0`" in row and "`facelink train --ladder crop --point q3`" in row
+    assert "`face-ipr-q0`" in row and "`facelink train --ladder crop --point q3 --out runs/crop-q3`" in row
     assert "- `face-new-q3`: q3 is quality 6." in new
 
 

@@ -158,7 +158,8 @@ def _family(manifest: dict) -> str:
 def _train_command(manifest: dict) -> str | None:
     ladder = manifest.get("ladder")
     if isinstance(ladder, dict) and ladder.get("name") and ladder.get("point"):
-        return f"facelink train --ladder {ladder['name']} --point {ladder['point']}"
+        return (f"facelink train --ladder {ladder['name']} --point {ladder['point']} "
+                f"--out runs/{ladder['name']}-{ladder['point']}")
     return None
 
 
