@@ -1,30 +1,33 @@
-"""Identity-preservation loss, the landmark-aware sampler and the IPR training configs (issue #5)."""
-from pathlib import Path
+"""Identity-preservation loss, the landmark-aware sampler and the IPR training settings (issue #5)."""
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from facelink.cloud.training import ladder
+from facelink.cloud.training.identity_loss import (
+    IdentityLoss,
+    face_inside,
+    pixel_matrix_to_theta,
+    template_matrices,
+    warp,
+)
+from facelink.cloud.training.train import (
+    FLIP_ORDER,
+    LOG_COLUMNS,
+    LandmarkPatchSampler,
+    TrainConfig,
+    face_weight_map,
+    landmark_cache_path,
+    open_log,
+)
 from facelink.shared import config
-from facelink.cloud.training.identity_loss import IdentityLoss, face_inside, pixel_matrix_to_theta, template_matrices, warp
-from facelink.cloud.training.train import (FLIP_ORDER, LOG_COLUMNS, LandmarkPatchSampler, TrainConfig, face_weight_map,
-                                  landmark_cache_path, open_log)
 from facelink.shared.alignment import ARCFACE_112, MOBILEFACENET_96x112, align, similarity_transform
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import DEMO_FACES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "training" / "configs"
 FACES = sorted(DEMO_FACES_DIR.glob("*/*.jpg"))
-
-
-def _stored_config(name: str) -> dict:
-    """A committed training configuration (cloud/training/configs/NAME.yaml), schema-checked, as a plain mapping."""
-    return config.to_dict(config.load(TrainConfig, CONFIGS / f"{name}.yaml"))
-
-
-def _differing_keys(a: dict, b: dict) -> set:
-    return {k for k in a if a[k] != b[k]}
 
 
 def _rgb(path) -> np.ndarray:
@@ -240,7 +243,7 @@ def test_open_log_resume_drops_rows_past_the_checkpoint_and_adds_columns(tmp_pat
 
 
 def test_defaults_keep_the_first_model_behaviour():
-    cfg = config.load(TrainConfig, CONFIGS / "first-model.yaml")
+    cfg = ladder.expand("msh", "q4")
     assert cfg.alpha == 0.0 and cfg.face_crop_fraction == 0.0 and not cfg.uses_landmarks and cfg.max_images == 0
     d = TrainConfig()
     assert (d.lmbda, d.steps, d.batch_size, d.patch, d.lr, d.min_scale, d.datasets) == (
@@ -254,22 +257,6 @@ def test_defaults_keep_the_first_model_behaviour():
 def test_bad_ipr_settings_are_config_errors(data):
     with pytest.raises(config.ConfigError):
         config.from_mapping(TrainConfig, data)
-
-
-def test_rate_point_configs_form_two_matching_ladders():
-    ipr = {q: config.load(TrainConfig, CONFIGS / f"ipr-q{q}.yaml") for q in range(1, 6)}
-    pix = {q: config.load(TrainConfig, CONFIGS / f"pixel-q{q}.yaml") for q in range(1, 6)}
-    lambdas = [ipr[q].lmbda for q in range(1, 6)]
-    assert lambdas == sorted(lambdas) and lambdas[0] == pytest.approx(0.0018) and lambdas[-1] == pytest.approx(0.013)
-    for fam, cfgs in (("ipr", ipr), ("pixel", pix)):
-        assert cfgs[5].init_from == "runs/first-model/model.pt"
-        for q in range(1, 5):
-            assert cfgs[q].init_from == f"runs/{fam}-q{q + 1}/model.pt"
-    for q in range(1, 6):
-        assert ipr[q].alpha > 0 and pix[q].alpha == 0.0
-        a, b = config.to_dict(ipr[q]), config.to_dict(pix[q])
-        diff = _differing_keys(a, b)
-        assert diff == ({"alpha"} if q == 5 else {"alpha", "init_from"}), diff
 
 
 def test_sampler_can_train_on_the_edges_blurred_frames(tmp_path):
@@ -305,27 +292,6 @@ def test_decoder_only_training_keeps_the_bitstream(tmp_path):
     assert changed and all(k.startswith("g_s.") for k in changed)
 
 
-def test_face_crop_ladder_and_its_ablation_see_the_same_samples():
-    """iprc / pixc: each ROI-tuned point fine-tuned on aligned face crops only, unblurred as the edge sends crops; the
-    ablation differs in α and its starting point alone (same seed, so the same samples in the same order)."""
-    for q in range(1, 6):
-        ipr = config.load(TrainConfig, CONFIGS / f"iprc-q{q}.yaml")
-        pix = config.load(TrainConfig, CONFIGS / f"pixc-q{q}.yaml")
-        assert ipr.face_crop_fraction == 1.0 and ipr.background_blur == 0.0
-        assert ipr.init_from == f"runs/iprb-q{q}/model.pt" and pix.init_from == f"runs/pixb-q{q}/model.pt"
-        assert ipr.lmbda == config.load(TrainConfig, CONFIGS / f"iprb-q{q}.yaml").lmbda
-        a, b = config.to_dict(ipr), config.to_dict(pix)
-        assert _differing_keys(a, b) == {"alpha", "init_from"}
-        assert ipr.alpha > 0 and pix.alpha == 0.0
-
-
-def test_stronger_identity_weight_changes_only_alpha():
-    """iprch: iprc with α × 4 and nothing else, so any difference at equal bytes is the identity weight's."""
-    for q in (1, 2):
-        strong, base = _stored_config(f"iprch-q{q}"), _stored_config(f"iprc-q{q}")
-        assert _differing_keys(base, strong) == {"alpha"} and strong["alpha"] == 4 * base["alpha"]
-
-
 def test_training_codes_a_crop_as_container_version_2_does():
     """latent_area: image — a padded 112×112 crop's latent positions beyond 7×7 cost no rate and decode to the
     entropy model's means; a full patch is coded as before (the forward equals the model's own)."""
@@ -348,20 +314,6 @@ def test_training_codes_a_crop_as_container_version_2_does():
     assert config.from_mapping(TrainConfig, {"latent_area": "image", "face_crop_fraction": 1.0}).latent_area == "image"
 
 
-def test_version_2_crop_ladder_and_its_ablation_see_the_same_samples():
-    """iprv / pixv: each face-crop point fine-tuned as container version 2 codes a crop; the pair differs in α and
-    starting point alone, and each differs from the point it started from in latent_area, seed and start only."""
-    for q in range(1, 6):
-        ipr = config.load(TrainConfig, CONFIGS / f"iprv-q{q}.yaml")
-        pix = config.load(TrainConfig, CONFIGS / f"pixv-q{q}.yaml")
-        base = _stored_config(f"iprc-q{q}")
-        assert ipr.latent_area == "image" and ipr.init_from == f"runs/iprc-q{q}/model.pt"
-        assert pix.init_from == f"runs/pixc-q{q}/model.pt"
-        a, b = config.to_dict(ipr), config.to_dict(pix)
-        assert _differing_keys(a, b) == {"alpha", "init_from"}
-        assert _differing_keys(a, base) == {"latent_area", "init_from", "seed"}
-
-
 def test_sampler_crops_to_the_configured_template(tmp_path):
     """crop_template: arcface-96 — the same framing as the edge's --crop-template arcface-96 sends, padded to the
     patch, and the coded area is the crop's 96×96 (6×6 latent positions)."""
@@ -382,38 +334,3 @@ def test_sampler_crops_to_the_configured_template(tmp_path):
         config.from_mapping(TrainConfig, {"crop_template": "dlib-150"})
     assert config.from_mapping(TrainConfig, {"crop_template": "arcface-80", "patch": 128}).crop_template == "arcface-80"
 
-
-def test_small_crop_ladder_and_its_control_differ_only_in_crop_size():
-    """ipr96 / ipr112: the same recipe, committed starting point and seed; only the crop template differs, so a
-    difference at equal bytes is the crop size's."""
-    for q in range(1, 5):
-        small, control = _stored_config(f"ipr96-q{q}"), _stored_config(f"ipr112-q{q}")
-        assert _differing_keys(small, control) == {"crop_template"}
-        assert small["crop_template"] == "arcface-96" and control["crop_template"] == "arcface-112"
-        assert small["init_from"].startswith("registry:face-ipr-") and small["latent_area"] == "image"
-
-
-@pytest.mark.parametrize("q", [1, 4])
-def test_long_run_differs_from_its_control_only_in_steps(q):
-    """iprlong-qN is ipr112-qN trained 11× as long: same recipe, start and seed, so a difference at equal bytes is
-    what the extra steps bought."""
-    long, control = _stored_config(f"iprlong-q{q}"), _stored_config(f"ipr112-q{q}")
-    assert _differing_keys(long, control) == {"steps"}
-    assert long["steps"] == 11 * control["steps"]
-
-
-def test_long_run_ablation_differs_only_in_the_identity_term_and_lambda():
-    """pixlong-q1 is iprlong-q1 without the identity term, at a λ chosen to land near its bytes (compared at equal
-    bytes, not equal λ)."""
-    ablation, long = _stored_config("pixlong-q1"), _stored_config("iprlong-q1")
-    assert _differing_keys(long, ablation) == {"alpha", "lmbda"}
-    assert ablation["alpha"] == 0 and long["alpha"] > 0
-
-
-@pytest.mark.parametrize("name, lr", [("iprlr5-q1", 5e-4), ("iprlr10-q1", 1e-3)])
-def test_learning_rate_probe_differs_from_its_control_only_in_the_learning_rate(name, lr):
-    """iprlr5-q1 / iprlr10-q1 are ipr112-q1 at a higher Adam learning rate: same recipe, start, seed and steps, so
-    a difference at equal bytes is the step size's."""
-    probe, control = _stored_config(name), _stored_config("ipr112-q1")
-    assert _differing_keys(probe, control) == {"lr"}
-    assert probe["lr"] == lr and control["lr"] == 1e-4

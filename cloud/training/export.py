@@ -11,13 +11,17 @@ bytes); the rounded encoder *is* the deployed one (ONNX casts them back to float
 edge, the tests and the benchmarks all see the same numbers. The bitstream's entropy parameters are unaffected
 (integer tables). :func:`reference_model` reassembles a torch ``FaceCodec`` from these files for torch baselines.
 
-``facelink export --checkpoint RUN/model.pt --name NAME`` writes them under the model registry.
+``facelink export --checkpoint RUN/model.pt --name NAME`` writes them under the model registry;
+``--ladder NAME --point qK`` names the rate point ``face-<family>-qK`` and writes what its ladder says of it into the
+manifest (family, label, quality index, the models it is an ablation of or was tuned from:
+:func:`facelink.cloud.training.ladder.manifest_fields`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +200,9 @@ def reference_model(bundle: registry.ModelBundle) -> FaceCodec:
 
 
 def export(checkpoint: str | Path, name: str, out_root: Path | None = None, description: str = "",
-           command: str = "", weights: str = "float32") -> Path:
+           command: str = "", weights: str = "float32", fields: dict | None = None) -> Path:
+    """Write rate point ``name``'s files and manifest; ``fields`` (e.g. a ladder's
+    :func:`~facelink.cloud.training.ladder.manifest_fields`) are added to the manifest after its description."""
     if weights not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weights!r}")
     model, state = load_checkpoint(checkpoint)
@@ -215,6 +221,7 @@ def export(checkpoint: str | Path, name: str, out_root: Path | None = None, desc
         "N": cfg["N"], "M": cfg["M"],
         "weights": weights,
         "description": description,
+        **(fields or {}),
         "training": {"lambda": cfg["lmbda"], "alpha": cfg.get("alpha", 0.0), "steps": state.get("step"),
                      "datasets": cfg["datasets"], "config": cfg, "command": command},
         "files": {f: sha256_file(out / f) for f in FILES},
@@ -227,14 +234,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a training run's model.pt")
-    ap.add_argument("--name", required=True, help="rate point name in the model registry")
+    ap.add_argument("--ladder", metavar="NAME", help="the research ladder the run trained (with --point): names the "
+                    "rate point face-<family>-<point> and records family, label and relations in the manifest")
+    ap.add_argument("--point", metavar="qK", help="the ladder's rate point the run trained")
+    ap.add_argument("--name", help="rate point name in the model registry (default with --ladder: its model name)")
     ap.add_argument("--out-root", type=Path, help="registry folder (default: the package's models/)")
-    ap.add_argument("--description", default="")
+    ap.add_argument("--description", help="what the model is (default with --ladder: the ladder's description)")
     ap.add_argument("--command", default="", help="the training command, recorded in the manifest")
     ap.add_argument("--weights", choices=list(WEIGHT_DTYPES), default="float32",
                     help="precision the encoder and decoder weights are rounded to and stored in")
     args = ap.parse_args(argv)
-    out = export(args.checkpoint, args.name, args.out_root, args.description, args.command, args.weights)
+    if bool(args.ladder) != bool(args.point):
+        ap.error("--ladder and --point go together")
+    fields, name, description = None, args.name, args.description
+    if args.ladder:
+        from facelink.cloud.training import ladder
+        from facelink.shared.config import ConfigError
+
+        try:
+            fields = ladder.manifest_fields(args.ladder, args.point)
+            name = name or ladder.load(args.ladder).model_name(args.point)
+            description = description or ladder.export_description(args.ladder, args.point)
+        except ConfigError as e:
+            print(f"facelink export: {e}", file=sys.stderr)
+            return 2
+    if not name:
+        ap.error("give --name, or --ladder and --point")
+    out = export(args.checkpoint, name, args.out_root, description or "", args.command, args.weights, fields)
     print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
     return 0
 

@@ -2,12 +2,14 @@
 
 With ``background_weight`` < 1 the MSE is weighted: 1 on the face region, ``background_weight`` on the rest.
 
-``facelink train --config CONFIG --out RUN_DIR`` trains; ``--resume`` continues from ``RUN_DIR/checkpoint.pt``.
+``facelink train --ladder NAME --point q3 --out RUN_DIR`` trains one rate point of a research ladder
+(cloud/training/ladders/NAME.yaml over cloud/training/configs/base.yaml, :mod:`facelink.cloud.training.ladder`);
+``--config FILE`` trains one configuration file instead; ``--resume`` continues from ``RUN_DIR/checkpoint.pt``.
 With ``alpha`` 0 and ``face_crop_fraction`` 0 (the defaults) it is the pixel-loss trainer the first model was made
-with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.training.identity_loss`) on patches from the
-landmark-aware sampler; ``cloud/training/configs/ipr-q*.yaml`` and ``pixel-q*.yaml`` (the ablation) are the rate points.
-``train_only: decoder`` trains the synthesis transform alone on the rounded latents of ``init_from``'s frozen
-encoder and entropy model (``cloud/training/configs/iprd-q*.yaml``): a better decoder for an unchanged bitstream.
+with. ``alpha`` > 0 adds the identity-preservation term (:mod:`facelink.cloud.training.identity_loss`) on patches
+from the landmark-aware sampler (the ``ipr`` ladder; ``pixel`` is its ablation). ``train_only: decoder`` trains the
+synthesis transform alone on the rounded latents of ``init_from``'s frozen encoder and entropy model (the ``iprd``
+ladder): a better decoder for an unchanged bitstream.
 """
 from __future__ import annotations
 
@@ -457,15 +459,26 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facelink.cloud.training import ladder
+
     ap = argparse.ArgumentParser(prog="facelink train", description=__doc__)
-    ap.add_argument("--config", help="YAML or JSON training configuration (unknown keys are errors)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--config", help="YAML or JSON training configuration (unknown keys are errors)")
+    src.add_argument("--ladder", metavar="NAME",
+                     help="a research ladder (cloud/training/ladders/NAME.yaml); with --point")
+    ap.add_argument("--point", metavar="qK", help="the ladder's rate point to train, e.g. q3")
     ap.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv, model.pt")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     ap.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (JSON value)")
     args = ap.parse_args(argv)
+    if bool(args.ladder) != bool(args.point):
+        ap.error("--ladder and --point go together")
     try:
-        data = cfgmod.to_dict(cfgmod.load(TrainConfig, args.config)) if args.config else {}
+        if args.ladder:
+            data = cfgmod.to_dict(ladder.expand(args.ladder, args.point))
+        else:
+            data = cfgmod.to_dict(cfgmod.load(TrainConfig, args.config)) if args.config else {}
         for kv in args.set:
             k, _, v = kv.partition("=")
             try:
