@@ -139,15 +139,28 @@ class DedupStore:
 
     def deliveries(self, device_id: str | None = None) -> list[Delivery]:
         """Every stored key (of one device id, or all), by device and sequence."""
-        where, args = ("WHERE device_id = ?", (device_id,)) if device_id is not None else ("", ())
         with self._lock:
-            rows = self._db.execute(f"SELECT device_id, sequence, recognised, replays FROM answers {where} "
-                                    "ORDER BY device_id, sequence", args).fetchall()
-        return [Delivery(*r) for r in rows]
+            return _deliveries(self._db, device_id)
+
+    @staticmethod
+    def read_deliveries(path: str | Path, device_id: str | None = None) -> list[Delivery]:
+        """:meth:`deliveries` of a store file, opened read-only (a running server may be writing it)."""
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            return _deliveries(db, device_id)
+        finally:
+            db.close()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _deliveries(db: sqlite3.Connection, device_id: str | None) -> list[Delivery]:
+    where, args = ("WHERE device_id = ?", (device_id,)) if device_id is not None else ("", ())
+    rows = db.execute(f"SELECT device_id, sequence, recognised, replays FROM answers {where} "
+                      "ORDER BY device_id, sequence", args).fetchall()
+    return [Delivery(*r) for r in rows]
 
 
 class Deduplicator:
