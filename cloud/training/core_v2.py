@@ -1,0 +1,628 @@
+"""Codec core v2 (issue 23): the variable-rate face codec trained for a long time, resumably, on a ladder of stages.
+
+``facelink core-v2 train --config cloud/training/configs/core-v2.yaml`` trains
+:class:`~facelink.cloud.serving.variable_rate.VariableRateFaceCodec` on the ``stages:`` ladder of the configuration.
+Each sample of a batch gets its own quality ``q`` (an integer quality, or with ``continuous_share`` a uniform
+real one, inside the stage's quality range) and the loss is the IPR rate points'
+``R + λ(q)·(255²·MSE + α·D_identity)`` per sample, with λ(q) from the fixed geometric table of
+:mod:`facelink.cloud.serving.variable_rate`. Rate and MSE are over each image's own area (a 112×112 aligned crop
+padded to the patch as the edge pads it, coded as container version 2+ codes it; or a random crop of a full frame).
+
+Where a run lives (``run_name`` in the configuration, e.g. ``core-v2`` and its α = 0 ablation ``core-v2-a0``):
+
+- ``~/.cache/facelink/<run_name>/`` (``--run-dir`` or ``$FACELINK_CORE_V2_DIR`` override it): ``checkpoint.pt``
+  (model, both optimizers, step, RNG states; written atomically every ``checkpoint_minutes``) and ``log.csv``;
+- ``benchmarks/results/<run_name>/progress.json`` (committed): at each checkpoint the step, stage, wall seconds and
+  bpp / PSNR / 1 − cos identity per quality on a fixed validation batch of aligned crops of held-out training
+  images (never the test protocols);
+- ``cloud/training/checkpoints/<run_name>.safetensors`` + ``.json`` (committed milestones, ``facelink core-v2
+  milestone``): the model's weights in float16 (its entropy-model parameters and gains in float32). A run with no
+  checkpoint in its folder (a fresh machine) starts from the milestone at the milestone's step.
+
+``facelink core-v2 measure`` times training steps of candidate sizes on one thread (how N and M were chosen).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facelink.cloud.serving.variable_rate import (ARCHITECTURE, QUALITIES, VariableRateFaceCodec, build,
+                                                 forward_vr, lmbda, per_sample_terms)
+from facelink.shared import config as cfgmod
+from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES
+from facelink.shared.paths import REPO_ROOT
+
+RUN_DIR_ENV = "FACELINK_CORE_V2_DIR"
+_BASE = REPO_ROOT if REPO_ROOT is not None else Path.cwd()
+RESULTS_ROOT = _BASE / "benchmarks" / "results"
+MILESTONES_DIR = _BASE / "cloud" / "training" / "checkpoints"
+# Tensors kept in float32 in a milestone: the entropy models' parameters (their medians become the tables' fixed
+# point medians) and the gains; everything else is stored in float16.
+FLOAT32_PREFIXES = ("entropy_bottleneck.", "gaussian_conditional.", "log_gain", "log_inv_gain")
+
+
+@dataclass
+class Stage:
+    """One rung of the schedule: trained from the previous stage's last step up to ``until_step``."""
+
+    name: str
+    until_step: int
+    lr: float
+    quality_min: float = 0.0  # qualities sampled per sample, in [quality_min, quality_max]
+    quality_max: float = QUALITIES - 1
+    alpha: float = 0.0  # weight of the identity term (0 = pixel loss only)
+    face_crop_fraction: float = 0.75  # share of aligned 112×112 crops; the rest are random crops of full frames
+
+
+@dataclass
+class CoreV2Config:
+    run_name: str = "core-v2"
+    architecture: str = ARCHITECTURE
+    N: int = 128
+    M: int = 192
+    qualities: int = QUALITIES
+    stages: list[Stage] = field(default_factory=list)
+    batch_size: int = 8
+    patch: int = 128
+    aux_lr: float = 1e-3
+    min_scale: float = 0.45
+    continuous_share: float = 0.25  # share of samples whose quality is real-valued (trains the interpolation)
+    seed: int = 0
+    threads: int = 1
+    checkpoint_minutes: float = 10.0
+    recognizer: str = "mobilefacenet"
+    crop_template: str = ARCFACE_112.name
+    datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
+    validation_images: int = 16  # held out of the training images, never trained on
+    max_images: int = 0  # train on this many images only (seeded choice); 0 = all. For smoke runs.
+
+    def __post_init__(self):
+        from facelink.cloud.training.identity_loss import DIFFERENTIABLE_RECOGNIZERS
+
+        if not self.run_name or not all(c.isalnum() or c in "-_" for c in self.run_name):
+            raise cfgmod.ConfigError(f"run_name must be letters, digits, - and _, got {self.run_name!r}")
+        if self.architecture != ARCHITECTURE:
+            raise cfgmod.ConfigError(f"architecture must be {ARCHITECTURE}, got {self.architecture!r}")
+        if self.qualities < 2:
+            raise cfgmod.ConfigError(f"qualities must be ≥ 2, got {self.qualities}")
+        if not self.stages:
+            raise cfgmod.ConfigError("stages: the schedule needs at least one stage")
+        last = 0
+        for s in self.stages:
+            if s.until_step <= last:
+                raise cfgmod.ConfigError(f"stage {s.name!r}: until_step {s.until_step} must exceed {last} "
+                                         "(stages are in training order)")
+            last = s.until_step
+            if not (s.lr > 0 and math.isfinite(s.lr)):
+                raise cfgmod.ConfigError(f"stage {s.name!r}: lr must be a positive number, got {s.lr}")
+            if not 0 <= s.quality_min <= s.quality_max <= self.qualities - 1:
+                raise cfgmod.ConfigError(f"stage {s.name!r}: need 0 ≤ quality_min ≤ quality_max ≤ "
+                                         f"{self.qualities - 1}, got {s.quality_min}, {s.quality_max}")
+            if not (s.alpha >= 0 and math.isfinite(s.alpha)):
+                raise cfgmod.ConfigError(f"stage {s.name!r}: alpha must be a finite number ≥ 0, got {s.alpha}")
+            if not 0 <= s.face_crop_fraction <= 1:
+                raise cfgmod.ConfigError(f"stage {s.name!r}: face_crop_fraction must lie in [0, 1]")
+        if self.recognizer not in DIFFERENTIABLE_RECOGNIZERS:
+            raise cfgmod.ConfigError(f"recognizer must be one of {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
+        if self.crop_template not in CROP_TEMPLATES:
+            raise cfgmod.ConfigError(f"crop_template must be one of {', '.join(CROP_TEMPLATES)}")
+        t = CROP_TEMPLATES[self.crop_template]
+        if self.patch % 64 or self.patch < max(t.width, t.height):
+            raise cfgmod.ConfigError(f"patch must be a multiple of 64 that holds a {t.width}×{t.height} crop")
+        if not 0 <= self.continuous_share <= 1:
+            raise cfgmod.ConfigError(f"continuous_share must lie in [0, 1], got {self.continuous_share}")
+        if self.checkpoint_minutes <= 0 or self.batch_size < 1 or self.threads < 1 or self.validation_images < 1:
+            raise cfgmod.ConfigError("checkpoint_minutes, batch_size, threads and validation_images must be > 0")
+
+    @property
+    def total_steps(self) -> int:
+        return self.stages[-1].until_step
+
+    def stage_at(self, step: int) -> Stage:
+        """The stage that trains step ``step`` + 1 (the last one once the schedule is done)."""
+        return next((s for s in self.stages if step < s.until_step), self.stages[-1])
+
+
+def default_run_dir(run_name: str) -> Path:
+    env = os.environ.get(RUN_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "facelink" / run_name
+
+
+def progress_path(run_name: str) -> Path:
+    return RESULTS_ROOT / run_name / "progress.json"
+
+
+def milestone_paths(run_name: str) -> tuple[Path, Path]:
+    return MILESTONES_DIR / f"{run_name}.safetensors", MILESTONES_DIR / f"{run_name}.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+def split_files(cfg: CoreV2Config, assets=None) -> tuple[list[Path], list[Path]]:
+    """(training files, validation files): the validation images are a seeded choice among the training split's
+    images, held out of training; neither touches LFW View 2 or the CelebA test identities."""
+    from facelink.cloud.training.train import training_files
+
+    files = sorted(training_files(cfg.datasets, assets))
+    rng = random.Random(f"core-v2-validation:{cfg.seed}")
+    val = sorted(rng.sample(files, min(cfg.validation_images * 4, len(files) // 2)))
+    held = set(val)
+    train = [f for f in files if f not in held]
+    if cfg.max_images and cfg.max_images < len(train):
+        train = sorted(random.Random(cfg.seed).sample(train, cfg.max_images))
+    return train, val
+
+
+def validation_batch(cfg: CoreV2Config, files: list[Path]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The fixed validation batch: aligned crops (no flip) of the first ``validation_images`` held-out images with
+    a detected face, padded to the patch as the edge pads them; their recognizer matrices and image sizes."""
+    from facelink.cloud.training.identity_loss import template_matrices
+    from facelink.cloud.training.train import LandmarkPatchSampler, _to_tensor
+
+    s = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed, 1.0, flip_probability=0.0,
+                             crop_template=CROP_TEMPLATES[cfg.crop_template])
+    crops, mats = [], []
+    for i in range(min(cfg.validation_images, len(s.images))):
+        crop, lm = s.sample_face_crop(i)
+        crops.append(crop)
+        mats.append(template_matrices(lm[None], s.template)[0])
+    t = CROP_TEMPLATES[cfg.crop_template]
+    return _to_tensor(crops), np.stack(mats), np.array([(t.height, t.width)] * len(crops), dtype=np.int64)
+
+
+def sample_qualities(rng: random.Random, n: int, stage: Stage, continuous_share: float) -> torch.Tensor:
+    """One quality per sample: an integer of the stage's range, or (``continuous_share``) a uniform real one."""
+    lo, hi = stage.quality_min, stage.quality_max
+    ints = list(range(math.ceil(lo), math.floor(hi) + 1)) or [lo]
+    return torch.tensor([rng.uniform(lo, hi) if rng.random() < continuous_share else float(rng.choice(ints))
+                         for _ in range(n)], dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model state: checkpoints and milestones
+# --------------------------------------------------------------------------------------------------------------
+def new_model(cfg: CoreV2Config) -> VariableRateFaceCodec:
+    return build(cfg.architecture, cfg.N, cfg.M, cfg.qualities)
+
+
+def _optimizers(model: VariableRateFaceCodec, lr: float, aux_lr: float):
+    params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    return torch.optim.Adam(params, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+
+
+def milestone_state(model: VariableRateFaceCodec) -> dict[str, torch.Tensor]:
+    """The model's state for a milestone file: float16, except the tensors of :data:`FLOAT32_PREFIXES`."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float() if k.startswith(FLOAT32_PREFIXES) else v.half()
+        out[k] = v.contiguous()
+    return out
+
+
+def load_milestone(path: Path, cfg: CoreV2Config) -> tuple[VariableRateFaceCodec, dict]:
+    """A model from a milestone file (float16 weights cast to float32) and its JSON record."""
+    from safetensors.torch import load_file
+
+    record = json.loads(path.with_suffix(".json").read_text())
+    for key in ("N", "M", "qualities", "architecture"):
+        if record[key] != getattr(cfg, key):
+            raise cfgmod.ConfigError(f"milestone {path} has {key} {record[key]!r}, the configuration "
+                                     f"{getattr(cfg, key)!r}")
+    model = new_model(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    _resize_entropy_buffers(model, state)
+    model.load_state_dict(state)
+    return model, record
+
+
+def _resize_entropy_buffers(model, state: dict) -> None:
+    """CompressAI's CDF buffers start empty; give them the stored shapes so load_state_dict accepts them."""
+    for name, buf in list(model.named_buffers()):
+        if name in state and buf.shape != state[name].shape:
+            module_name, _, attr = name.rpartition(".")
+            module = model.get_submodule(module_name)
+            setattr(module, attr, torch.empty_like(state[name]))
+
+
+def write_milestone(cfg: CoreV2Config, run_dir: Path) -> Path:
+    """Export the run's checkpoint as the committed milestone (weights only) with its step, stage and last
+    validation figures."""
+    from safetensors.torch import save_file
+
+    from facelink.shared.detection import sha256_file
+
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}: nothing to export")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    model = new_model(cfg)
+    _resize_entropy_buffers(model, state["model"])
+    model.load_state_dict(state["model"])
+    weights, record_path = milestone_paths(cfg.run_name)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(milestone_state(model), str(tmp))
+    tmp.replace(weights)
+    step = int(state["step"])
+    record = {"run_name": cfg.run_name, "architecture": cfg.architecture, "N": cfg.N, "M": cfg.M,
+              "qualities": cfg.qualities, "step": step, "stage": cfg.stage_at(max(step - 1, 0)).name,
+              "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
+              "validation": state.get("validation"), "config": cfgmod.to_dict(cfg),
+              "sha256": sha256_file(weights)}
+    _write_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation and progress
+# --------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: VariableRateFaceCodec, batch, identity) -> dict[str, dict[str, float]]:
+    """Per integer quality on the validation batch (eval mode: latents rounded as the edge rounds them): bpp
+    (estimated from the likelihoods over the 112×112 area), mean PSNR of the 8-bit reconstruction, mean 1 − cos."""
+    x, mats, sizes = batch
+    was_training = model.training
+    model.eval()
+    out = {}
+    h, w = (int(v) for v in sizes[0])
+    for q in range(model.qualities):
+        res = forward_vr(model, x, float(q), sizes)
+        bpp, _ = per_sample_terms(res, x, sizes)
+        x_hat = (res["x_hat"].clamp(0, 1) * 255).round() / 255
+        mse = ((x_hat - x)[:, :, :h, :w] ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        _, d = identity(x, x_hat, mats)
+        out[str(q)] = {"bpp": round(bpp.mean().item(), 4), "bytes_est": round(bpp.mean().item() * h * w / 8, 1),
+                       "psnr": round((-10 * torch.log10(mse)).mean().item(), 3),
+                       "identity_1mcos": round(torch.nanmean(d).item(), 5)}
+    model.train(was_training)
+    return out
+
+
+def append_progress(cfg: CoreV2Config, entry: dict) -> None:
+    """Add one entry to the committed progress file (written atomically; entries past ``entry``'s step, left by a
+    run that crashed before its checkpoint, are dropped)."""
+    path = progress_path(cfg.run_name)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    entries = [e for e in data.get("entries", []) if e["step"] < entry["step"]]
+    data = {"run_name": cfg.run_name, "architecture": cfg.architecture, "N": cfg.N, "M": cfg.M,
+            "qualities": cfg.qualities, "lambda_of_quality": {str(q): lmbda(q) for q in range(cfg.qualities)},
+            "stages": [cfgmod.to_dict(s) for s in cfg.stages], "entries": entries + [entry]}
+    _write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+LOG_COLUMNS = ["step", "stage", "loss", "bpp", "psnr", "identity", "quality_mean", "lr", "seconds"]
+
+
+def _open_log(path: Path, step: int):
+    rows = []
+    if step and path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([LOG_COLUMNS] + rows)
+    tmp.replace(path)
+    fh = open(path, "a", newline="")
+    return fh, csv.writer(fh)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------------------
+class RunBusyError(RuntimeError):
+    """Another process is training this run."""
+
+
+def _lock_run(run_dir: Path):
+    """An exclusive lock on ``run_dir/lock`` (released when the process ends), so two trainers never write one
+    checkpoint; the file holds the owner's pid."""
+    import fcntl
+
+    fh = open(run_dir / "lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        raise RunBusyError(f"{run_dir} is being trained by another process (pid {fh.read().strip() or '?'})")
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | None = None,
+          until_step: int | None = None, device: str | None = None) -> int:
+    """Train (or continue) the run up to the end of the ladder, ``until_step`` or ``max_minutes``; returns the step
+    reached. Always leaves a checkpoint at the step it stops at."""
+    from tqdm import tqdm
+
+    from facelink.cloud.training.identity_loss import IdentityLoss, face_inside, template_matrices
+    from facelink.cloud.training.train import LandmarkPatchSampler
+
+    torch.set_num_threads(cfg.threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run(run_dir)  # held until this process ends
+    ckpt = run_dir / "checkpoint.pt"
+    milestone, _ = milestone_paths(cfg.run_name)
+    step, wall, rng_state = 0, 0.0, None
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model = new_model(cfg)
+        _resize_entropy_buffers(model, state["model"])
+        model.load_state_dict(state["model"])
+        model.to(dev)
+        opt, aux_opt = _optimizers(model, cfg.stage_at(0).lr, cfg.aux_lr)
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step, wall, rng_state = int(state["step"]), float(state.get("wall_seconds", 0.0)), state.get("rng")
+        print(f"resumed from {ckpt} at step {step}", flush=True)
+    elif milestone.is_file():
+        model, record = load_milestone(milestone, cfg)
+        model.to(dev)
+        opt, aux_opt = _optimizers(model, cfg.stage_at(0).lr, cfg.aux_lr)
+        step, wall = int(record["step"]), float(record.get("wall_seconds", 0.0))
+        print(f"no checkpoint in {run_dir}: starting from the committed milestone {milestone} at step {step} "
+              "(fresh optimizer state)", flush=True)
+    else:
+        torch.manual_seed(cfg.seed)
+        model = new_model(cfg).to(dev)
+        opt, aux_opt = _optimizers(model, cfg.stage_at(0).lr, cfg.aux_lr)
+        print(f"new run {cfg.run_name} in {run_dir}", flush=True)
+    stop_at = min(cfg.total_steps, until_step or cfg.total_steps)
+    if step >= stop_at:
+        print(f"{cfg.run_name}: already at step {step} (target {stop_at}); nothing to do", flush=True)
+        return step
+    (run_dir / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2) + "\n")
+
+    train_files, val_files = split_files(cfg, assets)
+    stage = cfg.stage_at(step)
+    sampler = LandmarkPatchSampler(train_files, cfg.patch, cfg.min_scale, cfg.seed + step, stage.face_crop_fraction,
+                                   crop_template=CROP_TEMPLATES[cfg.crop_template])
+    qrng = random.Random(f"{cfg.seed}:qualities:{step}")
+    if rng_state is not None:
+        sampler.rng.setstate(rng_state["sampler"])
+        qrng.setstate(rng_state["qualities"])
+        torch.set_rng_state(rng_state["torch"])
+    elif step:
+        torch.manual_seed(cfg.seed + step)
+    identity = IdentityLoss(cfg.recognizer, dev)
+    val_batch = validation_batch(cfg, val_files)
+    val_batch = (val_batch[0].to(dev), val_batch[1], val_batch[2])
+    log, writer = _open_log(run_dir / "log.csv", step)
+
+    def checkpoint(validation: dict | None) -> None:
+        log.flush()
+        tmp = run_dir / "checkpoint.pt.tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                    "step": step, "wall_seconds": wall, "config": cfgmod.to_dict(cfg), "validation": validation,
+                    "rng": {"sampler": sampler.rng.getstate(), "qualities": qrng.getstate(),
+                            "torch": torch.get_rng_state()}}, tmp)
+        tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
+
+    def report(recent: list) -> dict:
+        v = validate(model, val_batch, identity)
+        arr = np.array(recent) if recent else np.full((1, 3), np.nan)
+        entry = {"step": step, "stage": cfg.stage_at(max(step - 1, 0)).name, "wall_seconds": round(wall, 1),
+                 "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": str(dev),
+                 "train_recent": {"loss": round(float(np.nanmean(arr[:, 0])), 4),
+                                  "bpp": round(float(np.nanmean(arr[:, 1])), 4),
+                                  "psnr": round(float(np.nanmean(arr[:, 2])), 3), "steps": len(recent)},
+                 "validation": v}
+        append_progress(cfg, entry)
+        print(f"step {step} ({entry['stage']}): " + "  ".join(
+            f"q{q} {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for q, r in v.items()), flush=True)
+        return v
+
+    model.train()
+    identity.train()
+    started = time.time()
+    last_ckpt = time.time()
+    recent: list[tuple[float, float, float]] = []
+    bar = tqdm(total=stop_at, initial=step, desc=cfg.run_name, unit="step", mininterval=30, file=sys.stdout)
+    while step < stop_at:
+        t_step = time.time()
+        stage = cfg.stage_at(step)
+        sampler.face_crop_fraction = stage.face_crop_fraction
+        for g in opt.param_groups:
+            g["lr"] = stage.lr
+        x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
+        x = x.to(dev)
+        q = sample_qualities(qrng, len(x), stage, cfg.continuous_share).to(dev)
+        lam = lmbda(q)
+        out = forward_vr(model, x, q, sizes)
+        bpp, mse = per_sample_terms(out, x, sizes)
+        loss = (bpp + lam * 255**2 * mse).mean()
+        ident = float("nan")
+        weights = faces * lam.cpu().numpy()
+        with torch.set_grad_enabled(stage.alpha > 0):
+            d_id, per_sample = identity(x, out["x_hat"], mats, weights)
+        if stage.alpha > 0:
+            loss = loss + stage.alpha * d_id
+        valid = per_sample[~torch.isnan(per_sample)]
+        if len(valid):
+            ident = valid.mean().item()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        aux = model.aux_loss()
+        aux_opt.zero_grad()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        wall += time.time() - t_step
+        psnr = float((-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean())
+        recent = (recent + [(loss.item(), bpp.mean().item(), psnr)])[-200:]
+        writer.writerow([step, stage.name, f"{loss.item():.5f}", f"{bpp.mean().item():.5f}", f"{psnr:.3f}",
+                         f"{ident:.5f}", f"{q.mean().item():.3f}", stage.lr, f"{wall:.1f}"])
+        bar.update(1)
+        out_of_time = max_minutes is not None and time.time() - started >= max_minutes * 60
+        if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60 or step == stop_at or out_of_time:
+            checkpoint(report(recent))
+            last_ckpt = time.time()
+            if out_of_time:
+                print(f"stopping after {max_minutes} minutes at step {step}", flush=True)
+                break
+    bar.close()
+    log.close()
+    return step
+
+
+def start_background(config: str, run_dir: Path, nice: int = 5) -> int:
+    """Start ``facelink core-v2 train`` detached (nohup-like: its own session, output appended to
+    ``RUN_DIR/train.out``), on one thread (OMP_NUM_THREADS=1) at ``nice``; returns its pid. Refuses when the run's
+    lock is held."""
+    import fcntl
+    import subprocess
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        except BlockingIOError:
+            fh.seek(0)
+            raise RunBusyError(f"{run_dir} is already being trained (pid {fh.read().strip() or '?'})")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = ["nice", "-n", str(nice), sys.executable, "-m", "facelink.cloud.training.core_v2", "train",
+           "--config", str(config), "--run-dir", str(run_dir)]
+    with open(run_dir / "train.out", "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    return proc.pid
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Size measurement
+# --------------------------------------------------------------------------------------------------------------
+def measure(sizes: list[tuple[int, int]], steps: int = 20, batch: int = 8, patch: int = 128,
+            threads: int = 1) -> list[dict]:
+    """Wall and CPU seconds per training step (CPU time: what the step costs whatever else shares the machine;
+    the full loss: rate, MSE and the identity term through MobileFaceNet) of each
+    (N, M) on random data at batch ``batch``, a 112×112 crop padded to ``patch``, ``threads`` CPU threads; the
+    first two steps are not timed."""
+    from facelink.cloud.training.identity_loss import IdentityLoss
+    from facelink.shared.alignment import MOBILEFACENET_96x112, similarity_transform
+
+    torch.set_num_threads(threads)
+    identity = IdentityLoss("mobilefacenet")
+    mat = similarity_transform(ARCFACE_112.points, MOBILEFACENET_96x112.points)
+    results = []
+    for n, m in sizes:
+        torch.manual_seed(0)
+        model = VariableRateFaceCodec(n, m).train()
+        opt, _ = _optimizers(model, 1e-4, 1e-3)
+        x = torch.rand(batch, 3, patch, patch)
+        crop = np.array([[ARCFACE_112.height, ARCFACE_112.width]] * batch)
+        times, cpu = [], []
+        for _ in range(steps + 2):
+            t0, c0 = time.perf_counter(), time.process_time()
+            q = torch.randint(0, model.qualities, (batch,)).float()
+            lam = lmbda(q)
+            out = forward_vr(model, x, q, crop)
+            bpp, mse = per_sample_terms(out, x, crop)
+            d, _ = identity(x, out["x_hat"], np.stack([mat] * batch), lam.numpy())
+            loss = (bpp + lam * 255**2 * mse).mean() + 300 * d
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        s, c = float(np.mean(times[2:])), float(np.mean(cpu[2:]))
+        params = sum(p.numel() for p in model.parameters())
+        results.append({"N": n, "M": m, "params": params, "fp16_mb": round(2 * params / 1e6, 2),
+                        "seconds_per_step": round(s, 3), "cpu_seconds_per_step": round(c, 3),
+                        "steps_per_day": int(86400 / s), "steps_per_day_cpu": int(86400 / c)})
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+def _load_config(path: str) -> CoreV2Config:
+    return cfgmod.load(CoreV2Config, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink core-v2", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = sub.add_parser("train", help="train or continue a run on its stage ladder (resumes by itself)")
+    t.add_argument("--config", required=True, help="YAML configuration with a stages: ladder (unknown keys are errors)")
+    t.add_argument("--run-dir", type=Path, help=f"checkpoint folder (default ${RUN_DIR_ENV} or "
+                                                "~/.cache/facelink/RUN_NAME)")
+    t.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
+    t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    t.add_argument("--until-step", type=int, help="stop (with a checkpoint) at this step")
+    t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    st = sub.add_parser("start", help="start or resume train in the background (one thread, nice 5, output "
+                                      "appended to RUN_DIR/train.out)")
+    st.add_argument("--config", required=True, help="the run's YAML configuration")
+    st.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
+    st.add_argument("--nice", type=int, default=5, help="scheduling niceness (default %(default)s)")
+    ms = sub.add_parser("milestone", help="export the run's checkpoint as the committed float16 milestone")
+    ms.add_argument("--config", required=True, help="the run's YAML configuration")
+    ms.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
+    me = sub.add_parser("measure", help="seconds per training step of candidate sizes on one thread")
+    me.add_argument("--sizes", nargs="+", default=["128/192", "96/160", "64/128"], metavar="N/M",
+                    help="candidate sizes (default %(default)s)")
+    me.add_argument("--steps", type=int, default=20, help="timed steps per size (default %(default)s)")
+    me.add_argument("--threads", type=int, default=1, help="CPU threads (default %(default)s)")
+    me.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    try:
+        if args.action == "measure":
+            try:
+                sizes = [tuple(int(v) for v in s.split("/")) for s in args.sizes]
+            except ValueError:
+                raise cfgmod.ConfigError(f"sizes are N/M pairs such as 128/192, got {' '.join(args.sizes)}")
+            res = measure(sizes, args.steps, threads=args.threads)
+            if args.out:
+                _write_atomic(args.out, json.dumps({"command": "facelink core-v2 measure " + " ".join(argv or []),
+                                                    "threads": args.threads, "results": res}, indent=2) + "\n")
+            return 0
+        cfg = _load_config(args.config)
+        run_dir = args.run_dir or default_run_dir(cfg.run_name)
+        if args.action == "start":
+            pid = start_background(args.config, run_dir, args.nice)
+            print(f"{cfg.run_name}: training in the background, pid {pid}; log {run_dir / 'train.out'}")
+            return 0
+        if args.action == "milestone":
+            path = write_milestone(cfg, run_dir)
+            print(f"wrote {path} and {path.with_suffix('.json')}")
+            return 0
+        step = train(cfg, run_dir, args.assets, args.max_minutes, args.until_step, args.device)
+        print(f"{cfg.run_name}: at step {step} of {cfg.total_steps}")
+    except (OSError, cfgmod.ConfigError, ValueError, RunBusyError) as e:
+        print(f"facelink core-v2: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Codec core v2: the variable-rate model (gains, interpolation, λ table) and its resumable stage-ladder trainer."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facelink.cloud.serving.variable_rate import (LAMBDA_0, VariableRateFaceCodec, build, check_quality, forward_vr,
+                                                  lmbda, per_sample_terms)
+from facelink.cloud.training import core_v2
+from facelink.shared import config as cfgmod
+
+
+def _tiny(**kw) -> VariableRateFaceCodec:
+    torch.manual_seed(0)
+    return VariableRateFaceCodec(16, 24, **kw)
+
+
+def test_lambda_table_is_geometric_and_one_meaning_of_quality():
+    assert lmbda(0) == pytest.approx(LAMBDA_0)
+    assert [lmbda(q + 1) / lmbda(q) for q in range(7)] == pytest.approx([2.0] * 7)
+    assert lmbda(2.5) == pytest.approx(math.sqrt(lmbda(2) * lmbda(3)))
+    assert lmbda(torch.tensor([0.0, 3.0])).tolist() == pytest.approx([lmbda(0), lmbda(3)])
+
+
+def test_gains_interpolate_exponentially_between_neighbouring_qualities():
+    model = _tiny()
+    with torch.no_grad():
+        model.log_gain.normal_()
+        model.log_inv_gain.normal_()
+    g, ig = model.gains(torch.tensor([2.0, 2.25, 7.0]))
+    table, inv = model.log_gain.exp(), model.log_inv_gain.exp()
+    assert torch.allclose(g[0], table[2]) and torch.allclose(g[2], table[7]) and torch.allclose(ig[0], inv[2])
+    assert torch.allclose(g[1], table[2] ** 0.75 * table[3] ** 0.25, rtol=1e-5)
+    assert (g > 0).all() and (ig > 0).all()
+
+
+def test_initial_gains_follow_the_square_root_of_lambda():
+    g, ig = _tiny().gains(torch.arange(8.0))
+    ratio = (g[1:] / g[:-1])[:, 0]
+    assert ratio.tolist() == pytest.approx([math.sqrt(2.0)] * 7, rel=1e-5)
+    assert torch.allclose(g * ig, torch.ones_like(g))
+
+
+def test_quality_range_is_checked():
+    assert check_quality(3.5) == 3.5
+    for bad in (-0.1, 7.01, float("nan")):
+        with pytest.raises(ValueError, match="quality must lie"):
+            check_quality(bad)
+    with pytest.raises(ValueError, match="unknown variable-rate"):
+        build("facelink-msh-relu-v1", 16, 24)
+
+
+def test_higher_quality_costs_more_bits_in_eval_mode():
+    model = _tiny().eval()
+    x = torch.rand(2, 3, 128, 128)
+    sizes = np.array([[112, 112], [128, 128]])
+    bpp = [per_sample_terms(forward_vr(model, x, q, sizes), x, sizes)[0].mean().item() for q in (0.0, 7.0)]
+    assert bpp[1] > bpp[0]
+
+
+def test_per_sample_terms_count_only_the_image_area():
+    model = _tiny().train()
+    x = torch.rand(3, 3, 128, 128)
+    sizes = np.array([[112, 112], [112, 112], [128, 128]])
+    out = forward_vr(model, x, torch.tensor([0.0, 4.5, 7.0]), sizes)
+    assert out["x_hat"].shape == x.shape
+    bpp, mse = per_sample_terms(out, x, sizes)
+    assert bpp.shape == mse.shape == (3,)
+    # the 112×112 crops code 7×7 of the 8×8 latent positions: the rest carry likelihood 1
+    assert (out["likelihoods"]["y"][:2, :, 7:, :] == 1).all()
+    manual = ((out["x_hat"][0] - x[0])[:, :112, :112] ** 2).mean()
+    assert mse[0].item() == pytest.approx(manual.item(), rel=1e-5)
+    (bpp.mean() + mse.mean()).backward()
+    assert model.log_gain.grad is not None and model.log_inv_gain.grad is not None
+
+
+def _config(**kw) -> dict:
+    base = {"run_name": "t-core-v2", "N": 16, "M": 24, "batch_size": 2, "validation_images": 2, "max_images": 6,
+            "checkpoint_minutes": 100.0, "continuous_share": 0.5,
+            "stages": [{"name": "a", "until_step": 2, "lr": 1e-4, "alpha": 300.0},
+                       {"name": "b", "until_step": 3, "lr": 1e-5, "quality_min": 2, "quality_max": 5}]}
+    base.update(kw)
+    return base
+
+
+def test_config_schema_rejects_bad_ladders():
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    assert cfg.total_steps == 3 and cfg.stage_at(0).name == "a" and cfg.stage_at(2).name == "b"
+    assert cfg.stage_at(99).name == "b"
+    bad = [
+        ({"stages": []}, "at least one stage"),
+        ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4}, {"name": "b", "until_step": 5, "lr": 1e-4}]},
+         "must exceed"),
+        ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "quality_max": 8}]}, "quality_max"),
+        ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "alpha": -1}]}, "alpha"),
+        ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "lamda": 1}]}, "unknown key"),
+        ({"run_name": "../x"}, "run_name"),
+        ({"colour": 1}, "unknown key"),
+    ]
+    for change, message in bad:
+        with pytest.raises(cfgmod.ConfigError, match=message):
+            cfgmod.from_mapping(core_v2.CoreV2Config, _config(**change))
+
+
+def test_committed_configs_load_and_the_ablation_differs_only_in_alpha():
+    main = cfgmod.to_dict(core_v2._load_config("cloud/training/configs/core-v2.yaml"))
+    ablation = cfgmod.to_dict(core_v2._load_config("cloud/training/configs/core-v2-a0.yaml"))
+    assert main["run_name"] == "core-v2" and ablation["run_name"] == "core-v2-a0"
+    assert all(s["alpha"] > 0 for s in main["stages"]) and all(s["alpha"] == 0 for s in ablation["stages"])
+    for s in main["stages"] + ablation["stages"]:
+        s.pop("alpha")
+    main.pop("run_name"), ablation.pop("run_name")
+    assert main == ablation
+
+
+def test_quality_sampling_stays_in_the_stage_range():
+    import random
+
+    stage = core_v2.Stage("s", 10, 1e-4, quality_min=1.5, quality_max=4)
+    q = core_v2.sample_qualities(random.Random(0), 400, stage, 0.3)
+    assert q.min() >= 1.5 and q.max() <= 4
+    assert set(q[q == q.round()].tolist()) == {2.0, 3.0, 4.0}
+    assert (q != q.round()).any()
+
+
+def test_milestone_keeps_float16_weights_and_float32_entropy_parameters(tmp_path, monkeypatch):
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    model = core_v2.new_model(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "step": 2, "wall_seconds": 5.0, "validation": {"0": {"bpp": 1.0}}},
+               run / "checkpoint.pt")
+    weights = core_v2.write_milestone(cfg, run)
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert record["step"] == 2 and record["stage"] == "a" and record["N"] == 16  # the stage of its last step
+    back, rec = core_v2.load_milestone(weights, cfg)
+    for k, v in model.state_dict().items():
+        exact = k.startswith(core_v2.FLOAT32_PREFIXES) or not v.is_floating_point()
+        want = v if exact else v.half().float()
+        assert torch.equal(back.state_dict()[k], want), k
+    with pytest.raises(cfgmod.ConfigError, match="has M"):
+        core_v2.load_milestone(weights, cfgmod.from_mapping(core_v2.CoreV2Config, _config(M=32)))
+
+
+def test_train_resumes_and_logs_progress(tmp_path, monkeypatch):
+    """A few steps of the real loop on a handful of training images: progress per quality, a resumable
+    checkpoint with RNG states, a second process refused while the first holds the run, a fresh machine
+    continuing from the milestone."""
+    pytest.importorskip("facelink.cloud.serving.recognizers")
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    run = tmp_path / "run"
+    assert core_v2.train(cfg, run, until_step=2, device="cpu") == 2
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and set(state["rng"]) == {"sampler", "qualities", "torch"}
+    progress = json.loads(core_v2.progress_path(cfg.run_name).read_text())
+    (entry,) = progress["entries"]
+    assert entry["step"] == 2 and entry["stage"] == "a" and sorted(entry["validation"]) == [str(q) for q in range(8)]
+    assert all(v["bpp"] > 0 and v["psnr"] > 0 for v in entry["validation"].values())
+    assert progress["lambda_of_quality"]["7"] == pytest.approx(lmbda(7))
+    assert core_v2.train(cfg, run, device="cpu") == 3  # resumes at 2, ends the ladder
+    steps = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3]
+    assert [e["step"] for e in json.loads(core_v2.progress_path(cfg.run_name).read_text())["entries"]] == [2, 3]
+    held = core_v2._lock_run(run)
+    with pytest.raises(core_v2.RunBusyError):
+        core_v2.train(cfg, run, device="cpu")
+    held.close()
+    core_v2.write_milestone(cfg, run)
+    fresh = tmp_path / "fresh"
+    assert core_v2.train(cfg, fresh, device="cpu") == 3  # the milestone is at the end: nothing to do
+    assert not (fresh / "checkpoint.pt").exists()
+
+
+def test_cli_reports_bad_configs(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_name: x\nstages: []\n")
+    assert core_v2.main(["train", "--config", str(bad)]) == 2
+    assert "at least one stage" in capsys.readouterr().err
