@@ -14,6 +14,7 @@ from pathlib import Path
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("facelink.cloud.serving.server", "run the gRPC recognition server"),
     "enroll": ("facelink.cloud.cli:enroll_main", "add face images to a running server's gallery under a name"),
+    "gallery": ("facelink.cloud.serving.gallery_cli", "list a gallery's identities and samples; erase them"),
     "decode": ("facelink.cloud.cli:decode_main", "decode a .flk container to an image file"),
     "demo": ("facelink.cloud.demo", "the whole edge-to-cloud pipeline on loopback, on shipped defaults"),
     "train": ("facelink.cloud.training.train", "train a codec rate point (a config file or a ladder point)"),

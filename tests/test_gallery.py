@@ -1,3 +1,4 @@
+import json
 import time
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_version_1_gallery_is_migrated_without_loss(tmp_path):
     g.remove_sample("Ada", 6)
     assert Gallery(path, "r").enroll("Ada", unit([1, 0])) == 3
     assert Gallery(path, "r").records()[0].samples[-1].id == 7  # never reused after a removal
+
+
+def test_gallery_command_lists_and_erases(tmp_path, capsys):
+    from facelink.cloud.serving.gallery_cli import main
+
+    path = tmp_path / "g.db"
+    g = Gallery(path, "rec-a")
+    g.enroll("Ada", unit([1, 0]), source="ada.jpg", enrolled_by="ops")
+    g.enroll("Ada", unit([0.6, 0.8]))
+    Gallery(path, "rec-b").enroll("Bob", unit([0, 1, 0]), source="bob.png")
+    assert main(["--gallery", str(path), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["name"], [(s["recognizer"], s["source"], s["enrolled_by"]) for s in r["samples"]]) for r in listed] == [
+        ("Ada", [("rec-a", "ada.jpg", "ops"), ("rec-a", "", "")]), ("Bob", [("rec-b", "bob.png", "")])]
+    assert main(["--gallery", str(path), "list", "--recognizer", "rec-b"]) == 0
+    out = capsys.readouterr().out
+    assert "Ada  (0 samples" in out and "bob.png" in out and "ada.jpg" not in out
+    ada_ids = [s["id"] for s in listed[0]["samples"]]
+    assert main(["--gallery", str(path), "remove", "Ada", str(ada_ids[0]), "999"]) == 1
+    assert f"erased sample {ada_ids[0]} of Ada" in capsys.readouterr().out
+    assert g.identities() == [("Ada", 1), ("Bob", 0)]
+    assert main(["--gallery", str(path), "delete", "Bob", "Cy"]) == 1
+    captured = capsys.readouterr()
+    assert "erased Bob (1 sample)" in captured.out and "no identity named 'Cy'" in captured.err
+    assert g.identities() == [("Ada", 1)]
+    assert main(["--gallery", str(tmp_path / "absent.db"), "list"]) == 2
+    assert not (tmp_path / "absent.db").exists() and "no such gallery file" in capsys.readouterr().err
