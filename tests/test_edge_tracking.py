@@ -19,9 +19,12 @@ def _det(x=100.0, y=100.0, s=120.0, template=ARCFACE_112):
     return Detection(np.array([x, y, s, s]), lm, 0.9)
 
 
-def _report(capsys) -> dict:
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    return lines[-1]["report"], [r for r in lines if "report" not in r]
+def _report(capsys) -> tuple[dict, list[dict]]:
+    """The run's report (the last event on stderr) and its rows (stdout, JSON lines)."""
+    out = capsys.readouterr()
+    events = [json.loads(line) for line in out.err.splitlines() if line.startswith("{")]
+    assert events[-1]["event"] == "report", out.err
+    return events[-1], [json.loads(line) for line in out.out.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def standing_video(tmp_path_factory, demo_faces):
 
 
 def test_person_standing_ten_seconds_costs_at_most_three_crops(standing_video, capsys):
-    assert edge_cli.main(["run", str(standing_video), "--offline", "--json"]) == 0
+    assert edge_cli.main(["run", str(standing_video), "--offline"]) == 0
     report, rows = _report(capsys)
     assert report["frames"] == 150 and report["faces_detected"] >= 145
     assert report["faces_tracked"] == 1
@@ -43,7 +46,7 @@ def test_person_standing_ten_seconds_costs_at_most_three_crops(standing_video, c
 
 
 def test_every_face_is_the_baseline_and_max_fps_thins_the_frames(standing_video, capsys):
-    assert edge_cli.main(["run", str(standing_video), "--offline", "--json", "--every-face", "--max-fps", "3"]) == 0
+    assert edge_cli.main(["run", str(standing_video), "--offline", "--every-face", "--max-fps", "3"]) == 0
     report, rows = _report(capsys)
     assert report["frames"] == 30 and report["frames_skipped_by_max_fps"] == 120  # 10 s at 3 of 15 fps
     assert report["crops_sent"] == report["faces_detected"] == len(rows) and report["saving"] == 0.0
@@ -53,7 +56,7 @@ def test_every_face_is_the_baseline_and_max_fps_thins_the_frames(standing_video,
 def test_two_people_are_two_tracks(tmp_path, demo_faces, capsys):
     photos = [demo_faces / "probe" / "Colin_Powell_0002.jpg", demo_faces / "probe" / "Tony_Blair_0002.jpg"]
     video = write_video(tmp_path / "two.avi", standing_person(photos, n=30))
-    assert edge_cli.main(["run", str(video), "--offline", "--json"]) == 0
+    assert edge_cli.main(["run", str(video), "--offline"]) == 0
     report, rows = _report(capsys)
     assert report["faces_tracked"] == 2 and report["crops_sent"] == 2
     assert sorted(r["track"] for r in rows) == [1, 2]
