@@ -468,51 +468,52 @@ def _model_digest(name: str) -> str | None:
     return hashlib.sha256(json.dumps(bundle.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve.
-FAMILY_LABELS = {"ipr": "facelink IPR", "pix": "facelink pixel loss (ablation)", "msh": "facelink first model",
-                 "iprf": "facelink IPR, face-weighted", "pixf": "facelink face-weighted pixel loss (ablation)",
-                 "iprb": "facelink IPR, ROI-tuned", "pixb": "facelink pixel loss, ROI-tuned (ablation)",
-                 "iprd": "facelink IPR, ROI-tuned, decoder refined",
-                 "iprd0": "facelink IPR bits, decoder refined with pixel loss only (ablation)",
-                 "iprdh": "facelink IPR bits, decoder refined with α 1500",
-                 "iprc": "facelink IPR, face-crop-tuned", "pixc": "facelink pixel loss, face-crop-tuned (ablation)",
-                 "iprch": "facelink IPR α 1200, face-crop-tuned",
-                 "iprv": "facelink IPR, tuned for version-2 crops",
-                 "pixv": "facelink pixel loss, tuned for version-2 crops (ablation)",
-                 "ipr96": "facelink IPR, tuned for 96×96 crops", "ipr112": "facelink IPR, tuned for 112×112 crops",
-                 "iprlong": "facelink IPR, ipr112-q1 trained 11× as long",
-                 "pixlong": "facelink pixel loss, trained as long as iprlong (ablation)",
-                 "iprlr5": "facelink IPR, ipr112-q1 at learning rate 5e-4",
-                 "iprlr10": "facelink IPR, ipr112-q1 at learning rate 1e-3"}
+# Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve. What a family is — its
+# curve label, its pixel-loss ablation (same chain, data and budget, α = 0), the family each of its points was
+# fine-tuned from (the report compares them at equal bits) — is data, not code: the research ladders say it
+# (cloud/training/ladders/, facelink.cloud.training.ladder.families) and the models' manifests carry it (family,
+# label, ablation_of, tuned_from, written by facelink export --ladder); a family no ladder describes takes its label
+# from its models' manifests.
+@lru_cache(maxsize=1)
+def _ladder_families() -> dict:
+    try:
+        from facelink.cloud.training import ladder
+    except ImportError:  # an install without the training package: the manifests alone
+        return {}
+    return ladder.families()
 
 
-# The pixel-loss ablation of each IPR family: same chain, data and budget, α = 0. iprd's ablation refines the
-# decoder of the very same bitstream (iprb's encoder and tables) with α = 0: equal bits by construction.
-ABLATION_OF = {"ipr": "pix", "iprf": "pixf", "iprb": "pixb", "iprd": "iprd0", "iprc": "pixc", "iprch": "pixc",
-               "iprv": "pixv", "iprlong": "pixlong"}
+def family_label(family: str) -> str:
+    """A learned family's curve label: its ladder's, else a label its models' manifests give, else a default."""
+    info = _ladder_families().get(family)
+    if info is not None:
+        return info.label
+    from facelink.shared import registry
+
+    for name in _registry_models(family):
+        label = registry.load(name, verify=False).manifest.get("label")
+        if label:
+            return str(label)
+    return f"facelink {family}"
 
 
-# The ladder each fine-tuned family started from, rate point by rate point: the report compares them at equal bits.
-TUNED_FROM = {"iprc": "iprb", "pixc": "pixb", "iprch": "iprb", "iprv": "iprc", "pixv": "pixc"}
-
-
-def _partner(codec_name: str, table: dict[str, str]) -> str | None:
+def _partner(codec_name: str, relation: str) -> str | None:
     base = codec_name.removesuffix(BackgroundBlurred.SUFFIX)
     family = base.removeprefix("facelink-")
-    if family == base or family not in table:
-        return None
-    return f"facelink-{table[family]}{codec_name[len(base):]}"
+    info = _ladder_families().get(family) if family != base else None
+    other = getattr(info, relation) if info is not None else None
+    return None if other is None else f"facelink-{other}{codec_name[len(base):]}"
 
 
 def ablation_of(codec_name: str) -> str | None:
     """The codec name of an IPR family's ablation, behind the same wrapper (``facelink-iprb+roi`` →
     ``facelink-pixb+roi``); None for any other codec."""
-    return _partner(codec_name, ABLATION_OF)
+    return _partner(codec_name, "ablation")
 
 
 def tuned_from(codec_name: str) -> str | None:
     """The codec name of the family a fine-tuned family started from (``facelink-iprc`` → ``facelink-iprb``)."""
-    return _partner(codec_name, TUNED_FROM)
+    return _partner(codec_name, "tuned_from")
 
 
 def _family(name: str) -> str | None:
@@ -537,7 +538,7 @@ def learned_families() -> list[str]:
 
 def _family_codec(family: str) -> Callable[[], Codec]:
     return lambda: FacelinkCodec(models=tuple(_registry_models(family)), name=f"facelink-{family}",
-                                 label=FAMILY_LABELS.get(family, f"facelink {family}"))
+                                 label=family_label(family))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_learned_families_are_curves_of_their_own(tmp_path, monkeypatch):
     assert "face-abl-q4" in registry.available() and "facelink-abl" in learned_families()
     fam = get_codec("facelink-abl")
     assert fam.qualities == ("face-abl-q4",) and fam.name == "facelink-abl"
-    assert get_codec("facelink-msh").qualities == (registry.DEFAULT_MODEL,)
+    assert get_codec("facelink-msh").qualities == ("face-msh-q4",)
     # a model re-exported under the same name is a different setting (the cache never serves stale results)
     before = fam.settings_for("face-abl-q4")
     (extra / "face-abl-q4" / "manifest.json").write_text(
@@ -154,3 +154,27 @@ def test_learned_codec_adapter_is_lazy_and_explicit():
     except ImportError:
         with pytest.raises(CodecUnavailable, match="LearnedCodec"):
             codec.check_available()
+
+
+def test_family_labels_and_partners_are_the_ladders_and_the_manifests(tmp_path, monkeypatch):
+    """A family's curve label, ablation and tuned-from come from its research ladder; a family without one takes
+    the label its models' manifests give."""
+    import json
+    import shutil
+
+    from facelink.benchmarks.codecs import ablation_of, tuned_from
+    from facelink.cloud.training import ladder
+    from facelink.shared import registry
+
+    assert get_codec("facelink-iprc").label == ladder.load("iprc").label == "facelink IPR, face-crop-tuned"
+    assert get_codec("facelink-pix").label == "facelink pixel loss (ablation)"  # ladder pixel, family pix
+    assert ablation_of("facelink-iprch+roi") == "facelink-pixc+roi" and ablation_of("facelink-ipr") == "facelink-pix"
+    assert tuned_from("facelink-pixv") == "facelink-pixc" and tuned_from("facelink-iprb") is None
+    assert ablation_of("hevc") is None and tuned_from("facelink-pixc") == "facelink-pixb"
+    extra = tmp_path / "models"
+    shutil.copytree(registry.load("face-ipr-q1").path, extra / "face-zzz-q4")
+    manifest = extra / "face-zzz-q4" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "name": "face-zzz-q4", "label": "zzz"}))
+    monkeypatch.setenv(registry.MODELS_PATH_ENV, str(extra))
+    registry._load.cache_clear()
+    assert get_codec("facelink-zzz").label == "zzz" and ablation_of("facelink-zzz") is None
