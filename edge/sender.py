@@ -231,7 +231,7 @@ class Sender:
         self.window, self.backoff, self.ack_timeout, self.top_k = window, backoff, ack_timeout, top_k
         self.log = log or (lambda event: print(json.dumps(event), file=sys.stderr, flush=True))
         self.stats = SendStats()
-        self._ever_sent: set[int] = set()
+        self._sent_high = 0  # the highest sequence ever sent by this sender: one at or below it is a resend
         self._recover()
 
     # -- as a background thread beside a producer (facelink-edge run) -------------------------------------------
@@ -347,9 +347,9 @@ class Sender:
                                 progress[0] = time.monotonic()
                             inflight[str(f.sequence)] = f
                         last = f.sequence
-                        if f.sequence in self._ever_sent:
+                        if f.sequence <= self._sent_high:
                             self.stats.resent += 1
-                        self._ever_sent.add(f.sequence)
+                        self._sent_high = max(self._sent_high, f.sequence)
                         yield pb.RecognizeRequest(id=str(f.sequence), bitstream=f.data, source=f.source,
                                                   top_k=self.top_k, device_id=self.outbox.device_id,
                                                   sequence=f.sequence)

@@ -1,0 +1,135 @@
+"""Exactly-once delivery from the edge, with real processes: a real server killed and restarted, a link cut by a real
+TCP proxy for longer than the back-off, a real client killed and restarted. Every crop must end delivered exactly
+once, counted from the server's side (its de-duplication store), or counted as dropped by the outbox's policy."""
+import argparse
+import json
+import random
+
+import pytest
+
+from facelink.benchmarks.edge_delivery import Plan, ServerProcess, make_crops, run_scenario
+from facelink.cloud.serving.dedup import DedupStore
+from facelink.edge.client import Client, request
+from facelink.edge.outbox import Outbox
+from facelink.edge.sender import Backoff, Connection, DeliveryError, Outgoing, ResultSink, Sender, add_send_parser
+from facelink.v1 import facelink_pb2 as pb
+
+FRAMES = 200  # the issue's "at least 200 faces" per fault
+TIMEOUT = 900.0  # generous: the shared machine can be slow; nothing here asserts a time
+
+
+def test_backoff_grows_with_jitter_to_its_cap():
+    b, rng = Backoff(base=0.25, cap=8.0), random.Random(1)
+    for attempt in range(12):
+        ceiling = min(8.0, 0.25 * 2 ** attempt)
+        delays = [b.delay(attempt, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert b.delay(10_000, rng) <= 8.0
+
+
+def test_results_file_recovers_a_half_written_line(tmp_path):
+    f = tmp_path / "r.jsonl"
+    f.write_bytes(b'{"sequence": 1}\n{"sequence": 2}\n{"sequ')
+    sink = ResultSink(f)
+    assert sink.last_row() == {"sequence": 2}
+    sink.write({"sequence": 3})
+    sink.close()
+    assert [json.loads(x)["sequence"] for x in f.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_connection_takes_the_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    assert Connection("h:1", token_file=token).token() == "s3cret"
+    monkeypatch.setenv("FACELINK_TEST_TOKEN", "from-env")
+    assert Connection("h:1", token_env="FACELINK_TEST_TOKEN").token() == "from-env"
+    monkeypatch.setenv("FACELINK_TEST_TOKEN", "")
+    with pytest.raises(DeliveryError, match="is empty"):
+        Connection("h:1", token_env="FACELINK_TEST_TOKEN").token()
+    with pytest.raises(DeliveryError, match="both"):
+        Connection("h:1", tls_ca=token, tls_cert=token)
+    with pytest.raises(DeliveryError, match="no such file"):
+        Connection("h:1", tls_ca=tmp_path / "missing.pem")
+    send = add_send_parser(argparse.ArgumentParser().add_subparsers())
+    options = {o for a in send._actions for o in a.option_strings}
+    assert {"--token-file", "--token-env", "--tls-ca", "--tls-cert", "--tls-key"} <= options
+    assert "--token" not in options  # a token on the command line is readable by every user of the machine
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory, demo_faces):
+    folder = tmp_path_factory.mktemp("crops")
+    make_crops(folder, FRAMES, images=sorted(demo_faces.rglob("*.jpg")))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("server"), start_timeout=TIMEOUT).start()
+    yield srv
+    srv.stop()
+
+
+def _check(figures: dict) -> None:
+    assert figures["client_exit"] == 0
+    assert figures["lost"] == 0 and figures["duplicates"] == 0, figures
+    assert figures["delivered"] + figures["dropped_by_policy"] == figures["frames"] == FRAMES, figures
+    assert figures["duplicate_result_lines"] == 0 and figures["missing_result_lines"] == 0, figures
+    assert figures["sequences_match"] and figures["still_queued"] == 0, figures
+
+
+@pytest.mark.slow
+def test_repeats_are_replayed_and_old_clients_are_not_deduplicated(server, crops):
+    data = sorted(crops.glob("*.flk"))[0].read_bytes()
+    with Client(f"127.0.0.1:{server.port}") as c:
+        c.wait_ready(60)
+        old = list(c.recognize_stream([request("a", data), request("b", data)]))
+        assert [r.replayed for r in old] == [False, False]  # no device id: every frame is recognised
+        keyed = pb.RecognizeRequest(id="x", bitstream=data, device_id="test-device/1", sequence=7)
+        first, again = list(c.recognize_stream([keyed])), list(c.recognize_stream([keyed]))
+    assert not first[0].replayed and again[0].replayed and again[0].id == "x"
+    assert again[0].result == first[0].result
+    (d,) = DedupStore.read_deliveries(server.dedup, "test-device/1")
+    assert (d.sequence, d.recognised, d.replays) == (7, 1, 1)
+
+
+@pytest.mark.slow
+def test_sender_in_process_delivers_and_resumes_from_the_outbox(server, crops, tmp_path):
+    files = sorted(crops.glob("*.flk"))[:12]
+    results = tmp_path / "results.jsonl"
+    with Outbox(tmp_path / "outbox.db", device="in-process") as ob:
+        sink = ResultSink(results)
+        sender = Sender(ob, Connection(f"127.0.0.1:{server.port}").client, sink, window=4, log=lambda e: None)
+        sender.start()
+        for i, f in enumerate(files):
+            sender.send(Outgoing(str(i), f.read_bytes(), source=f.name, fields={"frame": i}))
+        stats = sender.finish(timeout=TIMEOUT)
+        sink.close()
+        assert stats.answered == len(files) and ob.stats().frames == 0
+        device_id = ob.device_id
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(len(files)))
+    assert [r["sequence"] for r in rows] == [d.sequence for d in DedupStore.read_deliveries(server.dedup, device_id)]
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted(crops, tmp_path):
+    figures = run_scenario("server_kill", tmp_path, crops, Plan(FRAMES, kills=1, timeout_s=TIMEOUT))
+    assert figures["server_kills"] == 1
+    _check(figures)
+
+
+@pytest.mark.slow
+def test_link_cut_for_longer_than_the_backoff(server, crops, tmp_path):
+    figures = run_scenario("network_cut", tmp_path, crops, Plan(FRAMES, kills=1, backoff_max=0.5, cut_s=2.0,
+                                                                  timeout_s=TIMEOUT), server=server)
+    assert figures["network_cuts"] == 1
+    _check(figures)
+
+
+@pytest.mark.slow
+def test_client_killed_and_restarted(server, crops, tmp_path):
+    figures = run_scenario("client_kill", tmp_path, crops, Plan(FRAMES, kills=2, timeout_s=TIMEOUT), server=server)
+    assert figures["client_kills"] == 2
+    _check(figures)
