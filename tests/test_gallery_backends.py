@@ -187,3 +187,26 @@ def test_not_found_and_bad_ids(spec):
     with pytest.raises(GalleryError, match="dimensions"):
         g.match(unit([1, 0, 0]))
     g.check()
+
+
+def test_servers_need_no_superuser(postgres_url):
+    """As cloud/deploy/init-gallery.sh sets it up: an administrator creates the extension and a plain role; the
+    servers, connecting as that role, create their tables and indexes. Without the extension they are told what to
+    ask for."""
+    import psycopg
+
+    role = "gallery_" + postgres_url.rsplit("_", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    as_role = postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    with pytest.raises(GalleryError, match="CREATE EXTENSION vector"):
+        Gallery(as_role, "r")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION vector")
+    g = Gallery(as_role, "r")
+    g.enroll("Ada", unit([1, 0]), enrolled_by="ops")
+    assert g.match(unit([1, 0]))[0].identity == "Ada" and g.delete_identity("Ada").samples_removed == 1
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP OWNED BY {role}")
+        admin.execute(f"DROP ROLE {role}")
