@@ -44,6 +44,8 @@ BENCH_COMMANDS: dict[str, tuple[str, list[str], str]] = {
     "edge-speed": ("facelink.benchmarks.edge_speed", [], "edge encode time against torch's, one thread"),
     "bit-allocation": ("facelink.benchmarks.bit_allocation", [], "where a rate point spends its bits on full frames"),
     "calibrate-threshold": ("facelink.benchmarks.calibrate_threshold", [], "the server's match threshold"),
+    "edge-delivery": ("facelink.benchmarks.edge_delivery", [],
+                      "edge delivery through server kills, link cuts, client kills: exactly once or counted dropped"),
 }
 
 
