@@ -1,0 +1,131 @@
+"""The one-file edge binary (``make edge-binary``): its size, what it holds, and its start-up time to the first face.
+
+  facelink bench edge-binary [--binary dist/facelink-edge] [--runs 5] [--out benchmarks/results/edge_binary.json]
+
+Start-up is timed from the process's launch, as a device would start it, on a demo photograph:
+``offline``: until the first coded crop is printed (start, unpack, load the models, detect, align, encode);
+``served``: until the first answer of a ``facelink serve`` on loopback is in the results file (the crop sent through
+the outbox and answered). The console script of this checkout (``facelink-edge``, Python) is timed the same way, in
+the same run, for comparison. Medians over ``--runs`` launches; the machine may be shared, so the figures are upper
+bounds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facelink.cloud.evaluation.provenance import emit_json, stamp
+from facelink.shared.paths import DEMO_FACES_DIR
+
+TARGETS = {"bytes": 150 * 2**20, "startup_to_first_frame_s": 3.0}
+
+
+def _until_first_line(cmd: list[str], path: Path | None, timeout: float) -> float:
+    """Seconds from launch until the first line on stdout (``path`` None) or in ``path``; the process is then let
+    finish."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if path is None:
+            line = proc.stdout.readline()
+            took = time.perf_counter() - t0
+            if not line:
+                raise RuntimeError(f"{cmd[0]} printed nothing: {proc.communicate()[1][-2000:]}")
+        else:
+            while not (path.exists() and path.read_text().strip()):
+                if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                    raise RuntimeError(f"{cmd[0]} sent nothing: {proc.communicate()[1][-2000:]}")
+                time.sleep(0.005)
+            took = time.perf_counter() - t0
+        proc.communicate(timeout=timeout)
+        return took
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _server(work: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    ready = work / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "facelink.cloud.cli", "serve", "--port", "0", "--gallery",
+                             str(work / "gallery.db"), "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not ready.exists():
+        if proc.poll() is not None or time.time() - t0 > timeout:
+            proc.kill()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.2)
+    return proc, f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+
+
+def time_startup(exe: list[str], image: Path, server: str, runs: int, work: Path) -> dict:
+    offline, served = [], []
+    for i in range(runs):
+        offline.append(_until_first_line([*exe, "run", str(image), "--offline"], None, 120))
+        results = work / f"results-{len(exe)}-{i}.jsonl"
+        served.append(_until_first_line([*exe, "run", str(image), "--server", server, "--outbox",
+                                         str(work / f"outbox-{len(exe)}-{i}.db"), "--results", str(results)],
+                                        results, 120))
+    return {"offline_first_crop_s": _summary(offline), "served_first_answer_s": _summary(served)}
+
+
+def _summary(seconds: list[float]) -> dict:
+    return {"median": round(float(np.median(seconds)), 3), "all": [round(x, 3) for x in seconds]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink bench edge-binary", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", type=Path, default=Path("dist/facelink-edge"), help="the built one-file binary")
+    ap.add_argument("--runs", type=int, default=5, help="launches timed per path (default %(default)s)")
+    ap.add_argument("--image", type=Path, default=DEMO_FACES_DIR / "probe" / "Colin_Powell_0002.jpg",
+                    help="the photograph each launch codes (default: a demo face)")
+    ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
+    args = ap.parse_args(argv)
+    if not args.binary.is_file():
+        print(f"facelink bench edge-binary: {args.binary}: no such file (make edge-binary builds it)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge" / "packaging"))
+    from check_binary import check
+
+    from facelink.shared.registry import DEFAULT_MODEL
+
+    contents = check(args.binary, DEFAULT_MODEL)
+    python_script = Path(sys.executable).parent / "facelink-edge"
+    with tempfile.TemporaryDirectory(prefix="facelink-bench-binary-") as tmp:
+        work = Path(tmp)
+        server, target = _server(work)
+        try:
+            binary = time_startup([str(args.binary.resolve())], args.image, target, args.runs, work)
+            script = time_startup([str(python_script)], args.image, target, args.runs, work)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    result = {
+        "command": "facelink bench edge-binary " + " ".join(argv or []),
+        "binary": str(args.binary), "bytes": contents["bytes"], "mib": round(contents["bytes"] / 2**20, 1),
+        "archive": {k: contents[k] for k in ("entries", "models", "forbidden", "missing", "ok")},
+        "startup": {"binary": binary, "python_console_script": script}, "runs": args.runs,
+        "image": args.image.name, "targets": TARGETS,
+        "meets_targets": {"bytes": contents["bytes"] <= TARGETS["bytes"],
+                          "startup_to_first_frame_s": binary["served_first_answer_s"]["median"]
+                          <= TARGETS["startup_to_first_frame_s"]},
+        "note": "start-up includes the one-file binary unpacking itself into a temporary folder at every launch; "
+                "served_first_answer_s also includes the server's recognition of the crop, so it bounds the time to "
+                "the first frame sent from above",
+    }
+    emit_json(stamp(result), args.out)
+    return 0 if contents["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
