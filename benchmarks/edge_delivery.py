@@ -8,7 +8,10 @@ coded once from LFW images, or from the demo faces when the assets are absent) t
 - ``server_kill``: the server is killed (SIGKILL) during delivery and restarted on the same port, ``--kills`` times;
 - ``network_cut``: the link runs through a TCP proxy on loopback that drops every connection and refuses new ones
   for longer than the sender's longest back-off, then heals, ``--kills`` times;
-- ``client_kill``: the sending client is killed (SIGKILL) during delivery and started again, ``--kills`` times.
+- ``client_kill``: the sending client is killed (SIGKILL) during delivery and started again, ``--kills`` times;
+- ``outbox_overflow``: the link is down from the start while the client queues twice as many crops as its outbox
+  holds (``--max-outbox-frames`` half the crops): the oldest half is dropped by the policy, counted and reported,
+  and the newest half is delivered once the link heals.
 
 Counted from the server's side (its de-duplication store: which (device, sequence) keys it answered and how often
 it recognised each): ``delivered`` (distinct crops answered), ``duplicates`` (recognitions beyond the first of a
@@ -34,7 +37,7 @@ from pathlib import Path
 from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 SERVER_MODEL = "face-msh-q4"  # the edge's default rate point: the crops are coded with it
-SCENARIOS = ("server_kill", "network_cut", "client_kill")
+SCENARIOS = ("server_kill", "network_cut", "client_kill", "outbox_overflow")
 
 
 def free_port() -> int:
@@ -136,8 +139,10 @@ class ServerProcess:
 class ClientProcess:
     """``facelink-edge send`` of a folder of crops through an outbox, results to a file."""
 
-    def __init__(self, work: Path, crops: Path, port: int, device: str, backoff_max: float = 1.0):
+    def __init__(self, work: Path, crops: Path, port: int, device: str, backoff_max: float = 1.0,
+                 max_outbox_frames: int | None = None):
         self.work, self.crops, self.port, self.device, self.backoff_max = work, crops, port, device, backoff_max
+        self.max_outbox_frames = max_outbox_frames
         self.outbox = work / f"{device}-outbox.db"
         self.results = work / f"{device}-results.jsonl"
         self.proc: subprocess.Popen | None = None
@@ -148,7 +153,8 @@ class ClientProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "facelink.edge.sender", str(self.crops), "--server", f"127.0.0.1:{self.port}",
              "--outbox", str(self.outbox), "--device", self.device, "--results", str(self.results),
-             "--backoff-max", str(self.backoff_max), "--window", "8"],
+             "--backoff-max", str(self.backoff_max), "--window", "8",
+             *(["--max-outbox-frames", str(self.max_outbox_frames)] if self.max_outbox_frames else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
@@ -306,14 +312,21 @@ def run_scenario(name: str, work: Path, crops: Path, plan: Plan, server: ServerP
     work.mkdir(parents=True, exist_ok=True)
     own_server = server is None
     server = server or ServerProcess(work).start()
-    proxy = DroppingProxy(server.port).start() if name == "network_cut" else None
+    proxy = DroppingProxy(server.port).start() if name in ("network_cut", "outbox_overflow") else None
     kills_before = server.kills
+    overflow = name == "outbox_overflow"
     client = ClientProcess(work, crops, proxy.port if proxy else server.port, f"{name.replace('_', '-')}",
-                           plan.backoff_max)
+                           plan.backoff_max, max_outbox_frames=plan.frames // 2 if overflow else None)
     t0 = time.monotonic()
     try:
+        if overflow:
+            proxy.cut()  # down before the first crop is queued
         client.start()
-        for at in plan.kill_points():
+        if overflow:  # every crop queued (each dropped one is a line in the results) while nothing gets through
+            client.wait_answered(plan.frames - plan.frames // 2, plan.timeout_s)
+            time.sleep(plan.cut_s)
+            proxy.heal()
+        for at in plan.kill_points() if not overflow else []:
             client.wait_answered(at, plan.timeout_s)
             if name == "server_kill":
                 server.kill()

@@ -354,8 +354,7 @@ class Sender:
                                                   top_k=self.top_k, device_id=self.outbox.device_id,
                                                   sequence=f.sequence)
             except Exception as e:  # noqa: BLE001 - reported by the caller, not lost in gRPC's thread
-                failure.append(e)
-                call.cancel()
+                failure.append(e)  # returning half-closes the stream: the answers owed come, then it ends
 
         call = client.recognize_stream(requests())
 

@@ -133,3 +133,12 @@ def test_client_killed_and_restarted(server, crops, tmp_path):
     figures = run_scenario("client_kill", tmp_path, crops, Plan(FRAMES, kills=2, timeout_s=TIMEOUT), server=server)
     assert figures["client_kills"] == 2
     _check(figures)
+
+
+@pytest.mark.slow
+def test_outbox_overflow_during_an_outage_drops_the_oldest_and_counts_them(server, crops, tmp_path):
+    figures = run_scenario("outbox_overflow", tmp_path, crops, Plan(FRAMES, kills=0, backoff_max=0.5, cut_s=1.0,
+                                                                      timeout_s=TIMEOUT), server=server)
+    assert figures["dropped_by_policy"] == figures["dropped_lines"] == FRAMES // 2
+    assert figures["delivered_and_dropped"] == 0
+    _check(figures)
