@@ -223,3 +223,31 @@ def families(root: Path | None = None) -> dict[str, Family]:
         out[lad.model_family] = Family(lad.label, ablation.get(lad.model_family),
                                        fam[lad.tuned_from] if lad.tuned_from else None)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m facelink.cloud.training.ladder",
+                                 description="List the research ladders, a ladder's points (in its file's order, "
+                                             "the order they are trained in) or one point's training config.")
+    ap.add_argument("ladder", nargs="?", help="a ladder's name (cloud/training/ladders/NAME.yaml)")
+    ap.add_argument("point", nargs="?", help="one of its points: print its expanded training configuration")
+    args = ap.parse_args(argv)
+    try:
+        if args.ladder is None:
+            print(*names())
+        elif args.point is None:
+            print(*load(args.ladder).points)
+        else:
+            print(json.dumps(cfgmod.to_dict(expand(args.ladder, args.point)), indent=2))
+    except cfgmod.ConfigError as e:
+        print(f"ladder: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
