@@ -127,4 +127,4 @@ def test_the_fast_latent_is_what_the_cloud_decodes_from_the_edges_container(face
     crop = np.ascontiguousarray(face_rgb[:112, :112])
     data = enc.encode(crop, ARCFACE_112)
     decoded = codec.decompress_latents(enc.bundle.tables, bitstream.unpack(data))
-    assert np.array_equal(ta.decoded_latent(enc, crop), decoded)
+    assert np.array_equal(ta.EdgeLatents(enc.bundle)(crop), decoded)

@@ -12,8 +12,8 @@ ablation). There is no rate term: the bitstream does not change.
 Data: training images only (LFW outside View 2, CelebA train identities: :mod:`facelink.cloud.training.datasets`),
 each cropped exactly as the edge crops a face (YuNet landmarks, the ``arcface-112`` template), turned into every
 trained domain (:mod:`facelink.cloud.training.domains`; the held-out domain never appears) and coded by the rate
-point's own edge encoder (ONNX + the shared entropy coder): the decoder learns from the very ŷ it decodes in
-service. These latents are computed once per (rate point, images, domains) and cached under ``runs/cache``.
+point's own edge analysis (ONNX and the shared entropy model, :class:`EdgeLatents`): the decoder learns from the
+very ŷ it decodes in service. These latents are computed once per (rate point, images, domains) and cached under ``runs/cache``.
 
 ``facelink train-adapters run --config C --out RUN`` trains (``--resume`` continues from RUN/checkpoint.pt);
 ``facelink train-adapters install --run RUN --ablation RUN0`` puts the result into the rate point's bundle.
@@ -109,7 +109,7 @@ def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Data: edge crops in every domain, coded by the rate point's edge encoder, cached once
+# Data: edge crops in every domain, coded as the rate point's edge codes them, cached once
 # ----------------------------------------------------------------------------------------------------------------
 def _image_key(path: Path) -> str:
     """A file's name relative to its data set (parent folder / file): what the domain draws are seeded with."""
@@ -139,20 +139,38 @@ def training_crops(cfg: AdapterTrainConfig, assets=None) -> tuple[list[Path], li
     return [files[i] for i in keep], [align(images[i], landmarks[i], ARCFACE_112) for i in keep]
 
 
-def decoded_latent(encoder, rgb: np.ndarray) -> np.ndarray:
-    """The ŷ the cloud decodes from ``encoder``'s container of ``rgb`` (an edge crop), without running the
-    lossless rANS coder in between: the edge's analysis, its hyper-latent symbols, the integer hyper-synthesis's
-    means, the coded positions rounded around them and the means elsewhere (as
-    :func:`facelink.shared.codec.encode_latents` codes; tests/test_adapters_training.py checks the equality)."""
-    from facelink.shared import bitstream, codec
+class EdgeLatents:
+    """The ŷ the cloud decodes from the container the edge sends for an image: the rate point's ONNX analysis run
+    as the edge runs it (edge-replication padding to multiples of 64, one thread), its hyper-latent symbols, the
+    integer hyper-synthesis's means, the coded positions rounded around them and the means elsewhere, as
+    :func:`facelink.shared.codec.encode_latents` codes; the lossless rANS coder in between is skipped.
+    tests/test_adapters_training.py checks the equality with the edge's own container."""
 
-    tables = encoder.bundle.tables
-    y, z = encoder.analyse(rgb)
-    idx, means = tables.entropy_parameters(codec.quantize_z(tables, z))
-    ch, cw = bitstream.coded_latent_shape(rgb.shape[0], rgb.shape[1], encoder.format_version)
-    y_sym = np.zeros(means.shape, dtype=np.int64)
-    y_sym[:, :ch, :cw] = np.round(y[:, :ch, :cw].astype(np.float32) - means[:, :ch, :cw]).astype(np.int64)
-    return (y_sym.astype(np.float32) + means).astype(np.float32)
+    def __init__(self, bundle: registry.ModelBundle, version: int | None = None):
+        import onnxruntime as ort
+
+        from facelink.shared import bitstream
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(bundle.encoder_onnx), opts, providers=["CPUExecutionProvider"])
+        self.tables = bundle.tables
+        self.version = bitstream.FORMAT_VERSION if version is None else version
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from facelink.shared import bitstream, codec
+
+        h, w = rgb.shape[:2]
+        pad_b, pad_r = bitstream.padding_for(h, w)
+        padded = np.pad(rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge") if (pad_b or pad_r) else rgb
+        x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
+        y, z = (a[0] for a in self.session.run(["y", "z"], {"image": x}))
+        idx, means = self.tables.entropy_parameters(codec.quantize_z(self.tables, z))
+        ch, cw = bitstream.coded_latent_shape(h, w, self.version)
+        y_sym = np.zeros(means.shape, dtype=np.int64)
+        y_sym[:, :ch, :cw] = np.round(y[:, :ch, :cw].astype(np.float32) - means[:, :ch, :cw]).astype(np.int64)
+        return (y_sym.astype(np.float32) + means).astype(np.float32)
 
 
 def coded_latents(cfg: AdapterTrainConfig, bundle: registry.ModelBundle, assets=None) -> dict[str, np.ndarray]:
@@ -160,20 +178,18 @@ def coded_latents(cfg: AdapterTrainConfig, bundle: registry.ModelBundle, assets=
     ``domain`` (K, index into cfg.domains); K = images × domains."""
     from tqdm import tqdm
 
-    from facelink.edge.encoder import EdgeEncoder
-
     files, crops = training_crops(cfg, assets)
     path = latent_cache_path(bundle, files, cfg.domains)
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    encoder = EdgeEncoder(str(bundle.path))
+    latent = EdgeLatents(bundle)
     xs, ys, ds = [], [], []
     for f, crop in tqdm(list(zip(files, crops)), desc=f"coding training crops ({bundle.name})", unit="img"):
         for d, name in enumerate(cfg.domains):
             x = domains_mod.get_domain(name).apply(crop, _image_key(f))
             xs.append(x)
-            ys.append(decoded_latent(encoder, x))
+            ys.append(latent(x))
             ds.append(d)
     out = {"x": np.stack(xs), "y_hat": np.stack(ys).astype(np.float32), "domain": np.array(ds, np.int64)}
     path.parent.mkdir(parents=True, exist_ok=True)
