@@ -11,8 +11,19 @@ from facelink.shared import tables as tables_mod
 from facelink.shared.detection import IntegrityError, sha256_file
 from facelink.shared.paths import MODELS_DIR
 
-DEFAULT_MODEL = "face-msh-q4"
+# The rate point the edge, the server and the demo run unless told otherwise: the one a camera on a thin link
+# should run. face-ipr-q1 is where the committed ladder's accuracy-per-byte bends (full protocols, 6,000 pairs, probe
+# coded as the edge's 112x112 crop; benchmarks/results/ceiling-lfw-crop, ceiling-celeba-crop): 413 B per face on
+# LFW View 2 and 451 B on CelebA test, at 97.18 / 98.73 % and 94.88 / 95.83 % (MobileFaceNet / SFace, the latter
+# never seen in training; uncompressed 98.32 / 99.10 and 96.60 / 97.12). From q0 (311 / 339 B) the ~100 bytes to q1
+# buy +0.53 / +0.60 and +1.10 / +0.78 points; the ~200 bytes from q1 to q3 buy +0.64 / +0.09 and +0.79 / +0.52, and
+# q4, q5 nothing more on LFW. It is also the highest point on par with HEVC at equal bytes on the same crops
+# (ceiling-compare/<dataset>-ipr-vs-hevc.json: LFW -0.14 / +0.14, CelebA +0.63 / +0.17 points); above it HEVC leads.
+# face-msh-q4, the default before it, has no full-protocol crop result; in the 200-pair LFW run (ipr-lfw-limit20) it
+# took 838 B per face for 96.0 / 98.5 % where face-ipr-q0 took 393 B for 96.5 / 98.0 %. It stays in the registry.
+DEFAULT_MODEL = "face-ipr-q1"
 MODELS_PATH_ENV = "FACELINK_MODELS_PATH"
+ADAPTER_FILE_KEYS = ("file", "ablation")  # keys of a manifest's "adapters" entry that name files
 
 
 class UnknownModelError(LookupError):
@@ -38,6 +49,13 @@ class ModelBundle:
     def weights(self) -> Path:
         """The synthesis transform's weights (the cloud's; the edge never opens them)."""
         return self.path / "decoder.safetensors"
+
+    @property
+    def adapter_files(self) -> tuple[str, ...]:
+        """The face-domain adapter files the manifest lists (``adapters``: file, and an α = 0 ablation): the
+        cloud's, decoder-only, so they change neither the model id nor any bitstream."""
+        entry = self.manifest.get("adapters") or {}
+        return tuple(entry[k] for k in ADAPTER_FILE_KEYS if k in entry)
 
 
 def roots(root: Path | None = None) -> list[Path]:
@@ -90,6 +108,10 @@ def _load(folder: str, verify: bool) -> ModelBundle:
             got = sha256_file(path / fname)
             if got != digest:
                 raise IntegrityError(f"model {manifest['name']}: {fname} has sha256 {got}, manifest says {digest}")
+    entry = manifest.get("adapters") or {}
+    unlisted = [entry[k] for k in ADAPTER_FILE_KEYS if k in entry and entry[k] not in manifest["files"]]
+    if unlisted:
+        raise IntegrityError(f"model {manifest['name']}: adapters {', '.join(unlisted)} have no sha256 in the manifest")
     tables = tables_mod.load(path / "tables.npz")
     if tables.model_id != manifest["model_id"]:
         raise IntegrityError(f"model {manifest['name']}: tables hash to {tables.model_id}, manifest says "

@@ -1,4 +1,9 @@
-"""Cloud-side decoding: container → entropy decode (shared, exact) → synthesis transform (torch) → RGB image."""
+"""Cloud-side decoding: container → entropy decode (shared, exact) → synthesis transform (torch) → RGB image.
+
+A rate point whose manifest lists face-domain adapters (:mod:`facelink.cloud.serving.adapters`) decodes with them
+and its gate's weights per domain, unless the decoder is made with ``adapters="off"``; ``"ablation"`` uses the
+α = 0 adapters the manifest lists beside them (for benchmarks). Adapters change only the synthesis: the same
+containers decode either way."""
 from __future__ import annotations
 
 import threading
@@ -7,8 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facelink.cloud.serving import adapters as adapters_mod
+from facelink.cloud.serving import limits
+from facelink.cloud.serving import variable_rate
 from facelink.cloud.serving.codec_model import build, load_synthesis
 from facelink.shared import bitstream, codec, registry
+
+# How a decoder uses a rate point's adapters: "on" (the manifest's adapters and gate), "off" (the base g_s),
+# "ablation" (the manifest's α = 0 adapters and their gate).
+ADAPTER_MODES = ("on", "off", "ablation")
 
 
 @dataclass
@@ -16,25 +28,69 @@ class Decoded:
     image: np.ndarray  # H×W×3 uint8 RGB
     frame: bitstream.Frame
     model_name: str
+    domain_weights: dict[str, float] | None = None  # the adapters' gate, per domain; None without adapters
 
 
 class _Synthesis:
-    def __init__(self, bundle: registry.ModelBundle, device: torch.device):
+    def __init__(self, bundle: registry.ModelBundle, device: torch.device, adapters: str = "on"):
         m = bundle.manifest
-        model = load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights)
+        # A variable-rate model (core v2) applies the inverse gain of the container's quality before g_s.
+        self.vr = None
+        if variable_rate.is_variable_rate(m):
+            model = self.vr = variable_rate.load_synthesis(variable_rate.from_manifest(m), bundle.weights)
+            model.to(device)
+        else:
+            model = load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights)
         self.g_s = model.g_s.to(device).eval()
         self.device = device
+        self.adapted = None
+        entry = m.get("adapters")
+        if entry and adapters != "off":
+            name = entry["file"] if adapters == "on" else entry.get("ablation")
+            if name is None:
+                raise registry.UnknownModelError(f"model {bundle.name} lists no α = 0 adapters")
+            self.adapted = adapters_mod.load(bundle.path / name, model.g_s, m["M"]).to(device).eval()
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.adapted.domains if self.adapted is not None else ()
 
     @torch.no_grad()
-    def __call__(self, y_hat: np.ndarray) -> np.ndarray:
-        x = self.g_s(torch.from_numpy(y_hat)[None].to(self.device)).clamp_(0, 1)
-        return (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    def __call__(self, y_hat: np.ndarray, domain: str | None = None, quality: float | None = None
+                 ) -> tuple[np.ndarray, dict[str, float] | None]:
+        """The image and the gate's weights per domain; ``domain``: that domain's adapter alone (an oracle);
+        ``quality``: the container's (version 3), whose inverse gain a variable-rate model applies."""
+        y = torch.from_numpy(y_hat)[None].to(self.device)
+        if self.vr is not None:
+            y = variable_rate.apply_inverse_gain(self.vr, y, quality)
+        weights = None
+        if self.adapted is None:
+            if domain is not None:
+                raise ValueError(f"domain {domain!r} asked of a decoder without adapters")
+            x = self.g_s(y)
+        else:
+            forced = None
+            if domain is not None:
+                if domain not in self.domains:
+                    raise ValueError(f"no adapter for domain {domain!r}; adapters: {', '.join(self.domains)}")
+                forced = torch.zeros(1, len(self.domains), device=self.device)
+                forced[0, self.domains.index(domain)] = 1.0
+            x, w = self.adapted(y, forced)
+            weights = dict(zip(self.domains, (float(v) for v in w[0].cpu())))
+        x = x.clamp_(0, 1)
+        return (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8), weights
 
 
 class CloudDecoder:
     """Decodes containers from every model in the registry, chosen by the model id each container carries."""
 
-    def __init__(self, models: list[str] | None = None, device: str | None = None, root=None):
+    def __init__(self, models: list[str] | None = None, device: str | None = None, root=None, adapters: str = "on",
+                 max_pixels: int | None = None):
+        # max_pixels: containers declaring more (padded) pixels are refused from their header, before entropy decoding
+        self.max_pixels = max_pixels
+        if adapters not in ADAPTER_MODES:
+            raise ValueError(f"adapters must be one of {', '.join(ADAPTER_MODES)}, got {adapters!r}")
+        self.adapters = adapters
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         names = models or registry.available(root)
         if not names:
@@ -51,10 +107,17 @@ class CloudDecoder:
     def synthesis(self, model_id: str) -> _Synthesis:
         with self._lock:
             if model_id not in self._synth:
-                self._synth[model_id] = _Synthesis(self.bundles[model_id], self.device)
+                self._synth[model_id] = _Synthesis(self.bundles[model_id], self.device, self.adapters)
             return self._synth[model_id]
 
-    def decode(self, data: bytes) -> Decoded:
+    def domains(self, model_id: str) -> tuple[str, ...]:
+        """The domains of the adapters this decoder uses for a model (empty: none, or switched off)."""
+        bundle = self.bundles[model_id]
+        entry = bundle.manifest.get("adapters")
+        return tuple(entry["domains"]) if entry and self.adapters != "off" else ()
+
+    def decode(self, data: bytes, domain: str | None = None) -> Decoded:
+        """``domain``: decode with that domain's adapter alone instead of the gate's blend (benchmarks' oracle)."""
         frame = bitstream.unpack(data)
         if frame.model_id in self.ambiguous:
             raise codec.ModelMismatchError(
@@ -66,6 +129,8 @@ class CloudDecoder:
             raise codec.ModelMismatchError(
                 f"bitstream made by codec model {frame.model_id}; this server has "
                 f"{', '.join(f'{b.name} ({i})' for i, b in self.bundles.items())}")
+        if self.max_pixels is not None:
+            limits.check_frame(frame, self.max_pixels)
         y_hat = codec.decompress_latents(bundle.tables, frame)
-        image = self.synthesis(frame.model_id)(y_hat)
-        return Decoded(image[: frame.height, : frame.width], frame, bundle.name)
+        image, weights = self.synthesis(frame.model_id)(y_hat, domain, frame.quality)
+        return Decoded(image[: frame.height, : frame.width], frame, bundle.name, weights)

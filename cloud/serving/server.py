@@ -53,6 +53,8 @@ class ServerConfig:
     max_pixels: int = 4096 * 4096
     workers: int = 2
     device: str | None = None
+    # Decode with a rate point's face-domain adapters where its bundle has them (false: the base decoder).
+    adapters: bool = True
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
     dedup_max_age_s: float = 7 * 86400.0
     dedup_max_entries: int = 1_000_000
@@ -67,7 +69,7 @@ class FrameRejected(Exception):
 class FaceLinkService(pb_grpc.FaceLinkServicer):
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
-        self.decoder = CloudDecoder(cfg.models, device=cfg.device)
+        self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off")
         recognizer = get_recognizer(cfg.recognizer, cfg.device)
         self.gallery = Gallery(cfg.gallery, recognizer.name)
         self.pipeline = FacePipeline(recognizer, self.gallery, threshold=cfg.threshold)
@@ -100,7 +102,8 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
                 matches=[pb.Match(identity=m.identity, similarity=m.similarity) for m in ident.matches],
                 width=w, height=h, bytes=len(req.bitstream), bpp=8.0 * len(req.bitstream) / (w * h),
                 model_id=dec.frame.model_id, decode_ms=(t1 - t0) * 1e3,
-                recognize_ms=(time.perf_counter() - t1) * 1e3))
+                recognize_ms=(time.perf_counter() - t1) * 1e3,
+                domain_weights=[pb.DomainWeight(domain=d, weight=v) for d, v in (dec.domain_weights or {}).items()]))
         except FrameRejected as e:
             resp.error.CopyFrom(pb.Error(code=e.code, message=str(e)))
         except codec.ModelMismatchError as e:
@@ -189,7 +192,8 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
     async def GetModelInfo(self, request, context):
         return pb.ModelInfoResponse(
             server_version=SERVER_VERSION, bitstream_format_version=bitstream.FORMAT_VERSION,
-            models=[pb.CodecModel(name=b.name, model_id=b.model_id, architecture=b.manifest["architecture"])
+            models=[pb.CodecModel(name=b.name, model_id=b.model_id, architecture=b.manifest["architecture"],
+                                  domains=self.decoder.domains(b.model_id))
                     for b in self.decoder.bundles.values()],
             default_model=self.cfg.default_model, recognizer=self.gallery.recognizer, detector="yunet",
             match_threshold=self.cfg.threshold, max_frame_bytes=self.cfg.max_frame_bytes,
@@ -255,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-frame-bytes", type=int)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--device")
+    ap.add_argument("--no-adapters", action="store_true",
+                    help="decode with the base decoders, not the rate points' face-domain adapters (to compare)")
     ap.add_argument("--ready-file", type=Path, help="written once the server is serving: JSON with the port")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                     "device"):
             if getattr(args, key) is not None:
                 data[key] = getattr(args, key)
+        if args.no_adapters:
+            data["adapters"] = False
         cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
     except (OSError, cfgmod.ConfigError) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
