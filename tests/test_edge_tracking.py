@@ -7,8 +7,15 @@ import pytest
 from edge_support import FPS, standing_person, write_video
 
 from facelink.edge import cli as edge_cli
-from facelink.edge.tracking import (CropQuality, CropSelector, IoUTracker, SelectionPolicy, box_iou, crop_quality,
-                                    frontal_factor)
+from facelink.edge.tracking import (
+    CropQuality,
+    CropSelector,
+    IoUTracker,
+    SelectionPolicy,
+    box_iou,
+    crop_quality,
+    frontal_factor,
+)
 from facelink.shared.alignment import ARCFACE_112
 from facelink.shared.detection import Detection
 
