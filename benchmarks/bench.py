@@ -161,16 +161,19 @@ def build_docs(cfg: engine.RunConfig, suites: dict, prov: dict) -> list[dict]:
         for protocol in cfg.protocols:
             ref_cond = engine.condition_for(ds_name, protocol, unc, unc.qualities[0], cfg.flip,
                                               cfg.crop_template)
+            # With a probe domain, "uncompressed" is the domain's probes uncompressed against the clean gallery.
+            unc_cond = engine.condition_for(ds_name, protocol, unc, unc.qualities[0], cfg.flip, cfg.crop_template,
+                                            cfg.probe_domain)
             for rec in cfg.recognizers:
                 for setting in cfg.settings:
                     flip = cfg.flip_of(rec)
-                    u = engine.evaluate_condition(cache, suite, ref_cond, ref_cond, rec, flip, setting)
+                    u = engine.evaluate_condition(cache, suite, unc_cond, ref_cond, rec, flip, setting)
                     doc = {"schema": "facelink-bench/1",
                            "name": f"{ds_name} / {rec} / {protocol} / {setting}",
                            "dataset": ds_name, "recognizer": rec, "protocol": protocol, "setting": setting,
                            "description": f"{suite.description}; {protocol} protocol; {setting} setting; "
                                           f"{rec} embeddings{' with flip averaging' if flip else ''}",
-                           "flip": flip,
+                           "flip": flip, "probe_domain": cfg.probe_domain,
                            "limited": bool(cfg.limit), "limit_pairs_per_fold": cfg.limit,
                            "pairs": int(len(suite.pairs)), "folds": int(len(np.unique(suite.folds))),
                            "uncompressed": u, "codecs": [], "reference": None}
@@ -178,7 +181,7 @@ def build_docs(cfg: engine.RunConfig, suites: dict, prov: dict) -> list[dict]:
                         res: dict = {"quality": list(codec.qualities)}
                         for q in codec.qualities:
                             cond = engine.condition_for(ds_name, protocol, codec, q, cfg.flip,
-                                                cfg.crop_template)
+                                                        cfg.crop_template, cfg.probe_domain)
                             m = engine.evaluate_condition(cache, suite, cond, ref_cond, rec, flip, setting)
                             for k, v in m.items():
                                 res.setdefault(k, []).append(v)
@@ -275,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="compute (resumably) and write results")
     _common(r)
-    r.add_argument("--settings", nargs="+", default=list(engine.SETTINGS), metavar="NAME",
-                   help="asymmetric (probe coded, gallery uncompressed) and/or symmetric (both coded)")
+    r.add_argument("--settings", nargs="+", default=None, metavar="NAME",
+                   help="asymmetric (probe coded, gallery uncompressed) and/or symmetric (both coded); default "
+                        "both, asymmetric alone with --probe-domain")
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     r.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads per worker")
     r.add_argument("--chunk", type=int, default=32, help="images per work unit")
@@ -288,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--crop-template", default=engine.CROP_TEMPLATE, choices=sorted(CROP_TEMPLATES),
                    help="what the face-crop protocol aligns each source face to and codes (default %(default)s, "
                         "the edge's); a smaller one codes fewer pixels and the recognizers see it re-warped up")
+    r.add_argument("--probe-domain", default=None, metavar="NAME",
+                   help="apply this capture domain (facelink.cloud.training.domains: source, nir, far, jpeg, webcam) "
+                        "to every probe before coding; the gallery stays the clean uncompressed image (asymmetric "
+                        "setting only, which it then defaults to)")
     r.add_argument("--compute-only", action="store_true", help="fill the cache, write nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     rep = sub.add_parser("report", help="recompute the headline and rewrite JSON, CSV, markdown and plots from the "
@@ -313,15 +321,26 @@ def _pairs_per_fold(text: str) -> int:
     return n
 
 
+def _run_config(args, ref_name: str, ref_q: str) -> engine.RunConfig:
+    return engine.RunConfig(datasets=args.datasets, protocols=args.protocols, recognizers=args.recognizers,
+                            codecs=_codecs_from_args(args.codecs),
+                            settings=args.settings or (["asymmetric"] if args.probe_domain else list(engine.SETTINGS)),
+                            limit=args.limit,
+                            workers=args.workers, threads=args.threads, flip=not args.no_flip,
+                            no_flip_for=args.no_flip_for, chunk=args.chunk,
+                            seed=args.seed, cache=args.cache or _default_cache(), assets=args.assets,
+                            reference=(ref_name, int(ref_q) if ref_q.lstrip("-").isdigit() else ref_q),
+                            progress=not args.no_progress, crop_template=args.crop_template,
+                            probe_domain=args.probe_domain)
+
+
 def _run(args) -> int:
     ref_name, _, ref_q = args.reference.partition(":")
-    cfg = engine.RunConfig(datasets=args.datasets, protocols=args.protocols, recognizers=args.recognizers,
-                           codecs=_codecs_from_args(args.codecs), settings=args.settings, limit=args.limit,
-                           workers=args.workers, threads=args.threads, flip=not args.no_flip,
-                           no_flip_for=args.no_flip_for, chunk=args.chunk,
-                           seed=args.seed, cache=args.cache or _default_cache(), assets=args.assets,
-                           reference=(ref_name, int(ref_q) if ref_q.lstrip("-").isdigit() else ref_q),
-                           progress=not args.no_progress, crop_template=args.crop_template)
+    try:
+        cfg = _run_config(args, ref_name, ref_q)
+    except ValueError as e:  # an unknown crop template or probe domain, or a probe domain with symmetric
+        print(f"facelink bench run: {e}", file=sys.stderr)
+        return 2
     np.random.seed(cfg.seed)
     for c in engine.all_codecs(cfg):
         c.check_available()

@@ -90,6 +90,11 @@ class Codec:
         """Decode several byte strings; same images as :meth:`decode` on each (codecs may batch)."""
         return [self.decode(d) for d in datas]
 
+    def for_domain(self, domain: str) -> Codec:
+        """This codec for probes of a capture domain: itself, except where a decoder is told the probes' domain
+        (the face-domain adapters' oracle)."""
+        return self
+
     def roundtrip(self, rgb: np.ndarray, quality) -> tuple[np.ndarray, int]:
         """Encode and decode; returns the decoded image and the bits charged."""
         data = self.encode(_check_rgb(rgb), quality)
@@ -393,6 +398,9 @@ class FacelinkCodec(Codec):
         self.name, self.label, self.qualities = name, label, tuple(models)
         self._loaded: dict = {}
 
+    adapters = "off"  # the rate points' face-domain adapters: off (the base decoder), on, ablation
+    domain: str | None = None  # decode with this domain's adapter alone (the oracle)
+
     def _codec(self, model: str):
         if model not in self._loaded:
             try:
@@ -401,7 +409,7 @@ class FacelinkCodec(Codec):
                 raise CodecUnavailable(
                     "facelink's learned codec is not available (facelink.cloud.evaluation.codec.LearnedCodec could not be "
                     f"imported: {e}); install facelink[cloud] from a checkout that has it") from e
-            self._loaded[model] = LearnedCodec(model)
+            self._loaded[model] = LearnedCodec(model, adapters=self.adapters)
         return self._loaded[model]
 
     def check_available(self):
@@ -429,12 +437,12 @@ class FacelinkCodec(Codec):
         if quality is None:
             raise ValueError(f"not a {self.name} container: its model id {model_id} is none of "
                              f"{', '.join(map(str, self.qualities))}")
-        return np.asarray(self._codec(str(quality)).decode(data), dtype=np.uint8)
+        return np.asarray(self._codec(str(quality)).decode(data, self.domain), dtype=np.uint8)
 
     def roundtrip(self, rgb, quality):
         codec = self._codec(str(quality))
         data = codec.encode(_check_rgb(rgb))
-        out = np.asarray(codec.decode(data), dtype=np.uint8)
+        out = np.asarray(codec.decode(data, self.domain), dtype=np.uint8)
         return out, self.bits(data)
 
     def settings(self):
@@ -465,7 +473,63 @@ def _model_digest(name: str) -> str | None:
         bundle = registry.load(name, verify=False)
     except Exception:  # noqa: BLE001 - an unknown model is reported by check_available, not here
         return None
-    return hashlib.sha256(json.dumps(bundle.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    # Without the decoder-only adapter files: adding adapters to a rate point changes neither its bytes nor its
+    # base decoder, so its cached results stay valid.
+    files = {k: v for k, v in bundle.manifest["files"].items() if k not in bundle.adapter_files}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _adapters_digest(name: str) -> str | None:
+    import hashlib
+
+    from facelink.shared import registry
+
+    try:
+        bundle = registry.load(name, verify=False)
+    except Exception:  # noqa: BLE001 - an unknown model is reported by check_available, not here
+        return None
+    files = {k: bundle.manifest["files"][k] for k in bundle.adapter_files}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if files else None
+
+
+class AdaptedFacelinkCodec(FacelinkCodec):
+    """A learned family decoded with its rate points' face-domain adapters, ``<family>@<variant>``: ``base`` the
+    base g_s, ``adapters`` the adapters blended by their gate, ``oracle`` the probes' true domain's adapter alone,
+    ``pixel`` the α = 0 (pixel-loss) adapters with their gate. The encoder, hence every byte, is the family's own:
+    the variants decode the same bytes."""
+
+    SEP = "@"
+    VARIANTS = {"base": "off", "adapters": "on", "oracle": "on", "pixel": "ablation"}
+
+    def __init__(self, base: FacelinkCodec, variant: str, domain: str | None = None):
+        if variant not in self.VARIANTS:
+            raise KeyError(f"unknown adapter variant {variant!r}; known: {', '.join(self.VARIANTS)}")
+        super().__init__(base.qualities, name=f"{base.name}{self.SEP}{variant}", label=f"{base.label}, {variant}")
+        self.base_name, self.variant, self.adapters, self.domain = base.name, variant, self.VARIANTS[variant], domain
+
+    def for_domain(self, domain):
+        if self.variant != "oracle" or domain == self.domain:
+            return self
+        other = AdaptedFacelinkCodec(FacelinkCodec(self.qualities, self.base_name, self.label), self.variant, domain)
+        other._loaded = self._loaded  # the same rate points; the domain is chosen per decode
+        return other
+
+    def check_available(self):
+        super().check_available()
+        from facelink.shared import registry
+
+        for q in self.qualities:
+            if self.adapters != "off" and not registry.load(str(q), verify=False).adapter_files:
+                raise CodecUnavailable(f"{q} has no face-domain adapters (facelink train-adapters install)")
+
+    def decode(self, data):
+        if self.variant == "oracle" and self.domain is None:
+            raise ValueError(f"{self.name} decodes with the probes' domain's adapter: give a probe domain")
+        return super().decode(data)
+
+    def settings_for(self, quality):
+        return {**super().settings_for(quality), "adapters": self.variant,
+                "adapters_digest": _adapters_digest(str(quality)) if self.adapters != "off" else None}
 
 
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve. What a family is — its
@@ -622,6 +686,12 @@ def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
     default sweep."""
     if name.endswith(BackgroundBlurred.SUFFIX) and len(name) > len(BackgroundBlurred.SUFFIX):
         codec = BackgroundBlurred(get_codec(name[:-len(BackgroundBlurred.SUFFIX)]))
+    elif AdaptedFacelinkCodec.SEP in name:  # facelink-<family>@<variant>: decoded with its adapters or without
+        base_name, _, variant = name.rpartition(AdaptedFacelinkCodec.SEP)
+        base = get_codec(base_name)
+        if not isinstance(base, FacelinkCodec):
+            raise KeyError(f"{name}: only facelink's learned codecs have adapter variants")
+        codec = AdaptedFacelinkCodec(base, variant)
     elif name in REGISTRY:
         codec = REGISTRY[name]()
     elif name.startswith("facelink-"):

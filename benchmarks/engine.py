@@ -130,21 +130,31 @@ class Condition:
     settings_json: str  # the codec's fixed settings, canonical JSON
     flip: bool
     crop_template: str = CROP_TEMPLATE  # what the face-crop protocol aligns to and codes
+    probe_domain: str | None = None  # a capture domain (facelink.cloud.training.domains) applied before coding
 
     @property
     def key(self) -> str:
         from facelink.shared.detection import YUNET_SHA256
 
-        blob = json.dumps({"v": ENGINE_VERSION, "dataset": self.dataset, "protocol": self.protocol,
-                           "codec": self.codec, "quality": self.quality, "settings": self.settings_json,
-                           "detector": YUNET_SHA256[:16], "crop": self.crop_template}, sort_keys=True)
+        fields = {"v": ENGINE_VERSION, "dataset": self.dataset, "protocol": self.protocol,
+                  "codec": self.codec, "quality": self.quality, "settings": self.settings_json,
+                  "detector": YUNET_SHA256[:16], "crop": self.crop_template}
+        if self.probe_domain is not None:  # absent otherwise: the keys of every earlier condition stay as they were
+            fields["probe_domain"] = self.probe_domain
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def condition_for(dataset: str, protocol: str, codec: Codec, quality, flip: bool,
-                  crop_template: str = CROP_TEMPLATE) -> Condition:
+                  crop_template: str = CROP_TEMPLATE, probe_domain: str | None = None) -> Condition:
     return Condition(dataset, protocol, codec.name, quality, json.dumps(codec.settings_for(quality), sort_keys=True),
-                     flip, crop_template)
+                     flip, crop_template, probe_domain)
+
+
+def domain_key(image_key: str) -> str:
+    """What a capture domain's per-image draw is seeded with: the image's folder and file name."""
+    p = Path(image_key)
+    return f"{p.parent.name}/{p.name}"
 
 
 def recognizer_slot(name: str, flip: bool) -> str:
@@ -317,6 +327,12 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
 
     t0 = time.perf_counter()
     codec = _codec(task["codec"])
+    domain = None
+    if task.get("probe_domain"):  # the camera's condition, on what the codec gets (the crop, or the frame)
+        from facelink.cloud.training.domains import get_domain
+
+        domain = get_domain(task["probe_domain"])
+        codec = codec.for_domain(domain.name)
     det = _detector()
     crop_t = TEMPLATES[task.get("crop_template", CROP_TEMPLATE)]
     recs = [_recognizer(n) for n in task["recognizers"]]
@@ -337,6 +353,8 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
             rows.append({"image": key, "bits": None, "pixels": None, "face": False, "emb": {}, "data": None})
             if landmarks is not None:
                 inputs[key] = align(src, landmarks, crop_t)
+        if domain is not None and key in inputs:
+            inputs[key] = domain.apply(inputs[key], domain_key(key))
     keys = list(inputs)
     if codec.name == "uncompressed":
         coded = {k: (*codec.roundtrip(inputs[k], task["quality"]), None) for k in keys}
@@ -413,12 +431,21 @@ class RunConfig:
     reference: tuple[str, object] = ("hevc", 23)
     progress: bool = True
     crop_template: str = CROP_TEMPLATE  # the face-crop protocol's crop (a TEMPLATES name)
+    # A capture domain applied to every probe before coding (the gallery stays the clean uncompressed image).
+    probe_domain: str | None = None
 
     def __post_init__(self):
         from facelink.shared.alignment import TEMPLATES
 
         if self.crop_template not in TEMPLATES:
             raise ValueError(f"unknown crop template {self.crop_template!r}; known: {', '.join(TEMPLATES)}")
+        if self.probe_domain is not None:
+            from facelink.cloud.training.domains import get_domain
+
+            get_domain(self.probe_domain)
+            if list(self.settings) != ["asymmetric"]:
+                raise ValueError("a probe domain transforms probes only, against the clean gallery: it needs "
+                                 "the asymmetric setting alone")
 
     def flip_of(self, recognizer: str) -> bool:
         return bool(self.flip and recognizer not in self.no_flip_for)
@@ -431,7 +458,8 @@ class RunConfig:
                 "limit_pairs_per_fold": self.limit, "workers": self.workers, "threads_per_worker": self.threads,
                 "flip": {r: self.flip_of(r) for r in self.recognizers}, "chunk": self.chunk, "seed": self.seed, "cache": str(self.cache),
                 "reference": {"codec": self.reference[0], "quality": self.reference[1]},
-                "detector": "yunet (largest face)", "crop_template": self.crop_template}
+                "detector": "yunet (largest face)", "crop_template": self.crop_template,
+                **({"probe_domain": self.probe_domain} if self.probe_domain else {})}
 
 
 def all_codecs(cfg: RunConfig) -> list[Codec]:
@@ -458,6 +486,14 @@ def images_to_code(suite: Suite, codec: Codec, settings: Sequence[str]) -> list[
     return [suite.keys[i] for i in idx]
 
 
+def probe_conditions(cfg: RunConfig, codec: Codec) -> list[str | None]:
+    """The probe domains a codec is computed under: the run's; for the uncompressed reference with a probe domain
+    also none (the clean gallery)."""
+    if cfg.probe_domain is not None and codec.name == "uncompressed":
+        return [None, cfg.probe_domain]
+    return [cfg.probe_domain]
+
+
 def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
     """Fill the cache for every (dataset, protocol, codec, quality, image); returns timing statistics."""
     from tqdm import tqdm
@@ -467,10 +503,12 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
     tasks = []
     for ds_name, suite in suites.items():
         for protocol in cfg.protocols:
-            for codec in all_codecs(cfg):
+            for codec, domain in [(c, d) for c in all_codecs(cfg) for d in probe_conditions(cfg, c)]:
                 for q in codec.qualities:
-                    cond = condition_for(ds_name, protocol, codec, q, cfg.flip, cfg.crop_template)
-                    todo = cache.missing(cond.key, images_to_code(suite, codec, cfg.settings), slots)
+                    cond = condition_for(ds_name, protocol, codec, q, cfg.flip, cfg.crop_template, domain)
+                    images = (images_to_code(suite, codec, cfg.settings) if domain is None or codec.name !=
+                              "uncompressed" else [suite.keys[i] for i in encoded_indices(suite, "asymmetric")])
+                    todo = cache.missing(cond.key, images, slots)
                     stored = cache.encoded(cond.key, todo) if todo else {}
                     for i in range(0, len(todo), cfg.chunk):
                         part = todo[i:i + cfg.chunk]
@@ -479,8 +517,9 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
                                       "encoded": {k: stored[k] for k in part if k in stored},
                                       "recognizers": list(cfg.recognizers),
                                       "flip": {r: cfg.flip_of(r) for r in cfg.recognizers},
-                                      "crop_template": cfg.crop_template,
-                                      "label": f"{ds_name}/{protocol}/{codec.name}:{q}"})
+                                      "crop_template": cfg.crop_template, "probe_domain": domain,
+                                      "label": f"{ds_name}/{protocol}/{codec.name}:{q}"
+                                               + (f"/{domain}" if domain else "")})
     n_images = sum(len(t["images"]) for t in tasks)
     log(f"{len(tasks)} chunks, {n_images} image encodings to compute (the rest is cached in {cfg.cache})")
     stats = {"images": 0, "seconds": 0.0, "by_codec": {}}
