@@ -207,7 +207,7 @@ def test_golden_vectors(name, version, decoder, demo_faces):
     meta = case["versions"][str(version)]
     data = (GOLDEN / meta["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == meta["sha256"]
-    bundle = registry.load()
+    bundle = registry.load(case["model"])  # the golden model (tests/golden/make_golden.py), not the default
     assert case["model_id"] == bundle.model_id, "golden vectors are stale: run tests/golden/make_golden.py"
     frame = bitstream.unpack(data)
     assert frame.version == version
@@ -217,7 +217,8 @@ def test_golden_vectors(name, version, decoder, demo_faces):
     import cv2
 
     rgb = cv2.cvtColor(cv2.imread(str(demo_faces / case["source"])), cv2.COLOR_BGR2RGB)
-    assert EdgePipeline(full_frame=case["full_frame"], format_version=version).process(rgb).data == data
+    pipe = EdgePipeline(case["model"], full_frame=case["full_frame"], format_version=version)
+    assert pipe.process(rgb).data == data
 
 
 def test_version_2_codes_the_crop_not_its_padding(decoder, face_rgb):
