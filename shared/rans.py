@@ -34,6 +34,25 @@ class RansError(ValueError):
     """A rANS stream that cannot have come from these tables: damaged, truncated or the wrong model."""
 
 
+# Each coded symbol grows the encoder's state (its words and final state read as one integer) by a factor of at least
+# 2^PRECISION / freq · (1 − 2^-14), as the state stays ≥ RANS_L and freq ≤ 2^PRECISION; the integer starts at RANS_L
+# and ends below 2^(8·bytes). So n symbols need 8·bytes > n · (PRECISION − log2(max freq) − _BITS_SLACK).
+_BITS_SLACK = 1e-4
+
+
+def max_symbols(n_bytes: int, cdfs, cdf_lengths) -> float:
+    """The most symbols a stream of ``n_bytes`` can hold with these tables (inf when a CDF has a slot so wide that
+    symbols may cost next to nothing): a stream that claims more is refused before any is decoded."""
+    cdfs = np.asarray(cdfs, dtype=np.int64)
+    lengths = np.asarray(cdf_lengths, dtype=np.int64).reshape(-1)
+    if not len(cdfs) or cdfs.shape[1] < 2:
+        return float("inf")
+    valid = np.arange(cdfs.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
+    widest = int(np.where(valid, np.diff(cdfs, axis=1), 0).max())
+    min_bits = PRECISION - np.log2(max(widest, 1)) - _BITS_SLACK
+    return float("inf") if min_bits <= 0 else 8 * n_bytes / min_bits
+
+
 def _as_tables(cdfs, cdf_lengths, offsets):
     cdfs = np.asarray(cdfs, dtype=np.int64)
     cdf_lengths = np.asarray(cdf_lengths, dtype=np.int64).reshape(-1)
@@ -185,6 +204,10 @@ class StreamDecoder:
         cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
         if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
             raise ValueError("CDF index out of range")
+        capacity = max_symbols(4 * len(self.words), cdfs, cdf_lengths)
+        if len(indexes) > capacity:  # before the work: a few bytes that claim a huge latent are refused at once
+            raise RansError(f"a rANS stream of {4 * len(self.words)} bytes cannot hold {len(indexes)} symbols of these "
+                            f"tables (at most {int(capacity)})")
         words, n_words, x, p = self.words, len(self.words), self.x, self.p
         rows = [row[:n].tolist() for row, n in zip(cdfs, cdf_lengths.tolist())]
         max_values = (cdf_lengths - 2).tolist()

@@ -88,3 +88,30 @@ def test_rans_decoder_refuses_or_decodes_any_stream(tables, stream, indexes):
 def test_every_seed_decodes(tables):
     assert {check_container(s, tables) for s in SEEDS} == {"decoded"}
     assert all(struct.unpack("<I", s[-4:])[0] == zlib.crc32(s[:-4]) for s in SEEDS)
+
+
+@bounded(200)
+@given(part=st.sampled_from(["z", "y"]), n=st.integers(1, 3000), spread=st.floats(0.0, 40.0), seed=st.integers(0, 99))
+def test_symbol_capacity_bound_never_refuses_a_real_stream(tables, part, n, spread, seed):
+    """The bound that refuses impossible claims before decoding holds for every stream the encoder writes, down to
+    the most probable symbols (spread 0: the cheapest stream of n symbols)."""
+    t = getattr(next(iter(tables.values())), part)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(t.cdfs), n)
+    peak = np.array([np.argmax(np.diff(t.cdfs[i, : t.cdf_lengths[i]])) for i in idx]) + t.offsets[idx]
+    symbols = peak + np.round(rng.normal(scale=spread, size=n)).astype(np.int64)
+    stream = rans.encode_with_indexes(symbols, idx, t.cdfs, t.cdf_lengths, t.offsets)
+    assert n <= rans.max_symbols(len(stream), t.cdfs, t.cdf_lengths)
+    assert np.array_equal(rans.decode_with_indexes(stream, idx, t.cdfs, t.cdf_lengths, t.offsets), symbols)
+
+
+def test_a_few_bytes_claiming_a_huge_latent_are_refused_before_decoding(tables):
+    """16 bytes cannot hold the hyper-latent of a 65535×65535 image (64 × 1024 × 1024 symbols) with any served model's
+    tables: refused before a symbol is decoded."""
+    stream = b"\x00\x00\x00\x80\x00\x00\x00\x00" + b"\x01\x02\x03\x04" * 2
+    for t in (m.z for m in tables.values()):
+        capacity = rans.max_symbols(len(stream), t.cdfs, t.cdf_lengths)
+        assert capacity < 64 * 1024 * 1024
+        with pytest.raises(rans.RansError, match=f"cannot hold {int(capacity) + 1} symbols"):
+            rans.StreamDecoder(stream).decode(np.zeros(int(capacity) + 1, dtype=np.int64), t.cdfs, t.cdf_lengths,
+                                              t.offsets)
