@@ -53,13 +53,22 @@ def _truncation(data: bytes) -> str | None:
     return None
 
 
+# Formats stored uncompressed (BMP, PGM/PPM): decoding costs what the file holds, so they are sized after decoding.
+UNCOMPRESSED_MAGIC = (b"BM", b"P2", b"P3", b"P5", b"P6")
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding the image; None for other formats."""
+    """(width, height) from a PNG, JPEG or WebP header without decoding (facelink.shared.image_header); None for an
+    uncompressed format; :class:`EdgeError` for anything else, which no decoder is trusted with."""
+    from facelink.shared import image_header
+
     try:
-        from facelink.shared import image_header
-    except ImportError:  # TEMPORARY until shared/image_header.py lands
-        return None
-    return image_header.dimensions(data)
+        info = image_header.read_header(data)
+    except image_header.ImageHeaderError as e:
+        if data[:2] in UNCOMPRESSED_MAGIC:
+            return None
+        raise EdgeError(f"not a readable image ({e})") from None
+    return info.width, info.height
 
 
 def to_bgr8(im: np.ndarray, name: str) -> np.ndarray:
@@ -84,8 +93,10 @@ def to_bgr8(im: np.ndarray, name: str) -> np.ndarray:
 
 def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image file as H×W×3 uint8 BGR. Refused with a clear :class:`EdgeError` before any decoding: a missing or
-    empty file, a truncated JPEG/PNG, one whose header says it is over ``max_pixels``; after decoding: anything
-    OpenCV cannot read. 16-bit images are reduced to 8 bits, alpha dropped, grey replicated to three channels."""
+    empty file, a truncated JPEG/PNG, one whose header says it is over ``max_pixels``, a compressed format whose size
+    cannot be read from its header (only PNG, JPEG and WebP can; BMP and PGM/PPM are uncompressed and sized after
+    decoding); after decoding: anything OpenCV cannot read. 16-bit images are reduced to 8 bits, alpha dropped, grey
+    replicated to three channels."""
     path = Path(path)
     if not path.is_file():
         raise EdgeError(f"{path}: no such file")
@@ -100,8 +111,8 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise EdgeError(f"{path}: {why}")
     try:
         size = header_size(data)
-    except ValueError as e:  # a PNG/JPEG whose header is malformed
-        raise EdgeError(f"{path}: not a readable image ({e})") from None
+    except EdgeError as e:
+        raise EdgeError(f"{path}: {e}") from None
     if size is not None:
         check_pixels(size[0], size[1], max_pixels, str(path))
     im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

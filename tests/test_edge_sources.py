@@ -69,12 +69,16 @@ def test_truncated_empty_and_junk_files_get_clear_messages(tmp_path, face_bgr, c
         assert "Premature end" not in err and "libpng" not in err  # refused before the decoder could complain
     rc, err = _encode(capfd, tmp_path / "missing.jpg")
     assert rc == 2 and "no such file" in err
+    assert cv2.imwrite(str(tmp_path / "face.tiff"), face_bgr)  # compressed, and its size unknown before decoding
+    rc, err = _encode(capfd, tmp_path / "face.tiff")
+    assert rc == 2 and "face.tiff: not a readable image (not a PNG, JPEG or WebP file" in err, err
 
 
 def test_odd_but_valid_images_are_converted_and_coded(tmp_path, face_bgr, capfd):
     grey = cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY)
     odd = {"sixteen.png": face_bgr.astype(np.uint16) * 257, "alpha.png": cv2.cvtColor(face_bgr, cv2.COLOR_BGR2BGRA),
-           "grey.jpg": grey, "grey16.png": grey.astype(np.uint16) * 257}
+           "grey.jpg": grey, "grey16.png": grey.astype(np.uint16) * 257, "plain.bmp": face_bgr, "grey.pgm": grey,
+           "lossless.webp": face_bgr}
     for name, pixels in odd.items():
         assert cv2.imwrite(str(tmp_path / name), pixels)
         assert read_image(tmp_path / name).shape == (250, 250, 3)
