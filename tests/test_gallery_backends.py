@@ -210,3 +210,28 @@ def test_servers_need_no_superuser(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"DROP OWNED BY {role}")
         admin.execute(f"DROP ROLE {role}")
+
+
+def test_dropped_connections_are_replaced(postgres_url):
+    """The database drops every gallery connection (a restart, a failover, an idle timeout): the next reads and
+    writes carry on, on new connections, with nothing lost."""
+    import psycopg
+
+    g = Gallery(postgres_url, "r")
+    g.enroll("Ada", unit([1, 0]))
+    assert g.match(unit([1, 0]))[0].identity == "Ada"
+    db = postgres_url.rsplit("/", 1)[1]
+
+    def drop_connections():
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            n = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s "
+                              "AND application_name = 'facelink'", (db,)).fetchone()[0]
+        assert n >= 1
+
+    drop_connections()
+    assert g.match(unit([1, 0]))[0].identity == "Ada" and g.size() == 1
+    drop_connections()
+    assert g.enroll("Ada", unit([0.6, 0.8])) == 2
+    drop_connections()
+    g.check()
+    assert g.identities() == [("Ada", 2)] and g.remove_sample("Ada", g.records()[0].samples[0].id).samples_left == 1

@@ -94,6 +94,10 @@ def _psycopg():
     return psycopg
 
 
+class _StaleConnection(GalleryUnavailable):
+    """A reused connection failed: the database restarted or dropped it."""
+
+
 class _Pool:
     """A few open connections, reused; a broken one is dropped, an idle one is pinged before it is lent again."""
 
@@ -112,27 +116,33 @@ class _Pool:
             raise GalleryUnavailable(f"{redact(self.url)}: cannot connect: {e}") from e
 
     @contextlib.contextmanager
-    def connection(self):
+    def connection(self, ping: bool = False):
+        """A connection for one piece of work. A reused one is checked first when it has been idle a while, or
+        always with ``ping`` (for writes, which are not retried). A failure on a reused connection raises
+        :class:`_StaleConnection`, which a read may retry on a new one."""
         psycopg = _psycopg()
-        conn = None
-        with self._lock:
-            if self._closed:
-                raise GalleryUnavailable("the gallery is closed")
-            while self._idle and conn is None:
-                candidate, since = self._idle.pop()
-                if time.monotonic() - since > _IDLE_PING_S:
-                    try:
-                        candidate.execute("SELECT 1")
-                    except psycopg.Error:
-                        candidate.close()
-                        continue
-                conn = candidate
-        conn = conn or self._connect()
+        conn, reused = None, False
+        while conn is None:
+            with self._lock:
+                if self._closed:
+                    raise GalleryUnavailable("the gallery is closed")
+                candidate, since = self._idle.pop() if self._idle else (None, 0.0)
+            if candidate is None:
+                conn = self._connect()
+            elif ping or time.monotonic() - since > _IDLE_PING_S:
+                try:
+                    candidate.execute("SELECT 1")
+                    conn, reused = candidate, True
+                except psycopg.Error:
+                    candidate.close()
+            else:
+                conn, reused = candidate, True
         try:
             yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             conn.close()
-            raise GalleryUnavailable(f"{redact(self.url)}: {type(e).__name__}: {e}") from e
+            raise (_StaleConnection if reused else GalleryUnavailable)(
+                f"{redact(self.url)}: {type(e).__name__}: {e}") from e
         except BaseException:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.close()
@@ -144,6 +154,16 @@ class _Pool:
                         conn.close()
                     else:
                         self._idle.append((conn, time.monotonic()))
+
+    def read(self, work):
+        """``work(conn)`` for a read: once more on a new connection if a reused one turned out dead (the database
+        restarted, or dropped it while idle)."""
+        try:
+            with self.connection() as conn:
+                return work(conn)
+        except _StaleConnection:
+            with self.connection() as conn:
+                return work(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -252,7 +272,7 @@ class PostgresGallery(Gallery):
         source = check_label(source, "source", MAX_SOURCE)
         enrolled_by = check_label(enrolled_by, "enrolled_by", MAX_ENROLLED_BY)
         now = time.time()
-        with self._pool.connection() as conn:
+        with self._pool.connection(ping=True) as conn:
             self._ensure_index(conn, len(v))
             with conn.transaction():
                 row = conn.execute("SELECT dim FROM facelink_samples WHERE recognizer = %s LIMIT 1",
@@ -268,7 +288,7 @@ class PostgresGallery(Gallery):
                 return self._refresh_template(conn, ident, self.recognizer)
 
     def delete_identity(self, name: str) -> Deletion:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pool.connection(ping=True) as conn, conn.transaction():
             found = self._lock_identity(conn, name)
             if found is None:
                 raise NotFoundError(f"no identity named {name!r}")
@@ -278,7 +298,7 @@ class PostgresGallery(Gallery):
 
     def remove_sample(self, name: str, sample_id: int) -> Removal:
         sample_id = check_sample_id(sample_id)
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pool.connection(ping=True) as conn, conn.transaction():
             found = self._lock_identity(conn, name)
             if found is None:
                 raise NotFoundError(f"no identity named {name!r}")
@@ -299,12 +319,11 @@ class PostgresGallery(Gallery):
     # -- reads -----------------------------------------------------------------------------------------------------
     def records(self, all_recognizers: bool = False) -> list[IdentityRecord]:
         on = "" if all_recognizers else " AND s.recognizer = %s"
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT i.name, extract(epoch FROM i.created_at)::float8, s.id, s.recognizer, "
-                "extract(epoch FROM s.enrolled_at)::float8, s.enrolled_by, s.source FROM facelink_identities i "
-                f"LEFT JOIN facelink_samples s ON s.identity_id = i.id{on} ORDER BY i.name COLLATE \"C\", s.id",
-                () if all_recognizers else (self.recognizer,)).fetchall()
+        rows = self._pool.read(lambda conn: conn.execute(
+            "SELECT i.name, extract(epoch FROM i.created_at)::float8, s.id, s.recognizer, "
+            "extract(epoch FROM s.enrolled_at)::float8, s.enrolled_by, s.source FROM facelink_identities i "
+            f"LEFT JOIN facelink_samples s ON s.identity_id = i.id{on} ORDER BY i.name COLLATE \"C\", s.id",
+            () if all_recognizers else (self.recognizer,)).fetchall())
         out: list[IdentityRecord] = []
         for name, created, sid, rec, at, by, source in rows:
             if not out or out[-1].name != name:
@@ -315,37 +334,39 @@ class PostgresGallery(Gallery):
         return out
 
     def match(self, embedding: np.ndarray, top_k: int = 3) -> list[Match]:
-        from psycopg import sql
 
         q = check_query(embedding)
         k = max(1, int(top_k))
-        with self._pool.connection() as conn:
-            self._ensure_index(conn, len(q))
-            with conn.transaction():
-                # the HNSW candidate list must be at least k long to return k rows (its default is 40)
-                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, min(1000, 2 * k)))))
-                rows = conn.execute(sql.SQL(
-                    "SELECT i.name, 1 - ({v} <=> %(q)s::vector({d})) FROM facelink_templates t "
-                    "JOIN facelink_identities i ON i.id = t.identity_id WHERE {where} "
-                    "ORDER BY {v} <=> %(q)s::vector({d}) LIMIT %(k)s").format(
-                    v=self._vector(len(q)), d=sql.Literal(len(q)), where=self._where(len(q))),
-                    {"q": self._text(q), "k": k}).fetchall()
-            if not rows:
-                (other,) = conn.execute("SELECT min(dim) FROM facelink_templates WHERE recognizer = %s",
-                                        (self.recognizer,)).fetchone()
-                if other is not None and other != len(q):
-                    raise GalleryError(f"query of {len(q)} dimensions; {self.recognizer}'s embeddings have {other}")
-        return rank([(n, float(s)) for n, s in rows], k)
+        return rank([(n, float(s)) for n, s in self._pool.read(lambda conn: self._match(conn, q, k))], k)
+
+    def _match(self, conn, q: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The k nearest templates by cosine distance, in SQL, over this recognizer's HNSW index."""
+        from psycopg import sql
+
+        self._ensure_index(conn, len(q))
+        with conn.transaction():
+            # the HNSW candidate list must be at least k long to return k rows (its default is 40)
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, min(1000, 2 * k)))))
+            rows = conn.execute(sql.SQL(
+                "SELECT i.name, 1 - ({v} <=> %(q)s::vector({d})) FROM facelink_templates t "
+                "JOIN facelink_identities i ON i.id = t.identity_id WHERE {where} "
+                "ORDER BY {v} <=> %(q)s::vector({d}) LIMIT %(k)s").format(
+                v=self._vector(len(q)), d=sql.Literal(len(q)), where=self._where(len(q))),
+                {"q": self._text(q), "k": k}).fetchall()
+        if not rows:
+            (other,) = conn.execute("SELECT min(dim) FROM facelink_templates WHERE recognizer = %s",
+                                    (self.recognizer,)).fetchone()
+            if other is not None and other != len(q):
+                raise GalleryError(f"query of {len(q)} dimensions; {self.recognizer}'s embeddings have {other}")
+        return rows
 
     def size(self) -> int:
-        with self._pool.connection() as conn:
-            (n,) = conn.execute("SELECT count(*) FROM facelink_templates WHERE recognizer = %s",
-                                (self.recognizer,)).fetchone()
+        (n,) = self._pool.read(lambda conn: conn.execute(
+            "SELECT count(*) FROM facelink_templates WHERE recognizer = %s", (self.recognizer,)).fetchone())
         return int(n)
 
     def check(self) -> None:
-        with self._pool.connection() as conn:
-            conn.execute("SELECT 1 FROM facelink_meta LIMIT 1").fetchone()
+        self._pool.read(lambda conn: conn.execute("SELECT 1 FROM facelink_meta LIMIT 1").fetchone())
 
     def describe(self) -> str:
         return redact(self.url)
