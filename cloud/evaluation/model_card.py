@@ -235,8 +235,9 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
         "## Files",
         "",
         *para("Each rate point is `encoder.onnx` (the edge: analysis and hyper-analysis), `tables.npz` (both sides: "
-              "entropy tables and the integer hyper-synthesis), `decoder.safetensors` (the cloud: synthesis only) "
-              "and `manifest.json`. The registry checks every sha256 below on load."),
+              "entropy tables and the integer hyper-synthesis), `decoder.safetensors` (the cloud: synthesis only), "
+              "`manifest.json` and, where listed, the cloud's face-domain adapters. The registry checks every sha256 "
+              "below on load."),
         "| rate point | model id | weights | file | bytes | sha256 |",
         "|---|---|---|---|---|---|",
     ]
