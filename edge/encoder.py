@@ -28,14 +28,31 @@ class Encoded:
 
 
 class EdgeEncoder:
-    """Encodes RGB uint8 images with one rate point of the model registry."""
+    """Encodes RGB uint8 images with one model of the registry.
 
-    def __init__(self, model: str | None = None, threads: int = 1, format_version: int = bitstream.FORMAT_VERSION):
+    A rate point has one quality. A variable-rate model (core v2: its tables hold a gain table) codes at a
+    continuous ``quality`` in [0, K-1] (default the manifest's ``default_quality``), kept on the 1/256 grid the
+    container stores, and writes container version 3, which carries it. ``format_version`` None: the model's
+    (3 for a variable-rate model, :data:`~facelink.shared.bitstream.FORMAT_VERSION` otherwise)."""
+
+    def __init__(self, model: str | None = None, threads: int = 1, format_version: int | None = None,
+                 quality: float | None = None):
+        self.bundle = registry.load(model)
+        vr = self.bundle.tables.variable_rate
+        if format_version is None:
+            format_version = bitstream.VARIABLE_RATE_VERSION if vr else bitstream.FORMAT_VERSION
         if format_version not in bitstream.READABLE_VERSIONS:
             raise ValueError(f"bitstream format version {format_version}; facelink writes versions "
                              f"{', '.join(map(str, bitstream.READABLE_VERSIONS))}")
-        self.bundle = registry.load(model)
+        if vr and format_version != bitstream.VARIABLE_RATE_VERSION:
+            raise ValueError(f"model {self.bundle.name} is variable-rate: its containers are version "
+                             f"{bitstream.VARIABLE_RATE_VERSION} (they carry the quality), not {format_version}")
+        if not vr and quality is not None:
+            raise ValueError(f"model {self.bundle.name} is a rate point with one quality; a quality applies to a "
+                             "variable-rate model")
         self.format_version = format_version
+        self.quality = self.check_quality(quality if quality is not None else
+                                          self.bundle.manifest.get("default_quality", 0.0)) if vr else None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -45,8 +62,21 @@ class EdgeEncoder:
     def model_id(self) -> str:
         return self.bundle.model_id
 
-    def analyse(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Latents (y, z) of an image, padded (edge replication) to multiples of 64."""
+    @property
+    def variable_rate(self) -> bool:
+        return self.bundle.tables.variable_rate
+
+    def check_quality(self, quality: float) -> float:
+        """``quality`` on the container's grid, or a ValueError naming the model's range."""
+        k = self.bundle.tables.qualities
+        q = float(quality)
+        if not (0.0 <= q <= k - 1):
+            raise ValueError(f"quality must lie in [0, {k - 1}] for model {self.bundle.name}, got {quality}")
+        return bitstream.quantize_quality(q)
+
+    def analyse(self, rgb: np.ndarray, quality: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Latents (y, z) of an image, padded (edge replication) to multiples of 64; a variable-rate model's y is
+        gained for ``quality`` (default the encoder's)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
         h, w = rgb.shape[:2]
@@ -55,24 +85,36 @@ class EdgeEncoder:
         pb, pr = bitstream.padding_for(h, w)
         padded = np.pad(rgb, ((0, pb), (0, pr), (0, 0)), mode="edge") if (pb or pr) else rgb
         x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
-        y, z = self.session.run(["y", "z"], {"image": x})
+        feed = {"image": x}
+        if self.variable_rate:
+            q = self.quality if quality is None else self.check_quality(quality)
+            feed["gain"] = self.bundle.tables.gain(q)[None]
+        y, z = self.session.run(["y", "z"], feed)
         return y[0], z[0]
 
-    def encode(self, rgb: np.ndarray, template: Template | None = None) -> bytes:
-        """One image → container. ``template``: the image is a crop aligned to it (the cloud skips detection)."""
-        return self.encode_with_symbols(rgb, template)[0]
+    def encode(self, rgb: np.ndarray, template: Template | None = None, quality: float | None = None) -> bytes:
+        """One image → container. ``template``: the image is a crop aligned to it (the cloud skips detection);
+        ``quality``: a variable-rate model's, instead of the encoder's."""
+        return self.encode_with_symbols(rgb, template, quality)[0]
 
-    def encode_with_symbols(self, rgb: np.ndarray, template: Template | None = None
+    def encode_with_symbols(self, rgb: np.ndarray, template: Template | None = None, quality: float | None = None
                             ) -> tuple[bytes, codec.DecodedSymbols]:
         """The container and the symbols it codes (what a decoder must reproduce exactly)."""
+        if quality is not None and not self.variable_rate:
+            raise ValueError(f"model {self.bundle.name} is a rate point with one quality")
+        q = None
+        if self.variable_rate:
+            q = self.quality if quality is None else self.check_quality(quality)
+        elif self.format_version == bitstream.VARIABLE_RATE_VERSION:
+            q = 0.0  # a rate point's one quality
         tid = template_id(template) if template is not None else 0
         if tid and rgb.shape[:2] != (template.height, template.width):
             raise ValueError(f"a crop aligned to {template.name} is {template.width}×{template.height}, "
                              f"got {rgb.shape[1]}×{rgb.shape[0]}")
-        y, z = self.analyse(rgb)
+        y, z = self.analyse(rgb, q)
         streams, symbols = codec.encode_latents(self.bundle.tables, y, z, rgb.shape[0], rgb.shape[1],
                                                 self.format_version)
-        frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], streams, tid, self.format_version)
+        frame = bitstream.Frame(self.model_id, rgb.shape[0], rgb.shape[1], streams, tid, self.format_version, q)
         return bitstream.pack(frame), symbols
 
 
@@ -95,17 +137,26 @@ class EdgePipeline:
 
     ``blur_background`` (full frame only): blur everything outside the detected faces before coding
     (:class:`facelink.shared.roi.BackgroundBlur`), so the bits go to the faces; a frame without a face is coded as
-    it is. The bitstream and the cloud are the same either way."""
+    it is. The bitstream and the cloud are the same either way.
+
+    A variable-rate model codes at ``quality``, or with ``max_bytes`` at the highest quality whose container
+    fits in that many bytes (:func:`facelink.edge.rate_control.encode_within`; per face in crop mode)."""
 
     def __init__(self, model: str | None = None, full_frame: bool = False, threads: int = 1,
-                 blur_background: BackgroundBlur | None = None, format_version: int = bitstream.FORMAT_VERSION,
-                 crop_template: str = ARCFACE_112.name):
+                 blur_background: BackgroundBlur | None = None, format_version: int | None = None,
+                 crop_template: str = ARCFACE_112.name, quality: float | None = None, max_bytes: int | None = None):
         if blur_background is not None and not full_frame:
             raise ValueError("background blur applies to full-frame coding (a face crop is all face)")
         template = CROP_TEMPLATES.get(crop_template)
         if template is None:  # a crop the container cannot name cannot be sent
             raise ValueError(f"unknown crop template {crop_template!r}; known: {', '.join(CROP_TEMPLATES)}")
-        self.encoder = EdgeEncoder(model, threads, format_version)
+        self.encoder = EdgeEncoder(model, threads, format_version, quality)
+        if max_bytes is not None:
+            if not self.encoder.variable_rate:
+                raise ValueError(f"--max-bytes needs a variable-rate model; {self.encoder.bundle.name} has one rate")
+            if quality is not None:
+                raise ValueError("give a quality or a byte budget, not both")
+        self.max_bytes = max_bytes
         self.full_frame = full_frame
         self.blur = blur_background
         self.cropper = None if full_frame else FaceCropper(template)
@@ -116,9 +167,16 @@ class EdgePipeline:
         if self.full_frame:
             if self.blur is not None:
                 rgb = self.blur.around_faces(rgb, self.detector)
-            return Encoded(self.encoder.encode(rgb), rgb.shape[0], rgb.shape[1])
+            return Encoded(self._encode(rgb, None), rgb.shape[0], rgb.shape[1])
         found = self.cropper.crop(rgb)
         if found is None:
             return None
         crop, det = found
-        return Encoded(self.encoder.encode(crop, self.cropper.template), crop.shape[0], crop.shape[1], det)
+        return Encoded(self._encode(crop, self.cropper.template), crop.shape[0], crop.shape[1], det)
+
+    def _encode(self, rgb: np.ndarray, template: Template | None) -> bytes:
+        if self.max_bytes is None:
+            return self.encoder.encode(rgb, template)
+        from facelink.edge.rate_control import encode_within
+
+        return encode_within(self.encoder, rgb, self.max_bytes, template).data

@@ -13,6 +13,15 @@ Version 2 (what facelink writes; all integers little-endian)::
                   y over the image's own area (see below)
     end-4   4     CRC32 of every byte before it
 
+Version 3 (what a variable-rate model writes: :mod:`facelink.cloud.serving.variable_rate`) is version 2 with the
+quality the image was coded at after the model id::
+
+    0 magic (3) · 3 version (3) · 4 template id (1) · 5 model id (8) · 13 quality (2, unsigned, q·256) ·
+    15 height, width (LEB128, only when the template id is 0) · payload · CRC32 (4)
+
+The quality is on a grid of 1/256 (:func:`quantize_quality`): the edge codes at a grid value, and the cloud's
+synthesis applies the inverse gain of exactly that quality. The entropy coding does not depend on it.
+
 Version 1 (still read, and written on request: ``pack(frame)`` with ``frame.version == 1``)::
 
     0 magic (3) · 3 version (1) · 4 flags (1; bit 0 = aligned crop) · 5 template id (1) · 6 model id (8) ·
@@ -37,11 +46,14 @@ from dataclasses import dataclass
 from facelink.shared.tables import MODEL_ID_BYTES, Y_STRIDE, Z_STRIDE
 
 MAGIC = b"FLK"
-FORMAT_VERSION = 2  # what facelink writes
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # what facelink writes for a fixed-rate model
+VARIABLE_RATE_VERSION = 3  # what facelink writes for a variable-rate model (the container carries the quality)
+READABLE_VERSIONS = (1, 2, 3)
+QUALITY_SCALE = 256  # version 3 stores round(quality · QUALITY_SCALE) in two bytes
 FLAG_ALIGNED = 0x01  # version 1 only
 _V1 = struct.Struct("<3sBBB8sHHBBBB")
 _V2 = struct.Struct("<3sBB8s")
+_V3 = struct.Struct("<3sBB8sH")
 MAX_DIM = 0xFFFF
 
 
@@ -67,6 +79,7 @@ class Frame:
     streams: tuple[bytes, ...]
     template_id: int = 0
     version: int = FORMAT_VERSION
+    quality: float | None = None  # version 3 only: the quality the latent was coded at (on the 1/256 grid)
 
     @property
     def aligned(self) -> bool:
@@ -122,6 +135,14 @@ def template_size(template_id: int) -> tuple[int, int]:
     return t.height, t.width
 
 
+def quantize_quality(q: float) -> float:
+    """``q`` on the grid version 3 stores (steps of 1/QUALITY_SCALE); a ValueError for what it cannot store."""
+    q = float(q)
+    if not (q == q and 0.0 <= q <= 0xFFFF / QUALITY_SCALE):
+        raise ValueError(f"quality {q} cannot be stored (0 ≤ q ≤ {0xFFFF / QUALITY_SCALE})")
+    return round(q * QUALITY_SCALE) / QUALITY_SCALE
+
+
 def _leb128(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -160,7 +181,11 @@ def pack(frame: Frame) -> bytes:
                         frame.pad_right, zh, zw)
         body = head + _leb128(len(z_bytes)) + _leb128(len(y_bytes)) + z_bytes + y_bytes
     else:
-        body = _V2.pack(MAGIC, 2, frame.template_id, bytes.fromhex(frame.model_id))
+        if frame.version == 3:
+            body = _V3.pack(MAGIC, 3, frame.template_id, bytes.fromhex(frame.model_id),
+                            round(frame.quality * QUALITY_SCALE))
+        else:
+            body = _V2.pack(MAGIC, 2, frame.template_id, bytes.fromhex(frame.model_id))
         if not frame.template_id:
             body += _leb128(frame.height) + _leb128(frame.width)
         body += frame.streams[0]
@@ -181,7 +206,7 @@ def unpack(data: bytes) -> Frame:
     if version not in READABLE_VERSIONS:
         raise BitstreamError(f"bitstream format version {version}; this facelink reads versions "
                              f"{', '.join(map(str, READABLE_VERSIONS))}")
-    frame = _unpack_v1(data) if version == 1 else _unpack_v2(data)
+    frame = _unpack_v1(data) if version == 1 else _unpack_v2(data, version)
     _check(frame)
     return frame
 
@@ -218,12 +243,15 @@ def _unpack_v1(data: bytes) -> Frame:
     return frame
 
 
-def _unpack_v2(data: bytes) -> Frame:
-    if len(data) < _V2.size + 4:
+def _unpack_v2(data: bytes, version: int = 2) -> Frame:
+    """Versions 2 and 3 (the same but for version 3's quality field)."""
+    head = _V3 if version == 3 else _V2
+    if len(data) < head.size + 4:
         raise TruncatedError(f"container of {len(data)} bytes is shorter than its header")
-    _, _, template_id, model_id = _V2.unpack_from(data)
+    _, _, template_id, model_id, *rest = head.unpack_from(data)
+    quality = rest[0] / QUALITY_SCALE if version == 3 else None
     end = _verify_crc(data)
-    pos = _V2.size
+    pos = head.size
     if template_id:
         h, w = template_size(template_id)
     else:
@@ -231,7 +259,7 @@ def _unpack_v2(data: bytes) -> Frame:
         w, pos = _read_leb128(data, pos, end)
     if pos >= end:
         raise TruncatedError("container has no payload")
-    return Frame(model_id.hex(), h, w, (data[pos:end],), template_id, 2)
+    return Frame(model_id.hex(), h, w, (data[pos:end],), template_id, version, quality)
 
 
 def _check(frame: Frame) -> None:
@@ -247,6 +275,16 @@ def _check(frame: Frame) -> None:
     if len(frame.streams) != (2 if frame.version == 1 else 1):
         raise BitstreamError(f"a version {frame.version} container holds {2 if frame.version == 1 else 1} "
                              f"rANS stream(s), got {len(frame.streams)}")
-    if frame.version == 2 and frame.template_id and (frame.height, frame.width) != template_size(frame.template_id):
+    if (frame.version == 3) != (frame.quality is not None):
+        raise BitstreamError("a version 3 container carries the quality it was coded at; versions 1 and 2 carry "
+                             f"none (version {frame.version}, quality {frame.quality})")
+    if frame.version == 3:
+        try:
+            on_grid = quantize_quality(frame.quality) == frame.quality
+        except (TypeError, ValueError) as e:
+            raise BitstreamError(str(e)) from e
+        if not on_grid:
+            raise BitstreamError(f"quality {frame.quality} is not on the 1/{QUALITY_SCALE} grid a container stores")
+    if frame.version >= 2 and frame.template_id and (frame.height, frame.width) != template_size(frame.template_id):
         raise BitstreamError(f"an aligned crop with template id {frame.template_id} is "
                              f"{'×'.join(map(str, template_size(frame.template_id)))}, got {frame.height}×{frame.width}")

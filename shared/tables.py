@@ -1,9 +1,10 @@
 """Model tables: everything edge and cloud must agree on to entropy-code a latent, in one versioned artifact.
 
 ``tables.npz`` holds the factorized prior's CDFs for the hyper-latent z, the Gaussian conditional's CDFs and
-scale table for y, and the integer hyper-synthesis (:mod:`facelink.shared.hyper_int`). The model id is a
-content hash of those arrays (not of the zip file, whose bytes carry timestamps), so two artifacts with the
-same id code identically.
+scale table for y, and the integer hyper-synthesis (:mod:`facelink.shared.hyper_int`); a variable-rate model's
+also hold its gain table (``vr_log_gains``: K × M natural logs of the per-channel gains the edge multiplies the
+latent by before quantisation, :meth:`ModelTables.gain`). The model id is a content hash of those arrays (not of
+the zip file, whose bytes carry timestamps), so two artifacts with the same id code identically.
 """
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ class ModelTables:
     scale_thresholds: np.ndarray  # int64 (len(scale_table) - 1,)
     hyper: IntHyperSynthesis
     model_id: str  # hex, MODEL_ID_BYTES bytes
+    log_gains: np.ndarray | None = None  # float32 (K, M) for a variable-rate model, else None
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.log_gains is not None
+
+    @property
+    def qualities(self) -> int:
+        """K, the number of integer qualities of a variable-rate model (1 for a fixed-rate one)."""
+        return 1 if self.log_gains is None else int(self.log_gains.shape[0])
+
+    def gain(self, quality: float) -> np.ndarray:
+        """The per-channel gain (M,) float32 at a continuous quality in [0, K-1]: exponential interpolation
+        between the neighbouring integer qualities' gains (as the torch model's)."""
+        if self.log_gains is None:
+            raise TablesError("a fixed-rate model has no gains")
+        k = self.qualities
+        q = float(quality)
+        if not (0.0 <= q <= k - 1):
+            raise ValueError(f"quality must lie in [0, {k - 1}], got {quality}")
+        lo = min(int(np.floor(q)), k - 2)
+        t = q - lo
+        logs = self.log_gains.astype(np.float64)
+        return np.exp((1.0 - t) * logs[lo] + t * logs[lo + 1]).astype(np.float32)
 
     @property
     def N(self) -> int:
@@ -63,7 +88,7 @@ class ModelTables:
 
 
 def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray,
-            hyper: IntHyperSynthesis) -> dict[str, np.ndarray]:
+            hyper: IntHyperSynthesis, log_gains: np.ndarray | None = None) -> dict[str, np.ndarray]:
     arrays = {
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
         "z_cdfs": z.cdfs.astype(np.int32), "z_cdf_lengths": z.cdf_lengths.astype(np.int32),
@@ -71,6 +96,8 @@ def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarr
         "y_cdfs": y.cdfs.astype(np.int32), "y_cdf_lengths": y.cdf_lengths.astype(np.int32),
         "y_offsets": y.offsets.astype(np.int32), "y_scale_thresholds": thresholds.astype(np.int64),
     }
+    if log_gains is not None:  # absent for fixed-rate models, whose ids are unchanged by this key's existence
+        arrays["vr_log_gains"] = np.asarray(log_gains, dtype=np.float32)
     for i, L in enumerate(hyper.layers):
         arrays[f"hs{i}_weight"] = L.weight.astype(np.int32)  # canonical dtype for the hash; stored as int16
         arrays[f"hs{i}_bias"] = L.bias.astype(np.int64)
@@ -90,10 +117,14 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
 
 
 def build(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray,
-          hyper: IntHyperSynthesis) -> ModelTables:
+          hyper: IntHyperSynthesis, log_gains: np.ndarray | None = None) -> ModelTables:
     meta = dict(meta, format=TABLES_FORMAT, frac_bits=hyper.frac_bits)
-    model_id = content_hash(_arrays(meta, z, y, thresholds, hyper))
-    return ModelTables(meta, z, y, np.asarray(thresholds, dtype=np.int64), hyper, model_id)
+    if log_gains is not None:
+        log_gains = np.asarray(log_gains, dtype=np.float32)
+        if log_gains.ndim != 2 or log_gains.shape[0] < 2 or log_gains.shape[1] != int(meta["M"]):
+            raise TablesError(f"gain table must be K × M (K ≥ 2, M = {meta['M']}), got {log_gains.shape}")
+    model_id = content_hash(_arrays(meta, z, y, thresholds, hyper, log_gains))
+    return ModelTables(meta, z, y, np.asarray(thresholds, dtype=np.int64), hyper, model_id, log_gains)
 
 
 def _stored(name: str, a: np.ndarray) -> np.ndarray:
@@ -109,7 +140,7 @@ def _canonical(name: str, a: np.ndarray) -> np.ndarray:
 
 
 def save(tables: ModelTables, path: str | Path) -> None:
-    arrays = _arrays(tables.meta, tables.z, tables.y, tables.scale_thresholds, tables.hyper)
+    arrays = _arrays(tables.meta, tables.z, tables.y, tables.scale_thresholds, tables.hyper, tables.log_gains)
     np.savez_compressed(path, **{k: _stored(k, a) for k, a in arrays.items()})
 
 
@@ -136,4 +167,5 @@ def load(path: str | Path) -> ModelTables:
         y = EntropyTables(arrays["y_cdfs"], arrays["y_cdf_lengths"], arrays["y_offsets"])
     except KeyError as e:
         raise TablesError(f"{path}: model tables lack {e}") from e
-    return ModelTables(meta, z, y, arrays["y_scale_thresholds"], hyper, content_hash(arrays))
+    return ModelTables(meta, z, y, arrays["y_scale_thresholds"], hyper, content_hash(arrays),
+                       arrays.get("vr_log_gains"))

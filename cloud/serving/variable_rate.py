@@ -140,3 +140,43 @@ def build(arch: str, N: int, M: int, qualities: int = QUALITIES) -> VariableRate
     if arch != ARCHITECTURE:
         raise ValueError(f"unknown variable-rate codec architecture {arch!r}; known: {ARCHITECTURE}")
     return VariableRateFaceCodec(N, M, qualities)
+
+
+def load_synthesis(model: VariableRateFaceCodec, path) -> VariableRateFaceCodec:
+    """Load a variable-rate registry model's ``decoder.safetensors`` (``g_s.*`` and ``log_inv_gain``, any float
+    precision) into ``model`` as float32: what the cloud's synthesis needs."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    if "log_inv_gain" not in state:
+        raise ValueError(f"{path} holds no inverse gains: not a variable-rate model's decoder")
+    model.g_s.load_state_dict({k.removeprefix("g_s."): v.float() for k, v in state.items() if k.startswith("g_s.")})
+    with torch.no_grad():
+        model.log_inv_gain.copy_(state["log_inv_gain"].float())
+    return model
+
+
+@torch.no_grad()
+def apply_inverse_gain(model: VariableRateFaceCodec, y_hat: torch.Tensor, quality: float | None) -> torch.Tensor:
+    """Decoded gained latents (N, M, h, w) coded at ``quality`` → what ``g_s`` takes. A missing or out-of-range
+    quality is a :class:`~facelink.shared.bitstream.BitstreamError` (the container is wrong for this model)."""
+    from facelink.shared.bitstream import BitstreamError
+
+    if quality is None:
+        raise BitstreamError("a variable-rate model's container carries the quality it was coded at (version 3); "
+                             "this one carries none")
+    try:
+        q = check_quality(quality, model.qualities)
+    except ValueError as e:
+        raise BitstreamError(f"container quality: {e}") from e
+    _, inv_gain = model.gains(q)
+    return y_hat * inv_gain[:, :, None, None]
+
+
+def is_variable_rate(manifest: dict) -> bool:
+    return manifest.get("architecture") == ARCHITECTURE
+
+
+def from_manifest(manifest: dict) -> VariableRateFaceCodec:
+    """An untrained model of a registry manifest's shape (N, M, qualities)."""
+    return build(manifest["architecture"], manifest["N"], manifest["M"], manifest.get("qualities", QUALITIES))

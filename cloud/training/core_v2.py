@@ -603,8 +603,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise cfgmod.ConfigError(f"sizes are N/M pairs such as 128/192, got {' '.join(args.sizes)}")
             res = measure(sizes, args.steps, threads=args.threads)
             if args.out:
-                _write_atomic(args.out, json.dumps({"command": "facelink core-v2 measure " + " ".join(argv or []),
-                                                    "threads": args.threads, "results": res}, indent=2) + "\n")
+                command = "facelink core-v2 " + " ".join(sys.argv[1:] if argv is None else argv)
+                _write_atomic(args.out, json.dumps({"command": command, "threads": args.threads, "results": res},
+                                                   indent=2) + "\n")
             return 0
         cfg = _load_config(args.config)
         run_dir = args.run_dir or default_run_dir(cfg.run_name)
