@@ -252,8 +252,10 @@ def fuzz(iterations: int, seed: int = 0, seconds: float | None = None, max_pixel
     return run, time.perf_counter() - t0
 
 
-def result_document(run: Run, elapsed: float, args: argparse.Namespace, argv: list[str], finished: bool) -> dict:
-    return stamp({
+def result_document(run: Run, elapsed: float, args: argparse.Namespace, argv: list[str], finished: bool,
+                    provenance: dict) -> dict:
+    """The result JSON; ``provenance`` is taken when the run starts (the code fuzzed is the code loaded then)."""
+    return dict({
         "command": "python -m facelink.benchmarks.fuzz_containers " + " ".join(argv),
         "finished": finished,
         "iterations": run.iterations,
@@ -265,7 +267,7 @@ def result_document(run: Run, elapsed: float, args: argparse.Namespace, argv: li
         "strategy_weights": STRATEGIES,
         "outcomes_by_strategy": {s: dict(sorted(c.items())) for s, c in sorted(run.outcomes.items())},
         "crash_samples": run.crashes,
-    })
+    }, provenance=provenance)
 
 
 def _write(doc: dict, out: Path) -> None:
@@ -291,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1:
         ap.error("--iterations must be at least 1")
 
+    provenance = stamp({})["provenance"]
+
     def progress(run: Run, elapsed: float) -> None:
-        _write(result_document(run, elapsed, args, argv, finished=False), args.out)
+        _write(result_document(run, elapsed, args, argv, False, provenance), args.out)
         print(f"{run.iterations} containers, {run.crash_count} crashes, {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     run, elapsed = fuzz(args.iterations, args.seed, args.seconds, args.max_pixels, progress, args.checkpoint)
-    doc = result_document(run, elapsed, args, argv, finished=True)
+    doc = result_document(run, elapsed, args, argv, True, provenance)
     _write(doc, args.out)
     print(json.dumps({k: doc[k] for k in ("iterations", "crashes", "seconds", "containers_per_second")}))
     return 1 if run.crash_count else 0
