@@ -37,9 +37,12 @@ def test_gallery_rpcs_across_two_servers_on_one_gallery(tmp_path, face_rgb):
                 a, b = pb_grpc.FaceLinkStub(ch_a), pb_grpc.FaceLinkStub(ch_b)
                 assert (await _recognize(b, probe)).identity == ""  # B answers once, caching an empty gallery
                 for k in (1, 2):
-                    r = await a.Enroll(pb.EnrollRequest(identity=" Colin  Powell", image=jpeg,
+                    r = await a.Enroll(pb.EnrollRequest(identity="Colin Powell", image=jpeg,
                                                         source_name=f"cp{k}.jpg"))
-                    assert r.samples == k  # stored as "Colin Powell": names are canonical
+                    assert r.samples == k
+                with pytest.raises(grpc.aio.AioRpcError) as e:  # a name that normalisation would change: refused
+                    await a.Enroll(pb.EnrollRequest(identity=" Colin  Powell", image=jpeg))
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'Colin Powell'" in e.value.details()
                 await a.Enroll(pb.EnrollRequest(identity="Tony Blair", bitstream=probe, source_name="tb.flk"))
 
                 listing = await b.ListIdentities(pb.ListIdentitiesRequest())

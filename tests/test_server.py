@@ -82,7 +82,8 @@ def test_enroll_then_stream_with_bad_frames(client, demo_faces):
 
     rgb = cv2.cvtColor(cv2.imread(str(demo_faces / "probe" / "Colin_Powell_0002.jpg")), cv2.COLOR_BGR2RGB)
     good = EdgePipeline().process(rgb).data
-    full = EdgePipeline(full_frame=True).process(rgb).data
+    big = cv2.resize(rgb, (rgb.shape[1] * 2, rgb.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    full = EdgePipeline(full_frame=True).process(big).data
     assert len(full) > MAX_FRAME
     corrupted = bytearray(good)
     corrupted[len(good) // 2] ^= 0x40

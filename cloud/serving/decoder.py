@@ -80,6 +80,24 @@ class _Synthesis:
         x = x.clamp_(0, 1)
         return (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8), weights
 
+    @torch.no_grad()
+    def batch(self, y_hats: list[np.ndarray], qualities: list) -> list[tuple[np.ndarray, dict[str, float] | None]]:
+        """``__call__`` (without ``domain``) over latents of one shape in one forward pass: the server's
+        micro-batches. Equal to one call each up to float rounding; a variable-rate model (a gain per item) runs
+        them one by one."""
+        if self.vr is not None or len(y_hats) == 1:
+            return [self(y, None, q) for y, q in zip(y_hats, qualities)]
+        y = torch.from_numpy(np.stack(y_hats)).to(self.device)
+        if self.adapted is None:
+            x, w = self.g_s(y), None
+        else:
+            x, w = self.adapted(y, None)
+        images = (x.clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+        if w is None:
+            return [(im, None) for im in images]
+        w = w.cpu()
+        return [(im, dict(zip(self.domains, (float(v) for v in w[i])))) for i, im in enumerate(images)]
+
 
 class CloudDecoder:
     """Decodes containers from every model in the registry, chosen by the model id each container carries."""
@@ -116,8 +134,9 @@ class CloudDecoder:
         entry = bundle.manifest.get("adapters")
         return tuple(entry["domains"]) if entry and self.adapters != "off" else ()
 
-    def decode(self, data: bytes, domain: str | None = None) -> Decoded:
-        """``domain``: decode with that domain's adapter alone instead of the gate's blend (benchmarks' oracle)."""
+    def latents(self, data: bytes) -> tuple[bitstream.Frame, registry.ModelBundle, np.ndarray]:
+        """Parse a container, check it (its model; its size against ``max_pixels``, from the header) and entropy-decode
+        it: the frame, its model's bundle and the latent ŷ (what :meth:`decode` synthesises; the server batches it)."""
         frame = bitstream.unpack(data)
         if frame.model_id in self.ambiguous:
             raise codec.ModelMismatchError(
@@ -131,6 +150,10 @@ class CloudDecoder:
                 f"{', '.join(f'{b.name} ({i})' for i, b in self.bundles.items())}")
         if self.max_pixels is not None:
             limits.check_frame(frame, self.max_pixels)
-        y_hat = codec.decompress_latents(bundle.tables, frame)
+        return frame, bundle, codec.decompress_latents(bundle.tables, frame)
+
+    def decode(self, data: bytes, domain: str | None = None) -> Decoded:
+        """``domain``: decode with that domain's adapter alone instead of the gate's blend (benchmarks' oracle)."""
+        frame, bundle, y_hat = self.latents(data)
         image, weights = self.synthesis(frame.model_id)(y_hat, domain, frame.quality)
         return Decoded(image[: frame.height, : frame.width], frame, bundle.name, weights)

@@ -1,6 +1,14 @@
-"""From a decoded image to an identity: detect and align (or use the crop's known template), embed, match."""
+"""From a decoded image to an identity: detect and align (or use the crop's known template), embed, match.
+
+Thread safety: the server calls one :class:`FacePipeline` from several worker threads at once. OpenCV's
+``cv2.FaceDetectorYN`` keeps per-call state (its input size, its network's buffers) and is not safe to share, so
+each thread gets its own YuNet (made on first use); a detector passed in is shared and used under a lock. A
+recognizer is called without a lock only when it is known to be re-entrant (torch modules in inference mode,
+onnxruntime sessions); any other (dlib) is used under a lock.
+"""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,13 +35,37 @@ class Identification:
     embed_ms: float = 0.0
 
 
+# Recognizers whose ``embed`` may run in several threads at once: no state changes during inference.
+REENTRANT_RECOGNIZERS = frozenset({"mobilefacenet", "sface", "facenet-vggface2"})
+
+
 class FacePipeline:
     def __init__(self, recognizer: Recognizer, gallery: Gallery, detector: YuNet | None = None,
                  threshold: float = DEFAULT_THRESHOLD):
         self.recognizer = recognizer
         self.gallery = gallery
-        self.detector = detector or YuNet()
         self.threshold = threshold
+        self._shared_detector = detector
+        self._detector_lock = threading.Lock()
+        self._local = threading.local()
+        self._embed_lock = None if recognizer.name in REENTRANT_RECOGNIZERS else threading.Lock()
+
+    @property
+    def detector(self) -> YuNet:
+        """This thread's detector (or the shared one passed in, which :meth:`landmarks` uses under a lock)."""
+        if self._shared_detector is not None:
+            return self._shared_detector
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = YuNet()
+        return det
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """``N×H×W×3`` crops aligned to the recognizer's template → ``N×dim`` unit-norm embeddings."""
+        if self._embed_lock is None:
+            return self.recognizer.embed(crops)
+        with self._embed_lock:
+            return self.recognizer.embed(crops)
 
     def landmarks(self, image: np.ndarray, template_id: int = 0) -> np.ndarray | None:
         """Five landmarks: the template's points for an aligned crop, else the largest face YuNet finds."""
@@ -45,23 +77,33 @@ class FacePipeline:
                 raise ValueError(f"aligned crop is {image.shape[1]}×{image.shape[0]}, template {t.name} is "
                                  f"{t.width}×{t.height}")
             return t.points
-        det = self.detector.largest(image, rgb=True)
+        if self._shared_detector is not None:
+            with self._detector_lock:
+                det = self._shared_detector.largest(image, rgb=True)
+        else:
+            det = self.detector.largest(image, rgb=True)
         return None if det is None else det.landmarks
 
     def embed(self, image: np.ndarray, template_id: int = 0) -> np.ndarray | None:
         pts = self.landmarks(image, template_id)
         if pts is None:
             return None
-        crop = align(image, pts, self.recognizer.template)
-        return self.recognizer.embed(crop[None])[0]
+        return self.embed_crops(self.crop(image, pts)[None])[0]
+
+    def crop(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return align(image, landmarks, self.recognizer.template)
 
     def identify(self, image: np.ndarray, template_id: int = 0, top_k: int = 3) -> Identification:
         t0 = time.perf_counter()
         emb = self.embed(image, template_id)
         if emb is None:
             return Identification(False, embed_ms=(time.perf_counter() - t0) * 1e3)
+        return self.identify_embedding(emb, top_k, t0)
+
+    def identify_embedding(self, emb: np.ndarray, top_k: int = 3, t0: float | None = None) -> Identification:
+        """The gallery's answer for an embedding (``t0``: when the frame's recognition began, for ``embed_ms``)."""
         matches = self.gallery.match(emb, top_k)
         best = matches[0] if matches else None
         known = best is not None and best.similarity >= self.threshold
         return Identification(True, best.identity if known else "", best.similarity if best else 0.0, matches,
-                              (time.perf_counter() - t0) * 1e3)
+                              (time.perf_counter() - t0) * 1e3 if t0 is not None else 0.0)

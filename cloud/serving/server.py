@@ -1,13 +1,36 @@
-"""The facelink cloud server: grpc.aio, with health checking, reflection and a logging interceptor.
+"""The facelink cloud server: grpc.aio, with health checking, reflection, authentication, work limits and metrics.
 
-Per frame: container → decode (exact entropy decoding, torch synthesis) → detect/align → recognizer → gallery
-match. A bad frame is answered in-band with an :class:`Error` carrying its request id, and the stream goes on.
+Per frame: container → header checks (bytes, declared pixels) → entropy decoding → synthesis → detect/align →
+recognizer → gallery match. A bad frame is answered in-band with an :class:`Error` carrying its request id, and the
+stream goes on. Answers come in the order the frames came.
+
+Concurrency: worker threads share no mutable detector or recognizer state (:mod:`.recognition`). With batching on
+(the default), up to ``stream_window`` frames of each stream are in flight at once, and the synthesis and the
+recognizer run in micro-batches across all streams (:mod:`.batching`); ``--batching off`` is the per-frame path, one
+frame per stream at a time unless ``--stream-window`` says otherwise.
+
+Limits before work (:mod:`.limits`): a container over ``max_frame_bytes`` or declaring more than ``max_pixels``
+(padded) pixels is refused from its header, before entropy decoding; frames over 256×256 take their pixels from a
+shared decode budget; an Enroll image is sized from its PNG/JPEG/WebP header (:mod:`facelink.shared.image_header`)
+before it is decoded; gRPC's message limit (``max_message_bytes``) sits above ``max_frame_bytes`` so that an oversize
+frame gets its own FRAME_TOO_LARGE answer and the stream goes on; at most ``max_streams`` Recognize streams
+(more: RESOURCE_EXHAUSTED); a stream is not read past ``stream_window`` unanswered frames (back-pressure).
+
+Security: TLS (``--tls-cert/--tls-key``), mutual TLS (``--client-ca``), bearer tokens with roles (``--auth-tokens``,
+:mod:`.auth`). Plaintext or unauthenticated service only on a loopback address unless ``--insecure``. The port is
+bound exclusively (no SO_REUSEPORT): a second server on a port in use refuses to start.
+
+Operations: Prometheus metrics (``--metrics-port``, :mod:`.metrics`); grpc.health SERVING only while the models are
+loaded and the gallery answers; SIGTERM → NOT_SERVING, no new streams, frames in flight answered within the grace
+period, streams ended with UNAVAILABLE (resend elsewhere), clean exit; SIGHUP re-reads the token file.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import concurrent.futures
+import importlib.metadata
+import ipaddress
 import json
 import logging
 import signal
@@ -23,12 +46,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facelink.shared import config as cfgmod
+from facelink.cloud.serving import auth as authmod
+from facelink.cloud.serving import limits
+from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
 from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError
-from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline
+from facelink.cloud.serving.metrics import Metrics
+from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification
 from facelink.cloud.serving.recognizers import get_recognizer
-from facelink.shared import bitstream, codec, registry
+from facelink.shared import bitstream, codec, image_header, registry
 from facelink.shared.alignment import TEMPLATE_IDS
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
@@ -36,7 +63,20 @@ from facelink.v1 import facelink_pb2_grpc as pb_grpc
 
 log = logging.getLogger("facelink.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceLink"].full_name
-SERVER_VERSION = "0.1.0"
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("facelink")
+    except importlib.metadata.PackageNotFoundError:  # running from a tree that was never installed
+        return "0+unknown"
+
+
+SERVER_VERSION = _package_version()
+MAX_LABEL = 256  # characters of a request id, a frame's source or an enrolment's source_name
+MAX_TOP_K = 10  # matches one answer may list (an edge token must not page through the gallery)
+MAX_DETAILS = 300  # characters of a status message (gRPC sends it in trailing metadata)
 
 
 @dataclass
@@ -49,126 +89,396 @@ class ServerConfig:
     default_model: str = DEFAULT_MODEL
     threshold: float = DEFAULT_THRESHOLD
     top_k: int = 3
-    max_frame_bytes: int = 1 << 20
-    max_pixels: int = 4096 * 4096
+    # Limits (checked before the work they bound)
+    max_frame_bytes: int = 1 << 20  # a container's bytes
+    max_pixels: int = 1024 * 1024  # a container's declared (padded) pixels; also the detection size of Enroll images
+    max_image_bytes: int = 16 << 20  # an Enroll image file's bytes
+    max_image_pixels: int = 4096 * 4096  # an Enroll image's pixels, from its header
+    max_message_bytes: int = 32 << 20  # gRPC's own limit: above it a call is ended, not answered in-band
+    decode_pixel_budget: int = 2 * 1024 * 1024  # pixels of large frames decoding at once (≈320 MB per megapixel)
+    max_streams: int = 64  # concurrent Recognize streams
+    stream_window: int = 8  # unanswered frames per stream before the server stops reading it
     workers: int = 2
     device: str | None = None
+    # Throughput: micro-batches of the synthesis and the recognizer across streams
+    batching: bool = True
+    batch_max: int = 16
+    batch_wait_ms: float = 2.0
     # Decode with a rate point's face-domain adapters where its bundle has them (false: the base decoder).
     adapters: bool = True
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
     dedup_max_age_s: float = 7 * 86400.0
     dedup_max_entries: int = 1_000_000
+    # Security
+    auth_tokens: str | None = None  # token file (facelink tokens add NAME ROLE --file F)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None  # mutual TLS: clients must present a certificate signed by this CA
+    insecure: bool = False  # allow plaintext or no tokens on a non-loopback address
+    # Operations
+    metrics_port: int | None = None  # Prometheus endpoint (0 picks a free port)
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: float = 10.0
+    health_interval_s: float = 5.0
 
 
-class FrameRejected(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
+class ServeRefused(RuntimeError):
+    """The configuration would expose the server unsafely, or its port cannot be bound; the message says why."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(cfg: ServerConfig) -> list[str]:
+    """Refuse (:class:`ServeRefused`) what would be unsafe; returns warnings for what ``insecure`` lets through."""
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ServeRefused("give both --tls-cert and --tls-key, or neither")
+    if cfg.client_ca and not cfg.tls_cert:
+        raise ServeRefused("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if cfg.max_message_bytes < max(cfg.max_frame_bytes, cfg.max_image_bytes) + 4096:
+        raise ServeRefused("max_message_bytes must exceed max_frame_bytes and max_image_bytes (by 4 KiB), so that "
+                           "an oversize frame or image is answered, not cut off by gRPC")
+    if is_loopback(cfg.host):
+        return []
+    missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", cfg.tls_cert), ("--auth-tokens",
+                                                                                    cfg.auth_tokens)) if not ok]
+    if missing and not cfg.insecure:
+        raise ServeRefused(f"{cfg.host} is not a loopback address: serving on it needs {' and '.join(missing)}, or "
+                           "--insecure to serve without them")
+    return [f"serving {cfg.host} without {' and '.join(missing)} (--insecure)"] if missing else []
+
+
+def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if not cfg.tls_cert:
+        return None
+    try:
+        key, cert = Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes()
+        ca = Path(cfg.client_ca).read_bytes() if cfg.client_ca else None
+    except OSError as e:
+        raise ServeRefused(f"cannot read {e.filename}: {e.strerror}") from None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS else message[:MAX_DETAILS] + "…"
 
 
 class FaceLinkService(pb_grpc.FaceLinkServicer):
-    def __init__(self, cfg: ServerConfig):
+    def __init__(self, cfg: ServerConfig, tokens: authmod.TokenStore | None = None, metrics: Metrics | None = None):
         self.cfg = cfg
-        self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off")
+        self.tokens = tokens
+        self.metrics = metrics or Metrics()
+        self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off",
+                                    max_pixels=cfg.max_pixels)
         recognizer = get_recognizer(cfg.recognizer, cfg.device)
         self.gallery = Gallery(cfg.gallery, recognizer.name)
         self.pipeline = FacePipeline(recognizer, self.gallery, threshold=cfg.threshold)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="facelink")
+        # de-duplicated frames wait there for an earlier delivery's answer: never in the pool the work needs
+        self.dedup_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="facelink-dedup")
         self.dedup = Deduplicator(DedupStore(path_beside(cfg.gallery), cfg.dedup_max_age_s, cfg.dedup_max_entries))
+        self.budget = limits.PixelBudget(max(cfg.decode_pixel_budget, cfg.max_pixels))
+        self.synth_batcher = self.embed_batcher = None
+        if cfg.batching:
+            wait = cfg.batch_wait_ms / 1e3
+            self.synth_batcher = MicroBatcher(self._synthesize_batch, cfg.batch_max, wait, "synthesis",
+                                              lambda n: self.metrics.batch_size.labels("synthesis").observe(n))
+            self.embed_batcher = MicroBatcher(self._embed_batch, cfg.batch_max, wait, "embed",
+                                              lambda n: self.metrics.batch_size.labels("embed").observe(n))
+        self.metrics.watch_gallery(self.gallery.size)
+        self.streams = 0
+        self.draining = asyncio.Event()
+        self.health: health.aio.HealthServicer | None = None
+        self._status = None
 
-    # -- frame work (runs in the thread pool) ------------------------------------------------------------------
-    def _decode(self, data: bytes):
+    # -- checks ----------------------------------------------------------------------------------------------------
+    def _check_request(self, req: pb.RecognizeRequest) -> None:
+        limits.check_text(req.id, "request id", MAX_LABEL)
+        limits.check_text(req.source, "source", MAX_LABEL)
+        if req.top_k > MAX_TOP_K:
+            raise limits.InvalidArgument(f"top_k {req.top_k} is over the server's limit of {MAX_TOP_K}")
+        if len(req.bitstream) > self.cfg.max_frame_bytes:
+            raise limits.FrameTooLargeError(f"frame of {len(req.bitstream)} bytes exceeds the server's limit of "
+                                            f"{self.cfg.max_frame_bytes}")
+
+    def _latents(self, data: bytes):
+        """Header checks and entropy decoding (a worker thread); a large frame keeps its share of the pixel budget
+        until its synthesis is done (the caller releases ``held``)."""
         if len(data) > self.cfg.max_frame_bytes:
-            raise FrameRejected(pb.Error.FRAME_TOO_LARGE,
-                                f"frame of {len(data)} bytes exceeds the server's limit of {self.cfg.max_frame_bytes}")
+            raise limits.FrameTooLargeError(f"frame of {len(data)} bytes exceeds the server's limit of "
+                                            f"{self.cfg.max_frame_bytes}")
         frame = bitstream.unpack(data)
-        ph, pw = frame.padded_shape
-        if ph * pw > self.cfg.max_pixels:
-            raise FrameRejected(pb.Error.FRAME_TOO_LARGE,
-                                f"image of {frame.width}×{frame.height} exceeds the server's limit of "
-                                f"{self.cfg.max_pixels} pixels")
-        return self.decoder.decode(data)
-
-    def _recognize(self, req: pb.RecognizeRequest) -> pb.RecognizeResponse:
-        resp = pb.RecognizeResponse(id=req.id, source=req.source)
+        held = self.budget.acquire(limits.check_frame(frame, self.cfg.max_pixels))
         try:
-            t0 = time.perf_counter()
-            dec = self._decode(req.bitstream)
-            t1 = time.perf_counter()
-            ident = self.pipeline.identify(dec.image, dec.frame.template_id, req.top_k or self.cfg.top_k)
-            h, w = dec.image.shape[:2]
-            resp.result.CopyFrom(pb.Recognition(
-                face_found=ident.face_found, identity=ident.identity, similarity=ident.similarity,
-                matches=[pb.Match(identity=m.identity, similarity=m.similarity) for m in ident.matches],
-                width=w, height=h, bytes=len(req.bitstream), bpp=8.0 * len(req.bitstream) / (w * h),
-                model_id=dec.frame.model_id, decode_ms=(t1 - t0) * 1e3,
-                recognize_ms=(time.perf_counter() - t1) * 1e3,
-                domain_weights=[pb.DomainWeight(domain=d, weight=v) for d, v in (dec.domain_weights or {}).items()]))
-        except FrameRejected as e:
-            resp.error.CopyFrom(pb.Error(code=e.code, message=str(e)))
-        except codec.ModelMismatchError as e:
-            resp.error.CopyFrom(pb.Error(code=pb.Error.UNKNOWN_MODEL, message=str(e)))
-        except (bitstream.BitstreamError, ValueError) as e:
-            resp.error.CopyFrom(pb.Error(code=pb.Error.INVALID_BITSTREAM, message=str(e)))
-        except Exception as e:  # noqa: BLE001 - one frame's failure must not end the stream
-            log.exception("frame %s failed", req.id)
-            resp.error.CopyFrom(pb.Error(code=pb.Error.INTERNAL, message=f"internal error: {type(e).__name__}: {e}"))
+            frame, bundle, y_hat = self.decoder.latents(data)
+        except BaseException:
+            self.budget.release(held)
+            raise
+        return frame, bundle, y_hat, held
+
+    def _decode(self, data: bytes):
+        """The whole decode in this thread (the per-frame path, Enroll's containers)."""
+        frame, bundle, y_hat, held = self._latents(data)
+        try:
+            image, weights = self.decoder.synthesis(frame.model_id)(y_hat, None, frame.quality)
+        finally:
+            self.budget.release(held)
+        return image[: frame.height, : frame.width], frame, weights
+
+    # -- answers ---------------------------------------------------------------------------------------------------
+    def _base(self, req: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        return pb.RecognizeResponse(id=req.id[:MAX_LABEL], source=req.source[:MAX_LABEL])
+
+    def _result(self, req, image, frame, weights, ident: Identification, t0, t1, t2) -> pb.RecognizeResponse:
+        h, w = image.shape[:2]
+        resp = self._base(req)
+        resp.result.CopyFrom(pb.Recognition(
+            face_found=ident.face_found, identity=ident.identity, similarity=ident.similarity,
+            matches=[pb.Match(identity=m.identity, similarity=m.similarity) for m in ident.matches],
+            width=w, height=h, bytes=len(req.bitstream), bpp=8.0 * len(req.bitstream) / (w * h),
+            model_id=frame.model_id, decode_ms=(t1 - t0) * 1e3, recognize_ms=(t2 - t1) * 1e3,
+            domain_weights=[pb.DomainWeight(domain=d, weight=v) for d, v in (weights or {}).items()]))
         return resp
 
+    def _error(self, req: pb.RecognizeRequest, e: BaseException) -> pb.RecognizeResponse:
+        if isinstance(e, limits.FrameTooLargeError):
+            code = pb.Error.FRAME_TOO_LARGE
+        elif isinstance(e, limits.InvalidArgument):
+            code = pb.Error.INVALID_ARGUMENT
+        elif isinstance(e, codec.ModelMismatchError):
+            code = pb.Error.UNKNOWN_MODEL
+        elif isinstance(e, (bitstream.BitstreamError, ValueError)):
+            code = pb.Error.INVALID_BITSTREAM
+        else:
+            log.error("frame %r failed: %s: %s", req.id[:40], type(e).__name__, e, exc_info=e)
+            code, e = pb.Error.INTERNAL, f"internal error: {type(e).__name__}: {e}"
+        resp = self._base(req)
+        resp.error.CopyFrom(pb.Error(code=code, message=_short(str(e))))
+        return resp
+
+    def _recognize(self, req: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        """The per-frame path (``batching: false``), in a worker thread."""
+        try:
+            self._check_request(req)
+            t0 = time.perf_counter()
+            image, frame, weights = self._decode(req.bitstream)
+            t1 = time.perf_counter()
+            ident = self.pipeline.identify(image, frame.template_id, req.top_k or self.cfg.top_k)
+            return self._result(req, image, frame, weights, ident, t0, t1, time.perf_counter())
+        except Exception as e:  # noqa: BLE001 - one frame's failure must not end the stream
+            return self._error(req, e)
+
+    # -- the batched path --------------------------------------------------------------------------------------
+    def _synthesize_batch(self, key, items):
+        return self.decoder.synthesis(key[0]).batch([y for y, _ in items], [q for _, q in items])
+
+    def _embed_batch(self, key, crops):
+        return list(self.pipeline.embed_crops(np.stack(crops)))
+
+    def _landmarks_crop(self, image, template_id):
+        pts = self.pipeline.landmarks(image, template_id)
+        return None if pts is None else self.pipeline.crop(image, pts)
+
+    async def _recognize_batched(self, req: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            self._check_request(req)
+            t0 = time.perf_counter()
+            frame, bundle, y_hat, held = await loop.run_in_executor(self.pool, self._latents, req.bitstream)
+            try:
+                if held:  # a large frame: its own synthesis, in a worker, not holding up the batches
+                    synth = self.decoder.synthesis(frame.model_id)
+                    image, weights = await loop.run_in_executor(self.pool, synth, y_hat, None, frame.quality)
+                else:
+                    image, weights = await asyncio.wrap_future(
+                        self.synth_batcher.submit((frame.model_id, y_hat.shape), (y_hat, frame.quality)))
+            finally:
+                self.budget.release(held)
+            image = image[: frame.height, : frame.width]
+            t1 = time.perf_counter()
+            if frame.template_id:
+                crop = self._landmarks_crop(image, frame.template_id)  # the template's points: a warp, no detector
+            else:
+                crop = await loop.run_in_executor(self.pool, self._landmarks_crop, image, 0)
+            if crop is None:
+                ident = Identification(False)
+            else:
+                emb = await asyncio.wrap_future(self.embed_batcher.submit(crop.shape, crop))
+                ident = await loop.run_in_executor(self.pool, self.pipeline.identify_embedding, emb,
+                                                   req.top_k or self.cfg.top_k)
+            return self._result(req, image, frame, weights, ident, t0, t1, time.perf_counter())
+        except Exception as e:  # noqa: BLE001 - one frame's failure must not end the stream
+            return self._error(req, e)
+
+    async def _answer(self, req: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        self.metrics.in_flight.inc()
+        self.metrics.bytes_in.inc(len(req.bitstream))
+        try:
+            if req.device_id:  # an edge outbox's frame: answered once per (device id, sequence), repeats replayed
+                if self.cfg.batching:
+                    def recognize(r):
+                        return asyncio.run_coroutine_threadsafe(self._recognize_batched(r), loop).result()
+                else:
+                    recognize = self._recognize
+                resp = await loop.run_in_executor(self.dedup_pool, self.dedup.answer, req, recognize)
+            elif self.cfg.batching:
+                resp = await self._recognize_batched(req)
+            else:
+                resp = await loop.run_in_executor(self.pool, self._recognize, req)
+        finally:
+            self.metrics.in_flight.dec()
+        outcome = resp.WhichOneof("outcome") or "none"
+        code = "OK" if outcome == "result" else pb.Error.Code.Name(resp.error.code)
+        self.metrics.frame_answered(outcome, code, time.perf_counter() - t0)
+        if outcome == "result" and not resp.replayed:
+            self.metrics.decode_seconds.observe(resp.result.decode_ms / 1e3)
+            self.metrics.recognize_seconds.observe(resp.result.recognize_ms / 1e3)
+        return resp
+
+    # -- Enroll ------------------------------------------------------------------------------------------------
     def _image_from_bytes(self, data: bytes) -> tuple[np.ndarray, int]:
         if data[:3] == bitstream.MAGIC:
-            dec = self._decode(data)
-            return dec.image, dec.frame.template_id
-        if len(data) > self.cfg.max_frame_bytes * 16:
-            raise FrameRejected(pb.Error.FRAME_TOO_LARGE, f"image file of {len(data)} bytes is too large")
-        im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if im is None:
-            raise ValueError("the image could not be decoded (not a JPEG/PNG/WebP/... file)")
-        if im.shape[0] * im.shape[1] > self.cfg.max_pixels:
-            raise FrameRejected(pb.Error.FRAME_TOO_LARGE, f"image of {im.shape[1]}×{im.shape[0]} is too large")
+            image, frame, _ = self._decode(data)
+            return image, frame.template_id
+        if len(data) > self.cfg.max_image_bytes:
+            raise limits.FrameTooLargeError(f"image file of {len(data)} bytes exceeds the server's limit of "
+                                            f"{self.cfg.max_image_bytes}")
+        try:
+            info = image_header.check_image(data, self.cfg.max_image_pixels)
+        except image_header.ImageTooLarge as e:
+            raise limits.FrameTooLargeError(str(e)) from None
+        except image_header.ImageHeaderError as e:
+            raise limits.InvalidArgument(f"the image could not be read: {e}") from None
+        flag, scale = cv2.IMREAD_COLOR, 1
+        if info.format == "jpeg" and info.pixels > self.cfg.max_pixels:  # libjpeg decodes at 1/2, 1/4, 1/8 for free
+            scale = next((k for k in (2, 4) if info.pixels <= self.cfg.max_pixels * k * k), 8)
+            flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
+        with self.budget.hold(info.pixels // (scale * scale)):
+            try:
+                im = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+            except cv2.error as e:
+                raise limits.InvalidArgument(f"the image could not be decoded ({str(e).strip().splitlines()[-1]})"
+                                             ) from None
+        if im is None or im.ndim != 3:
+            raise limits.InvalidArgument(f"the {info.format} image could not be decoded")
+        want = sorted((-(-info.width // scale), -(-info.height // scale)))
+        if abs(sorted(im.shape[:2])[0] - want[0]) > 1 or abs(sorted(im.shape[:2])[1] - want[1]) > 1:
+            raise limits.InvalidArgument(f"the {info.format} header says {info.width}×{info.height}, the image "
+                                         f"decodes to {im.shape[1]}×{im.shape[0]}")
+        if im.shape[0] * im.shape[1] > self.cfg.max_pixels:  # detection runs on at most max_pixels
+            f = (self.cfg.max_pixels / (im.shape[0] * im.shape[1])) ** 0.5
+            im = cv2.resize(im, (max(1, int(im.shape[1] * f)), max(1, int(im.shape[0] * f))),
+                            interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(im, cv2.COLOR_BGR2RGB), 0
 
-    def _enroll(self, req: pb.EnrollRequest) -> pb.EnrollResponse:
+    def _enroll(self, req: pb.EnrollRequest, enrolled_by: str) -> pb.EnrollResponse:
+        name = limits.check_identity_name(req.identity)
+        limits.check_text(req.source_name, "source_name", MAX_LABEL)
         data = req.bitstream if req.WhichOneof("source") == "bitstream" else req.image
         if not data:
-            raise ValueError("enrollment needs a bitstream or an image")
+            raise limits.InvalidArgument("enrollment needs a bitstream or an image")
         image, template_id = self._image_from_bytes(data)
         emb = self.pipeline.embed(image, template_id)
         if emb is None:
             raise LookupError("no face found in the enrollment image")
-        n = self.gallery.enroll(req.identity, emb, req.source_name)
-        return pb.EnrollResponse(identity=req.identity.strip(), samples=n, recognizer=self.gallery.recognizer)
+        n = self.gallery.enroll(name, emb, req.source_name, enrolled_by=enrolled_by)
+        return pb.EnrollResponse(identity=name, samples=n, recognizer=self.gallery.recognizer)
 
     # -- RPCs ----------------------------------------------------------------------------------------------------
     async def Recognize(self, request_iterator, context):
-        loop = asyncio.get_running_loop()
-        async for req in request_iterator:
-            if req.device_id:  # an edge outbox's frame: answered once per (device id, sequence), repeats replayed
-                yield await loop.run_in_executor(self.pool, self.dedup.answer, req, self._recognize)
-            else:
-                yield await loop.run_in_executor(self.pool, self._recognize, req)
+        if self.draining.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; use another replica")
+        if self.streams >= self.cfg.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the server is at its limit of {self.cfg.max_streams} concurrent streams")
+        self.streams += 1
+        self.metrics.streams.inc()
+        window = asyncio.Semaphore(max(1, self.cfg.stream_window))
+        answers: asyncio.Queue = asyncio.Queue()
+        drained = False
+
+        async def read():
+            nonlocal drained
+            frames = request_iterator.__aiter__()
+            drain = asyncio.ensure_future(self.draining.wait())
+            try:
+                while True:
+                    await window.acquire()  # back-pressure: not read past the window
+                    nxt = asyncio.ensure_future(frames.__anext__())
+                    await asyncio.wait({nxt, drain}, return_when=asyncio.FIRST_COMPLETED)
+                    if not nxt.done():  # shutting down: read nothing more
+                        nxt.cancel()
+                        drained = True
+                        break
+                    try:
+                        req = nxt.result()
+                    except StopAsyncIteration:
+                        break
+                    await answers.put(asyncio.ensure_future(self._answer(req)))
+            finally:
+                drain.cancel()
+                await answers.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await answers.get()) is not None:
+                resp = await task
+                yield resp
+                window.release()
+            await reader
+            if drained:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down: frames after the last "
+                                    "answer were not read; resend them to another replica")
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                task = answers.get_nowait()
+                if task is not None:
+                    task.cancel()
+            self.streams -= 1
+            self.metrics.streams.dec()
+
+    async def _abort(self, context, code: grpc.StatusCode, message: str):
+        await context.abort(code, _short(message))
 
     async def Enroll(self, request, context):
+        principal = authmod.principal_of(self.tokens, context.invocation_metadata())
+        enrolled_by = principal.name if principal else ""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.pool, self._enroll, request)
-        except FrameRejected as e:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            resp = await loop.run_in_executor(self.pool, self._enroll, request, enrolled_by)
+        except limits.FrameTooLargeError as e:
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
         except LookupError as e:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        except (GalleryError, bitstream.BitstreamError, ValueError) as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            code, message = grpc.StatusCode.FAILED_PRECONDITION, str(e)
+        except GalleryUnavailable as e:
+            code, message = grpc.StatusCode.UNAVAILABLE, str(e)
+        except (GalleryError, bitstream.BitstreamError, ValueError) as e:  # limits.InvalidArgument is a ValueError
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+        else:
+            self.metrics.enrollments.labels("ok").inc()
+            return resp
+        self.metrics.enrollments.labels(code.name).inc()
+        await self._abort(context, code, message)
 
     async def _gallery_call(self, context, fn, *args):
         """A gallery call off the event loop, its refusals as status codes."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         except NotFoundError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await self._abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         except GalleryError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except GalleryUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+            await self._abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
 
     async def ListIdentities(self, request, context):
         records = await self._gallery_call(context, self.gallery.records, request.all_recognizers)
@@ -199,6 +509,39 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             match_threshold=self.cfg.threshold, max_frame_bytes=self.cfg.max_frame_bytes,
             crop_template_ids=sorted(TEMPLATE_IDS))
 
+    # -- readiness and shutdown ----------------------------------------------------------------------------------
+    def _gallery_ok(self) -> bool:
+        try:
+            self.gallery.check()
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure means not ready
+            log.warning("gallery not reachable: %s", e)
+            return False
+
+    async def update_health(self) -> None:
+        """SERVING while the models are loaded (they are, once this object exists) and the gallery answers."""
+        ok = not self.draining.is_set() and await asyncio.get_running_loop().run_in_executor(self.pool,
+                                                                                             self._gallery_ok)
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        if status != self._status and self.health is not None:
+            self._status = status
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
+
+    async def watch_health(self) -> None:
+        while not self.draining.is_set():
+            await asyncio.sleep(self.cfg.health_interval_s)
+            await self.update_health()
+
+    def close(self) -> None:
+        for b in (self.synth_batcher, self.embed_batcher):
+            if b is not None:
+                b.close()
+        self.pool.shutdown(wait=True)
+        self.dedup_pool.shutdown(wait=True)
+        self.gallery.close()
+        self.dedup.store.close()
+
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
@@ -207,30 +550,59 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def start(cfg: ServerConfig) -> tuple[grpc.aio.Server, int, FaceLinkService]:
-    service = FaceLinkService(cfg)
-    # gRPC's own limit sits well above max_frame_bytes so oversize frames get an in-band error, not a dead stream
-    limit = max(16 << 20, 4 * cfg.max_frame_bytes)
-    server = grpc.aio.server(interceptors=[LoggingInterceptor()],
-                             options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
+    """Build and start a server (raises :class:`ServeRefused` when unsafe or its port is taken)."""
+    for warning in check_exposure(cfg):
+        log.warning(warning)
+    tokens = authmod.TokenStore(cfg.auth_tokens) if cfg.auth_tokens else None
+    creds = server_credentials(cfg)
+    service = FaceLinkService(cfg, tokens)
+    interceptors = [LoggingInterceptor()]
+    if tokens is not None:
+        interceptors.insert(0, authmod.AuthInterceptor(tokens, lambda code: service.metrics.denied.labels(code).inc()))
+    server = grpc.aio.server(
+        interceptors=interceptors, maximum_concurrent_rpcs=cfg.max_streams + 64,
+        options=[("grpc.max_receive_message_length", cfg.max_message_bytes),
+                 ("grpc.max_send_message_length", cfg.max_message_bytes),
+                 ("grpc.so_reuseport", 0)])
     pb_grpc.add_FaceLinkServicer_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    service.health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server)
+    address = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+    try:
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise RuntimeError(f"cannot bind {cfg.host}:{cfg.port}")
-    await server.start()
+        service.close()
+        raise ServeRefused(f"cannot bind {address}: the port is in use (facelink never shares a port) or the "
+                           "address is not this machine's")
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await service.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    await service.update_health()
     return server, port, service
+
+
+async def shutdown(server: grpc.aio.Server, service: FaceLinkService, grace: float) -> None:
+    """NOT_SERVING, no new streams, frames in flight answered (within ``grace``), then stop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    service.draining.set()
+    await service.update_health()
+    while service.streams and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    await server.stop(max(0.0, deadline - loop.time()))
+    await loop.run_in_executor(None, service.close)
 
 
 async def _serve(cfg: ServerConfig, ready_file: Path | None) -> None:
     server, port, service = await start(cfg)
     info = {"host": cfg.host, "port": port, "models": [b.name for b in service.decoder.bundles.values()],
-            "recognizer": cfg.recognizer, "gallery": cfg.gallery}
+            "recognizer": cfg.recognizer, "gallery": service.gallery.describe(), "version": SERVER_VERSION,
+            "tls": bool(cfg.tls_cert), "mtls": bool(cfg.client_ca), "auth": bool(cfg.auth_tokens)}
+    if cfg.metrics_port is not None:
+        _, info["metrics_port"] = service.metrics.serve(cfg.metrics_port, cfg.metrics_host)
     print(json.dumps({"event": "serving", **info}), flush=True)
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
@@ -240,27 +612,58 @@ async def _serve(cfg: ServerConfig, ready_file: Path | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if service.tokens is not None:
+        def reload():
+            try:
+                log.warning("token file re-read: %d tokens", service.tokens.reload())
+            except authmod.TokenFileError as e:
+                log.error("token file not re-read, the old tokens stay: %s", e)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    watcher = asyncio.ensure_future(service.watch_health())
     await stop.wait()
-    await server.stop(grace=2)
-    service.gallery.close()
-    service.dedup.store.close()
-    service.pool.shutdown(wait=False, cancel_futures=True)
+    print(json.dumps({"event": "stopping", "streams": service.streams}), flush=True)
+    watcher.cancel()
+    await shutdown(server, service, cfg.shutdown_grace_s)
+    print(json.dumps({"event": "stopped"}), flush=True)
+
+
+_FLAGS = ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "max_pixels",
+          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "device", "batch_max",
+          "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port", "metrics_host",
+          "shutdown_grace_s")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink serve", description="Run the facelink cloud server (gRPC).")
     ap.add_argument("--config", help="YAML/JSON server configuration (unknown keys are errors)")
-    ap.add_argument("--host")
+    ap.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs TLS and tokens, or "
+                    "--insecure)")
     ap.add_argument("--port", type=int, help="0 picks a free port (printed, and written to --ready-file)")
-    ap.add_argument("--gallery", help="SQLite gallery file (created if absent)")
+    ap.add_argument("--gallery", help="SQLite gallery file (created if absent) or a postgresql:// URL")
     ap.add_argument("--recognizer")
     ap.add_argument("--model", action="append", dest="models", help="codec model to serve (repeatable)")
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--max-frame-bytes", type=int)
+    ap.add_argument("--max-pixels", type=int, help="pixels a container may declare (default 1048576)")
+    ap.add_argument("--max-image-pixels", type=int, help="pixels an Enroll image may declare in its header")
+    ap.add_argument("--max-message-bytes", type=int, help="gRPC's message limit (above the frame and image limits)")
+    ap.add_argument("--max-streams", type=int, help="concurrent Recognize streams (more: RESOURCE_EXHAUSTED)")
+    ap.add_argument("--stream-window", type=int, help="unanswered frames per stream before it is not read further")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--device")
+    ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
+    ap.add_argument("--batch-max", type=int)
+    ap.add_argument("--batch-wait-ms", type=float)
     ap.add_argument("--no-adapters", action="store_true",
                     help="decode with the base decoders, not the rate points' face-domain adapters (to compare)")
+    ap.add_argument("--auth-tokens", help="token file: sha256:<hex> ROLE NAME per line (facelink tokens add)")
+    ap.add_argument("--tls-cert", help="PEM certificate chain")
+    ap.add_argument("--tls-key", help="PEM private key")
+    ap.add_argument("--client-ca", help="PEM CA: require client certificates signed by it (mutual TLS)")
+    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS or tokens")
+    ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
+    ap.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
+    ap.add_argument("--shutdown-grace-s", type=float, help="seconds to answer frames in flight after SIGTERM")
     ap.add_argument("--ready-file", type=Path, help="written once the server is serving: JSON with the port")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -268,21 +671,30 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
-        for key in ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "workers",
-                    "device"):
+        for key in _FLAGS:
             if getattr(args, key) is not None:
                 data[key] = getattr(args, key)
         if args.no_adapters:
             data["adapters"] = False
+        if args.insecure:
+            data["insecure"] = True
+        if args.batching is not None:
+            data["batching"] = args.batching == "on"
         cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
-    except (OSError, cfgmod.ConfigError) as e:
+        check_exposure(cfg)
+    except (OSError, cfgmod.ConfigError, ServeRefused) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
         return 2
     try:
         asyncio.run(_serve(cfg, args.ready_file))
-    except (registry.UnknownModelError, GalleryError, DedupError) as e:
+    except (registry.UnknownModelError, GalleryError, DedupError, ServeRefused, authmod.TokenFileError) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
         return 2
+    except GalleryUnavailable as e:
+        print(f"facelink serve: the gallery cannot be reached: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
