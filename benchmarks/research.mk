@@ -224,3 +224,15 @@ bench-ceiling: install ## face-ipr q0-q5 on LFW and CelebA crops -> results/ceil
 	  $(BIN)/facelink bench compare --force benchmarks/results/template-$$ds-crop-112:hevc \
 	    benchmarks/results/ceiling-$$ds-crop:facelink-ipr --out benchmarks/results/ceiling-compare/$$ds-ipr-vs-hevc.json; \
 	done
+
+# Codec core v2: one variable-rate model (cloud/training/configs/core-v2.yaml, its stages: ladder) trained for days on
+# one CPU thread in the background (nice 5, OMP_NUM_THREADS=1; output in ~/.cache/facelink/core-v2/train.out), resuming
+# from ~/.cache/facelink/core-v2/checkpoint.pt or, on a fresh machine, from the committed milestone
+# (cloud/training/checkpoints/core-v2.safetensors). Progress per quality: benchmarks/results/core-v2/progress.json.
+.PHONY: train-core-v2 train-core-v2-a0 milestone-core-v2
+train-core-v2: $(STAMP) ## start or resume core v2's long training in the background (one thread)
+	$(BIN)/facelink core-v2 start --config cloud/training/configs/core-v2.yaml
+train-core-v2-a0: $(STAMP) ## its α = 0 ablation: the same stages and budget, pixel loss only
+	$(BIN)/facelink core-v2 start --config cloud/training/configs/core-v2-a0.yaml
+milestone-core-v2: $(STAMP) ## export core v2's checkpoint as the committed float16 milestone
+	$(BIN)/facelink core-v2 milestone --config cloud/training/configs/core-v2.yaml

@@ -1,4 +1,4 @@
-"""Codec core v2 (issue 23): the variable-rate face codec trained for a long time, resumably, on a ladder of stages.
+"""Codec core v2: the variable-rate face codec trained for a long time, resumably, on a ladder of stages.
 
 ``facelink core-v2 train --config cloud/training/configs/core-v2.yaml`` trains
 :class:`~facelink.cloud.serving.variable_rate.VariableRateFaceCodec` on the ``stages:`` ladder of the configuration.
@@ -610,7 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _load_config(args.config)
         run_dir = args.run_dir or default_run_dir(cfg.run_name)
         if args.action == "start":
-            pid = start_background(args.config, run_dir, args.nice)
+            try:
+                pid = start_background(args.config, run_dir, args.nice)
+            except RunBusyError as e:  # starting what already runs is not an error: the run goes on
+                print(f"{cfg.run_name}: {e}")
+                return 0
             print(f"{cfg.run_name}: training in the background, pid {pid}; log {run_dir / 'train.out'}")
             return 0
         if args.action == "milestone":
