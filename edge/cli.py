@@ -296,6 +296,7 @@ def cmd_stream(args) -> int:
 # run
 # ----------------------------------------------------------------------------------------------------------------
 def _run_parser(p: argparse.ArgumentParser) -> None:
+    from facelink.edge.runner import DEFAULT_DETECT_WIDTH
     from facelink.edge.sender import add_outbox_arguments
     from facelink.edge.sources import DEFAULT_FOLDER_FPS
     from facelink.edge.tracking import SelectionPolicy
@@ -307,6 +308,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
                    help="process at most FPS frames per second of the source's time (default: every frame)")
     p.add_argument("--folder-fps", type=float, default=DEFAULT_FOLDER_FPS, metavar="FPS",
                    help="a folder's images are frames at this rate, for tracking times (default %(default)s)")
+    p.add_argument("--detect-width", type=int, default=DEFAULT_DETECT_WIDTH, metavar="PIXELS",
+                   help="look for faces in the frame shrunk to this width (0: full size; default %(default)s): "
+                        "detection time grows with the pixels; crops are still cut from the full frame")
     p.add_argument("--every-face", action="store_true",
                    help="no tracking: send every face of every frame (the baseline tracking saves against)")
     p.add_argument("--settle", type=float, default=policy.settle_s, metavar="SECONDS",
@@ -337,13 +341,15 @@ def cmd_run(args) -> int:
     import cv2
 
     from facelink.edge.encoder import EdgeEncoder
-    from facelink.edge.runner import EdgeRun
+    from facelink.edge.runner import EdgeRun, ScaledDetector
     from facelink.edge.sender import Backoff, ResultSink, Sender, connection_from_args
     from facelink.edge.sources import open_source
     from facelink.edge.tracking import CropSelector, SelectionPolicy
     from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, template_id
 
     cv2.setNumThreads(args.threads)
+    if args.detect_width < 0:
+        raise EdgeError(f"--detect-width must be >= 0, got {args.detect_width}")
     try:
         policy = SelectionPolicy(args.settle, args.resend_interval, args.better_margin, args.min_quality)
     except ValueError as e:
@@ -368,7 +374,7 @@ def cmd_run(args) -> int:
             sink.write(row)
 
     loop = EdgeRun(encoder, template, None if args.every_face else CropSelector(policy), sender,
-                   on_sent=printed if args.offline else None)
+                   ScaledDetector(args.detect_width), on_sent=printed if args.offline else None)
     stop = threading.Event()
     stopped_by: list[str] = []
 

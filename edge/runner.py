@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from facelink.edge.encoder import EdgeEncoder
@@ -19,7 +20,30 @@ from facelink.edge.sender import Outgoing, Sender
 from facelink.edge.sources import Source
 from facelink.edge.tracking import Candidate, CropSelector, Selected, crop_quality
 from facelink.shared.alignment import Template, align
-from facelink.shared.detection import YuNet
+from facelink.shared.detection import Detection, YuNet
+
+DEFAULT_DETECT_WIDTH = 640
+
+
+class ScaledDetector:
+    """YuNet on the frame shrunk to at most ``width`` pixels wide (0: never shrunk); boxes and landmarks come back in
+    the frame's own coordinates, so alignment still samples the full-resolution frame. Detection costs about the
+    pixels it looks at: 320 wide is about a fifth of 640's time, and finds faces down to about twice YuNet's
+    smallest."""
+
+    def __init__(self, width: int = DEFAULT_DETECT_WIDTH, detector: YuNet | None = None):
+        if width < 0:
+            raise ValueError(f"detection width must be >= 0, got {width}")
+        self.width = width
+        self.detector = detector or YuNet()
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        h, w = bgr.shape[:2]
+        if not self.width or w <= self.width:
+            return self.detector.detect(bgr)
+        s = self.width / w
+        small = cv2.resize(bgr, (self.width, max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        return [Detection(d.box / s, d.landmarks / s, d.score) for d in self.detector.detect(small)]
 
 
 @dataclass
@@ -51,12 +75,12 @@ class EdgeRun:
     """The loop of ``facelink-edge run`` over one source (see the module's docstring)."""
 
     def __init__(self, encoder: EdgeEncoder, template: Template, selector: CropSelector | None,
-                 sender: Sender | None = None, detector: YuNet | None = None, on_sent=None):
+                 sender: Sender | None = None, detector: ScaledDetector | None = None, on_sent=None):
         self.encoder = encoder
         self.template = template
         self.selector = selector
         self.sender = sender
-        self.detector = detector or YuNet()
+        self.detector = detector or ScaledDetector()
         self.on_sent = on_sent or (lambda row: None)
         self.stats = RunStats()
 

@@ -127,3 +127,16 @@ def test_selector_sends_a_short_track_when_it_ends():
     assert sel.update(2.1, 3, [_face(0.3)]) == [] and [s.reason for s in sel.flush()] == ["track-ended"]
     with pytest.raises(ValueError, match="settle_s must be >= 0"):
         SelectionPolicy(settle_s=-1)
+
+
+def test_scaled_detection_reports_full_frame_coordinates(demo_faces):
+    from facelink.edge.runner import ScaledDetector
+
+    frame = next(standing_person([demo_faces / "probe" / "Colin_Powell_0002.jpg"], n=1, size=(1280, 960)))
+    full, = ScaledDetector(0).detect(frame)
+    half, = ScaledDetector(640).detect(frame)
+    eye_d = np.linalg.norm(full.landmarks[1] - full.landmarks[0])
+    assert np.abs(half.landmarks - full.landmarks).max() < 0.15 * eye_d  # about 2 px at the detection scale
+    assert np.abs(half.box - full.box).max() < 0.1 * full.box[2]
+    with pytest.raises(ValueError, match="detection width"):
+        ScaledDetector(-1)
