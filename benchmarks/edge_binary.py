@@ -6,13 +6,14 @@ Start-up is timed from the process's launch, as a device would start it, on a de
 ``offline``: until the first coded crop is printed (start, unpack, load the models, detect, align, encode);
 ``served``: until the first answer of a ``facelink serve`` on loopback is in the results file (the crop sent through
 the outbox and answered). The console script of this checkout (``facelink-edge``, Python) is timed the same way, in
-the same run, for comparison. Medians over ``--runs`` launches; the machine may be shared, so the figures are upper
-bounds.
+the same run, for comparison. Medians over ``--runs`` launches; the machine may be shared, so the wall times are
+upper bounds, and the CPU seconds of a whole offline run (unpacking, imports, models, one face) are given beside them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -28,9 +29,10 @@ from facelink.shared.paths import DEMO_FACES_DIR
 TARGETS = {"bytes": 150 * 2**20, "startup_to_first_frame_s": 3.0}
 
 
-def _until_first_line(cmd: list[str], path: Path | None, timeout: float) -> float:
-    """Seconds from launch until the first line on stdout (``path`` None) or in ``path``; the process is then let
-    finish."""
+def _until_first_line(cmd: list[str], path: Path | None, timeout: float) -> tuple[float, float]:
+    """Seconds from launch until the first line on stdout (``path`` None) or in ``path``, and the CPU seconds (user +
+    system, the process and its children) of the whole run, which waits for the process to finish."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -46,11 +48,12 @@ def _until_first_line(cmd: list[str], path: Path | None, timeout: float) -> floa
                 time.sleep(0.005)
             took = time.perf_counter() - t0
         proc.communicate(timeout=timeout)
-        return took
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _server(work: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
@@ -68,14 +71,17 @@ def _server(work: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
 
 
 def time_startup(exe: list[str], image: Path, server: str, runs: int, work: Path) -> dict:
-    offline, served = [], []
+    offline, offline_cpu, served = [], [], []
     for i in range(runs):
-        offline.append(_until_first_line([*exe, "run", str(image), "--offline"], None, 120))
+        wall, cpu = _until_first_line([*exe, "run", str(image), "--offline"], None, 120)
+        offline.append(wall)
+        offline_cpu.append(cpu)
         results = work / f"results-{len(exe)}-{i}.jsonl"
         served.append(_until_first_line([*exe, "run", str(image), "--server", server, "--outbox",
                                          str(work / f"outbox-{len(exe)}-{i}.db"), "--results", str(results)],
-                                        results, 120))
-    return {"offline_first_crop_s": _summary(offline), "served_first_answer_s": _summary(served)}
+                                        results, 120)[0])
+    return {"offline_first_crop_s": _summary(offline), "offline_whole_run_cpu_s": _summary(offline_cpu),
+            "served_first_answer_s": _summary(served)}
 
 
 def _summary(seconds: list[float]) -> dict:
