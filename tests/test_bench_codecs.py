@@ -1,12 +1,11 @@
 """Every codec round-trips real faces, and is charged exactly the bits the brief says."""
-import io
 import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from facelink.benchmarks.codecs import CLASSICAL, HEVC, FacelinkCodec, CodecUnavailable, get_codec, parse_codec_spec
+from facelink.benchmarks.codecs import CLASSICAL, HEVC, CodecUnavailable, FacelinkCodec, get_codec, parse_codec_spec
 from facelink.shared.paths import assets_dir
 
 LFW_IMAGE = assets_dir() / "lfw" / "lfw-deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"

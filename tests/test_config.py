@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from facelink.shared import config
 from facelink.cloud.serving.server import ServerConfig
 from facelink.cloud.training import ladder, quality
 from facelink.cloud.training.train import TrainConfig
+from facelink.shared import config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "cloud" / "training" / "configs"
 
