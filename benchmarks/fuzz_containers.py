@@ -13,7 +13,8 @@ these strategies, then checks it with :func:`check_container`:
   duplicated, truncated), the CRC recomputed so the damage reaches the entropy decoder;
 - ``splice``: the head of one valid container joined to the tail of another, CRC recomputed;
 - ``model``: a valid container relabelled with another served model's id (the wrong tables), CRC recomputed;
-- ``synth``: a well-formed container of a random size, template, version and model with a random payload.
+- ``synth``: a well-formed container of a random size, template, version (every readable one; a quality for
+  version 3) and model with a random payload.
 
 The property: the parser and decoder either accept the bytes, and then the container re-packs to the same bytes
 and decodes to a finite latent of its model's shape, or refuse them with ``BitstreamError``. Anything else
@@ -191,9 +192,9 @@ class Generator:
 
     def _synth(self) -> bytes:
         rng = self.rng
-        version = rng.choice((1, 2, 2))
-        template_id = rng.choice([0, 0, *TEMPLATE_IDS]) if version == 2 else rng.choice((0, 1))
-        if template_id and version == 2:
+        version = rng.choice(bitstream.READABLE_VERSIONS + (bitstream.FORMAT_VERSION,))
+        template_id = rng.choice([0, 0, *TEMPLATE_IDS]) if version > 1 else rng.choice((0, 1))
+        if template_id and version > 1:
             h, w = bitstream.template_size(template_id)
         else:
             h, w = rng.choice(((112, 112), (250, 250), (1, 1), (64, 65), (rng.randint(1, 400), rng.randint(1, 400))))
@@ -204,9 +205,10 @@ class Generator:
             return bytes(rng.randrange(256) for _ in range(n))
 
         streams = (stream(), stream()) if version == 1 else (stream(),)
-        if version == 2 and not streams[0]:
+        if version > 1 and not streams[0]:
             streams = (b"\0" * 8,)
-        return bitstream.pack(bitstream.Frame(mid, h, w, streams, template_id, version))
+        quality = rng.randrange(0x10000) / bitstream.QUALITY_SCALE if version == 3 else None
+        return bitstream.pack(bitstream.Frame(mid, h, w, streams, template_id, version, quality))
 
 
 @dataclass
