@@ -151,7 +151,7 @@ class ClientProcess:
     def start(self) -> ClientProcess:
         log = open(self.work / f"{self.device}-client.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "facelink.edge.sender", str(self.crops), "--server", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "facelink.edge.cli", "send", str(self.crops), "--server", f"127.0.0.1:{self.port}",
              "--outbox", str(self.outbox), "--device", self.device, "--results", str(self.results),
              "--backoff-max", str(self.backoff_max), "--window", "8",
              *(["--max-outbox-frames", str(self.max_outbox_frames)] if self.max_outbox_frames else [])],
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         make_crops(crops, args.frames, assets=args.assets)
         plan = Plan(args.frames, args.kills, backoff_max=args.backoff_max, cut_s=3 * args.backoff_max)
         results = {name: run_scenario(name, work / name, crops, plan) for name in args.scenarios}
-    doc = {"command": "facelink bench edge-delivery " + " ".join(argv if argv is not None else sys.argv[1:]),
+    doc = {"command": " ".join(["facelink bench edge-delivery", *(argv if argv is not None else sys.argv[1:])]),
            "frames": args.frames, "kills_per_scenario": args.kills, "backoff_max_s": args.backoff_max,
            "cut_s": plan.cut_s, "server_model": SERVER_MODEL, "cpus": os.cpu_count(), "scenarios": results}
     emit_json(stamp(doc), args.out)

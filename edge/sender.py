@@ -34,7 +34,7 @@ from pathlib import Path
 
 import grpc
 
-from facelink.edge.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_FRAMES, Dropped, Frame, Outbox, OutboxError
+from facelink.edge.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_FRAMES, Dropped, Frame, Outbox
 from facelink.shared import bitstream
 from facelink.v1 import facelink_pb2 as pb
 
@@ -529,19 +529,3 @@ def add_send_parser(sub) -> argparse.ArgumentParser:
     add_outbox_arguments(p)
     p.set_defaults(func=cmd_send)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="facelink-edge send", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_send_parser(sub)
-    args = ap.parse_args(["send", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except (DeliveryError, OutboxError) as e:
-        print(f"facelink-edge: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
