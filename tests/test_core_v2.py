@@ -182,3 +182,26 @@ def test_cli_reports_bad_configs(tmp_path, capsys):
     bad.write_text("run_name: x\nstages: []\n")
     assert core_v2.main(["train", "--config", str(bad)]) == 2
     assert "at least one stage" in capsys.readouterr().err
+
+
+def test_export_packages_a_checkpoint_or_the_milestone_as_a_registry_model(tmp_path, monkeypatch):
+    import yaml
+
+    from facelink.shared import registry
+
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(_config()))
+    cfg = core_v2._load_config(str(config))
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": core_v2.new_model(cfg).state_dict(), "step": 3}, run / "checkpoint.pt")
+    args = ["export", "--config", str(config), "--run-dir", str(run), "--out-root", str(tmp_path / "models")]
+    assert core_v2.main(args + ["--name", "v2-ckpt"]) == 0
+    bundle = registry.load(str(tmp_path / "models" / "v2-ckpt"))
+    assert bundle.manifest["architecture"] == "facelink-vr-msh-v1" and bundle.manifest["training"]["step"] == 3
+    assert bundle.tables.variable_rate and bundle.manifest["weights"] == "float16"
+    assert core_v2.main(args + ["--name", "v2-milestone", "--source", "milestone"]) == 2  # none written yet
+    core_v2.write_milestone(cfg, run)
+    assert core_v2.main(args + ["--name", "v2-milestone", "--source", "milestone"]) == 0
+    assert registry.load(str(tmp_path / "models" / "v2-milestone")).manifest["training"]["source"] == "milestone"

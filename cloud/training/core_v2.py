@@ -275,6 +275,32 @@ def write_milestone(cfg: CoreV2Config, run_dir: Path) -> Path:
     return weights
 
 
+def export_model(cfg: CoreV2Config, run_dir: Path, source: str, name: str, out_root: Path | None = None,
+                 weights: str = "float16") -> Path:
+    """The run's weights (its checkpoint, or the committed milestone) as the registry model ``name``."""
+    from facelink.cloud.training.export_v2 import export
+
+    if source == "checkpoint":
+        ckpt = run_dir / "checkpoint.pt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"no checkpoint at {ckpt}; --source milestone exports the committed weights")
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model = new_model(cfg)
+        _resize_entropy_buffers(model, state["model"])
+        model.load_state_dict(state["model"])
+        step, validation = int(state["step"]), state.get("validation")
+    elif source == "milestone":
+        model, record = load_milestone(milestone_paths(cfg.run_name)[0], cfg)
+        step, validation = int(record["step"]), record.get("validation")
+    else:
+        raise ValueError(f"source must be checkpoint or milestone, got {source!r}")
+    provenance = {"run_name": cfg.run_name, "source": source, "step": step,
+                  "stage": cfg.stage_at(max(step - 1, 0)).name, "validation": validation,
+                  "config": cfgmod.to_dict(cfg), "command": "facelink core-v2 export"}
+    return export(model, name, out_root, f"variable-rate core v2 ({cfg.run_name}) at step {step}", provenance,
+                  weights)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Validation and progress
 # --------------------------------------------------------------------------------------------------------------
@@ -588,6 +614,17 @@ def main(argv: list[str] | None = None) -> int:
     ms = sub.add_parser("milestone", help="export the run's checkpoint as the committed float16 milestone")
     ms.add_argument("--config", required=True, help="the run's YAML configuration")
     ms.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
+    ex = sub.add_parser("export", help="package the run's weights as a registry model (edge ONNX with a gain input, "
+                                       "tables, decoder)")
+    ex.add_argument("--config", required=True, help="the run's YAML configuration")
+    ex.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
+    ex.add_argument("--source", choices=["checkpoint", "milestone"], default="checkpoint",
+                    help="the run's latest checkpoint, or the committed milestone (default %(default)s)")
+    ex.add_argument("--name", required=True, help="model name in the registry, e.g. face-v2")
+    ex.add_argument("--out-root", type=Path, help="registry folder (default: the package's; runs/models for "
+                                                  "models that are not committed, found with FACELINK_MODELS_PATH)")
+    ex.add_argument("--weights", choices=["float16", "float32"], default="float16",
+                    help="stored precision of the encoder and decoder weights (default %(default)s)")
     me = sub.add_parser("measure", help="seconds per training step of candidate sizes on one thread")
     me.add_argument("--sizes", nargs="+", default=["128/192", "96/160", "64/128"], metavar="N/M",
                     help="candidate sizes (default %(default)s)")
@@ -620,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "milestone":
             path = write_milestone(cfg, run_dir)
             print(f"wrote {path} and {path.with_suffix('.json')}")
+            return 0
+        if args.action == "export":
+            out = export_model(cfg, run_dir, args.source, args.name, args.out_root, args.weights)
+            print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
             return 0
         step = train(cfg, run_dir, args.assets, args.max_minutes, args.until_step, args.device)
         print(f"{cfg.run_name}: at step {step} of {cfg.total_steps}")
