@@ -151,6 +151,7 @@ class Connection:
     tls_key: Path | None = None
     token_file: Path | None = None
     token_env: str | None = None
+    tls_server_name: str | None = None  # the name the server's certificate carries, when not the target's host
 
     def __post_init__(self):
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -158,6 +159,8 @@ class Connection:
                                 "--tls-cert and --tls-key")
         if self.tls_cert is not None and self.tls_ca is None:
             raise DeliveryError("--tls-cert/--tls-key (mTLS) need --tls-ca, the CA that signed the server")
+        if self.tls_server_name is not None and self.tls_ca is None:
+            raise DeliveryError("--tls-server-name applies to TLS: give --tls-ca too")
         if self.token_file is not None and self.token_env is not None:
             raise DeliveryError("give the token one way: --token-file or --token-env, not both")
         for p in (self.tls_ca, self.tls_cert, self.tls_key):
@@ -188,24 +191,39 @@ class Connection:
             secure["tls_ca"] = Path(self.tls_ca)
         if self.tls_cert is not None:
             secure["tls_cert"], secure["tls_key"] = Path(self.tls_cert), Path(self.tls_key)
+        if self.tls_server_name is not None:
+            secure["server_name"] = self.tls_server_name
         token = self.token()
         if token is not None:
             secure["token"] = token
         return Client(self.server, timeout=timeout, **secure)
 
 
+class _Servers(argparse.Action):
+    """``--server A:1 B:2``: kept as ``"A:1,B:2"``, the client's form for several servers (round robin)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, ",".join(values))
+
+
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default="127.0.0.1:50051", help="the facelink server, HOST:PORT")
+    p.add_argument("--server", nargs="+", action=_Servers, default="127.0.0.1:50051", metavar="HOST:PORT",
+                   help="the facelink server; several (replicas on one gallery) share the streams round robin "
+                        "(default %(default)s)")
     p.add_argument("--tls-ca", type=Path, help="connect with TLS, trusting the server certificates this CA file "
                                                 "(PEM) signed")
     p.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS; needs --tls-key")
     p.add_argument("--tls-key", type=Path, help="private key (PEM) of --tls-cert")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name the server's certificate must carry, when it is not the --server host (an IP "
+                        "address, or several servers)")
     p.add_argument("--token-file", type=Path, help="file holding the bearer token the server asks for")
     p.add_argument("--token-env", metavar="VAR", help="environment variable holding the bearer token")
 
 
 def connection_from_args(args) -> Connection:
-    return Connection(args.server, args.tls_ca, args.tls_cert, args.tls_key, args.token_file, args.token_env)
+    return Connection(args.server, args.tls_ca, args.tls_cert, args.tls_key, args.token_file, args.token_env,
+                      args.tls_server_name)
 
 
 # -- the sender ------------------------------------------------------------------------------------------------

@@ -51,7 +51,10 @@ def test_connection_takes_the_token_from_a_file_or_the_environment(tmp_path, mon
         Connection("h:1", tls_ca=token, tls_cert=token)
     with pytest.raises(DeliveryError, match="no such file"):
         Connection("h:1", tls_ca=tmp_path / "missing.pem")
+    with pytest.raises(DeliveryError, match="--tls-ca"):
+        Connection("h:1", tls_server_name="facelink.example")
     send = add_send_parser(argparse.ArgumentParser().add_subparsers())
+    assert send.parse_args(["x.flk", "--server", "a:1", "b:2"]).server == "a:1,b:2"  # the client's round robin
     options = {o for a in send._actions for o in a.option_strings}
     assert {"--token-file", "--token-env", "--tls-ca", "--tls-cert", "--tls-key"} <= options
     assert "--token" not in options  # a token on the command line is readable by every user of the machine
