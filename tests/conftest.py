@@ -55,9 +55,10 @@ def _postgres_bin() -> Path | None:
     return None
 
 
-def _start_postgres(bindir: Path, root: Path) -> tuple[int, dict]:
+def _start_postgres(bindir: Path, root: Path) -> tuple[Path, int, dict]:
     """initdb + pg_ctl start in ``root`` on a free loopback port; as the unprivileged user nobody when run as root
-    (initdb and postgres refuse to run as root). Returns the port and the subprocess options to run as that user."""
+    (initdb and postgres refuse to run as root), from a copy of the binaries in ``root`` if nobody cannot reach them
+    where they are. Returns the bin folder used, the port and the subprocess options to run as that user."""
     import pwd
     import socket
     import subprocess
@@ -67,8 +68,19 @@ def _start_postgres(bindir: Path, root: Path) -> tuple[int, dict]:
         nobody = pwd.getpwnam("nobody")
         as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         os.chown(root, nobody.pw_uid, nobody.pw_gid)
-    data, log = root / "data", root / "postgres.log"
     run = dict(as_user, check=True, capture_output=True, text=True, timeout=120)
+    try:
+        subprocess.run([str(bindir / "postgres"), "--version"], **run)
+    except (OSError, subprocess.CalledProcessError):  # e.g. a checkout under /root, which nobody cannot enter
+        import shutil
+
+        install = bindir.parent  # bin, lib, share; the wheel's binaries find their libraries at ../../../*.libs
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, root / "pg" / "pkg" / install.name / part, symlinks=True)
+        for libs in install.parent.parent.glob("*.libs"):
+            shutil.copytree(libs, root / "pg" / libs.name, symlinks=True)
+        bindir = root / "pg" / "pkg" / install.name / "bin"
+    data, log = root / "data", root / "postgres.log"
     subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
                     "--locale=C", "--no-sync", "--no-instructions"], **run)
     for _ in range(3):  # a port found free may be taken before postgres binds it: try another
@@ -80,7 +92,7 @@ def _start_postgres(bindir: Path, root: Path) -> tuple[int, dict]:
         r = subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
                             "-t", "60", "start"], **dict(run, check=False))
         if r.returncode == 0:
-            return port, run
+            return bindir, port, run
     raise RuntimeError(f"PostgreSQL did not start: {r.stderr}\n{log.read_text() if log.exists() else ''}")
 
 
@@ -101,7 +113,7 @@ def postgres_server() -> str:
         pytest.skip(PG_ABSENT)
     root = Path(tempfile.mkdtemp(prefix="facelink-pg-"))
     try:
-        port, run = _start_postgres(bindir, root)
+        bindir, port, run = _start_postgres(bindir, root)
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
