@@ -235,3 +235,23 @@ def test_dropped_connections_are_replaced(postgres_url):
     drop_connections()
     g.check()
     assert g.identities() == [("Ada", 2)] and g.remove_sample("Ada", g.records()[0].samples[0].id).samples_left == 1
+
+
+def test_gallery_command_on_postgres(postgres_url, capsys):
+    import json
+
+    from facelink.cloud.serving.gallery_cli import main
+
+    g = Gallery(postgres_url, "r")
+    g.enroll("Ada", unit([1, 0]), source="ada.jpg", enrolled_by="ops")
+    g.enroll("Bob", unit([0, 1]))
+    assert main(["--gallery", postgres_url, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["name"], [(s["source"], s["enrolled_by"]) for s in r["samples"]]) for r in listed] == [
+        ("Ada", [("ada.jpg", "ops")]), ("Bob", [("", "")])]
+    assert main(["--gallery", postgres_url, "remove", "Bob", str(listed[1]["samples"][0]["id"])]) == 0
+    assert main(["--gallery", postgres_url, "delete", "Ada"]) == 0
+    assert "erased Ada (1 sample)" in capsys.readouterr().out and g.records() == []
+    assert main(["--gallery", "postgresql://facelink:s3cret@127.0.0.1:9/gallery?connect_timeout=2", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "s3cret" not in err
