@@ -1,6 +1,7 @@
 """Codec core v2: the variable-rate model (gains, interpolation, λ table) and its resumable stage-ladder trainer."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -205,3 +206,19 @@ def test_export_packages_a_checkpoint_or_the_milestone_as_a_registry_model(tmp_p
     core_v2.write_milestone(cfg, run)
     assert core_v2.main(args + ["--name", "v2-milestone", "--source", "milestone"]) == 0
     assert registry.load(str(tmp_path / "models" / "v2-milestone")).manifest["training"]["source"] == "milestone"
+
+
+def test_status_tells_whether_the_run_trains_and_where_it_stands(tmp_path, monkeypatch):
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    run = tmp_path / "run"
+    run.mkdir()
+    st = core_v2.run_status(cfg, run)
+    assert not st["running"] and not st["checkpoint"] and st["last_progress"] is None and st["stage_now"] == "a"
+    core_v2.append_progress(cfg, {"step": 2, "stage": "a", "validation": {}})
+    held = core_v2._lock_run(run)
+    st = core_v2.run_status(cfg, run)
+    assert st["running"] and st["pid"] == str(os.getpid()) and st["stage_now"] == "b"
+    held.close()
+    assert not core_v2.run_status(cfg, run)["running"]

@@ -275,6 +275,31 @@ def write_milestone(cfg: CoreV2Config, run_dir: Path) -> Path:
     return weights
 
 
+def run_status(cfg: CoreV2Config, run_dir: Path) -> dict:
+    """Where a run stands: whether a process trains it (and its pid), the checkpoint's and the milestone's steps,
+    the stage, and the last progress entry."""
+    import fcntl
+
+    running, pid = False, None
+    lock = run_dir / "lock"
+    if lock.is_file():
+        with open(lock, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except BlockingIOError:
+                fh.seek(0)
+                running, pid = True, fh.read().strip() or None
+    progress = progress_path(cfg.run_name)
+    entries = json.loads(progress.read_text())["entries"] if progress.is_file() else []
+    record = milestone_paths(cfg.run_name)[1]
+    last = entries[-1] if entries else None
+    return {"run_name": cfg.run_name, "run_dir": str(run_dir), "running": running, "pid": pid,
+            "checkpoint": (run_dir / "checkpoint.pt").is_file(), "total_steps": cfg.total_steps,
+            "milestone_step": json.loads(record.read_text())["step"] if record.is_file() else None,
+            "last_progress": last, "stage_now": cfg.stage_at(last["step"]).name if last else cfg.stages[0].name}
+
+
 def export_model(cfg: CoreV2Config, run_dir: Path, source: str, name: str, out_root: Path | None = None,
                  weights: str = "float16") -> Path:
     """The run's weights (its checkpoint, or the committed milestone) as the registry model ``name``."""
@@ -625,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   "models that are not committed, found with FACELINK_MODELS_PATH)")
     ex.add_argument("--weights", choices=["float16", "float32"], default="float16",
                     help="stored precision of the encoder and decoder weights (default %(default)s)")
+    sa = sub.add_parser("status", help="where the run stands: running or not, step, stage, last validation")
+    sa.add_argument("--config", required=True, help="the run's YAML configuration")
+    sa.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
     me = sub.add_parser("measure", help="seconds per training step of candidate sizes on one thread")
     me.add_argument("--sizes", nargs="+", default=["128/192", "96/160", "64/128"], metavar="N/M",
                     help="candidate sizes (default %(default)s)")
@@ -657,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "milestone":
             path = write_milestone(cfg, run_dir)
             print(f"wrote {path} and {path.with_suffix('.json')}")
+            return 0
+        if args.action == "status":
+            print(json.dumps(run_status(cfg, run_dir), indent=2))
             return 0
         if args.action == "export":
             out = export_model(cfg, run_dir, args.source, args.name, args.out_root, args.weights)
