@@ -500,6 +500,10 @@ class AdaptedFacelinkCodec(FacelinkCodec):
 
     SEP = "@"
     VARIANTS = {"base": "off", "adapters": "on", "oracle": "on", "pixel": "ablation"}
+    # The variants' containers, shared in the process: the variants of one family code a crop once (same encoder,
+    # same bytes), keyed by (rate point, template, the crop's sha256).
+    _coded: dict[tuple[str, str, str], bytes] = {}
+    MAX_CODED = 100_000
 
     def __init__(self, base: FacelinkCodec, variant: str, domain: str | None = None):
         if variant not in self.VARIANTS:
@@ -513,6 +517,17 @@ class AdaptedFacelinkCodec(FacelinkCodec):
         other = AdaptedFacelinkCodec(FacelinkCodec(self.qualities, self.base_name, self.label), self.variant, domain)
         other._loaded = self._loaded  # the same rate points; the domain is chosen per decode
         return other
+
+    def encode_crops(self, crops, quality, template):
+        import hashlib
+
+        keys = [(str(quality), template, hashlib.sha256(_check_rgb(c).tobytes()).hexdigest()) for c in crops]
+        todo = [i for i, k in enumerate(keys) if k not in self._coded]
+        if len(self._coded) + len(todo) > self.MAX_CODED:
+            self._coded.clear()
+        for i, data in zip(todo, super().encode_crops([crops[i] for i in todo], quality, template)):
+            self._coded[keys[i]] = data
+        return [self._coded[k] for k in keys]
 
     def check_available(self):
         super().check_available()

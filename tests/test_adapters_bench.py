@@ -107,12 +107,15 @@ def test_variants_decode_the_same_bytes_differently(adapted, face_rgb):
     crop = FaceCropper().crop(face_rgb)[0]
     q = str(adapted["adapted"])
     out = {}
+    codecs.AdaptedFacelinkCodec._coded.clear()
     for variant in ("base", "adapters", "oracle", "pixel"):
         c = codecs.get_codec(f"facelink-ipr@{variant}", [q]).for_domain("nir")
         c.check_available()
         (data,) = c.encode_crops([crop], q, "arcface-112")
         out[variant] = (data, c.decode(data))
-    assert len({d for d, _ in out.values()}) == 1  # one bitstream
+    assert len({d for d, _ in out.values()}) == 1  # one bitstream, coded once for the four variants
+    assert len(codecs.AdaptedFacelinkCodec._coded) == 1
+    assert out["base"][0] == codecs.get_codec("facelink", [q]).encode_crops([crop], q, "arcface-112")[0]
     plain = codecs.get_codec("facelink", [str(adapted["plain"])])
     assert np.array_equal(out["base"][1], plain.decode(out["base"][0]))
     images = [im.tobytes() for _, im in out.values()]

@@ -1,0 +1,283 @@
+"""The face-domain adapters' benchmark: every capture domain's probes against the clean gallery, coded once per rate
+point and decoded four ways (base g_s, adapters with gate, the true domain's adapter alone, the α = 0 adapters).
+
+``python -m facelink.benchmarks.adapters_bench --out benchmarks/results/adapters [--limit N] ...`` runs, per capture
+domain, the benchmark engine (``facelink bench run --probe-domain DOMAIN`` with the codecs ``facelink-ipr@base``,
+``@adapters``, ``@oracle`` (trained domains only) and ``@pixel``; results in ``OUT/<dataset>-<domain>/``), then
+decodes the cached probe bytes again to measure PSNR against the domain's crop that was coded, the gate's weights
+(per true domain: the heat map ``gate_weights.png``; argmax against the true domain: ``gate_accuracy``) and the
+decode time with and without adapters, interleaved in one process (``decode_time_ratio``), and writes
+``OUT/summary.json`` with one row per (data set, domain, rate point, recognizer).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facelink.benchmarks import bench, engine
+from facelink.benchmarks.codecs import AdaptedFacelinkCodec, get_codec
+
+FAMILY = "facelink-ipr"  # the learned family whose rate points carry the adapters (--family)
+VARIANT_KEYS = {"base": "acc_base", "adapters": "acc_adapters", "oracle": "acc_oracle", "pixel": "acc_pixel_adapters"}
+
+
+def _codecs(family: str, models: list[str], domain: str, trained: tuple[str, ...]) -> list:
+    variants = [v for v in AdaptedFacelinkCodec.VARIANTS if v != "oracle" or domain in trained]
+    return [get_codec(f"{family}{AdaptedFacelinkCodec.SEP}{v}", models) for v in variants]
+
+
+def run_domain(args, domain: str, trained: tuple[str, ...]) -> list[dict]:
+    """The engine's run for one probe domain; its result documents (also written under OUT/<dataset>-<domain>)."""
+    cfg = engine.RunConfig(datasets=args.datasets, protocols=["face-crop"], recognizers=args.recognizers,
+                           codecs=_codecs(args.family, args.models, domain, trained), settings=["asymmetric"],
+                           limit=args.limit,
+                           flip=not args.no_flip, cache=args.cache, assets=args.assets, progress=False,
+                           reference=(f"{args.family}@base", args.models[0]), probe_domain=domain)
+    for c in engine.all_codecs(cfg):
+        c.check_available()
+    suites = {d: engine.load_suite(d, cfg.limit, cfg.assets) for d in cfg.datasets}
+    stats = engine.compute(cfg, suites)
+    prov = bench.provenance(cfg, suites, stats, engine.all_codecs(cfg))
+    docs = bench.build_docs(cfg, suites, prov)
+    for ds in cfg.datasets:
+        bench.write_outputs([d for d in docs if d["dataset"] == ds], args.out / f"{ds}-{domain}",
+                            f"face-domain adapters: {ds} probes in domain {domain}")
+    return docs
+
+
+def _probe_crops(suite: engine.Suite, keys: list[str], domain: str) -> dict[str, np.ndarray]:
+    """The crops the edge coded for each probe: aligned on the source's landmarks, then the domain's transform."""
+    from facelink.cloud.training.domains import get_domain
+    from facelink.shared.alignment import TEMPLATES, align
+    from facelink.shared.detection import YuNet
+
+    det, dom, t = YuNet(), get_domain(domain), TEMPLATES[engine.CROP_TEMPLATE]
+    out = {}
+    for k in keys:
+        src = engine.load_rgb(suite.root / k)
+        d = det.largest(src, rgb=True)
+        if d is not None:
+            out[k] = dom.apply(align(src, d.landmarks, t), engine.domain_key(k))
+    return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def decode_measures(args, domain: str, trained: tuple[str, ...]) -> dict:
+    """Per (data set, rate point): mean PSNR of base and adapters decodes against the coded crops, the gate's mean
+    weights and how often its argmax is the true domain; the probe bytes as the benchmark cached them."""
+    from facelink.cloud.serving.decoder import CloudDecoder
+    from facelink.shared import registry
+
+    cache = engine.Cache(args.cache)
+    base_codec = get_codec(f"{args.family}@base", args.models)
+    out = {}
+    for ds in args.datasets:
+        suite = engine.load_suite(ds, args.limit, args.assets)
+        probes = [suite.keys[i] for i in engine.encoded_indices(suite, "asymmetric")]
+        crops = _probe_crops(suite, probes, domain)
+        for model in args.models:
+            cond = engine.condition_for(ds, "face-crop", base_codec, model, not args.no_flip, engine.CROP_TEMPLATE,
+                                        domain)
+            datas = cache.encoded(cond.key, list(crops))
+            path = str(registry.load(model).path)
+            base, adapted = CloudDecoder([path], adapters="off"), CloudDecoder([path])
+            p_base, p_ad, weights, hits = [], [], [], []
+            for k, data in datas.items():
+                b, a = base.decode(data), adapted.decode(data)
+                p_base.append(_psnr(b.image, crops[k]))
+                p_ad.append(_psnr(a.image, crops[k]))
+                w = np.array(list(a.domain_weights.values()))
+                weights.append(w)
+                if domain in trained:
+                    hits.append(list(a.domain_weights)[int(np.argmax(w))] == domain)
+            out[(ds, model)] = {"psnr_base": float(np.mean(p_base)), "psnr_adapters": float(np.mean(p_ad)),
+                                "gate_weights": np.mean(weights, axis=0).tolist(), "gate_hits": hits,
+                                "probes_decoded": len(datas), "adapter_domains": list(adapted.domains(
+                                    registry.load(model).model_id))}
+    cache.close()
+    return out
+
+
+def decode_time_ratio(args, model: str, domain: str, n: int = 60, repeats: int = 3) -> dict:
+    """Decode time with adapters over without, the same containers interleaved in one process, one thread."""
+    import torch
+
+    from facelink.cloud.serving.decoder import CloudDecoder
+    from facelink.shared import registry
+
+    torch.set_num_threads(1)
+    cache = engine.Cache(args.cache)
+    base_codec = get_codec(f"{args.family}@base", args.models)
+    ds = args.datasets[0]
+    cond = engine.condition_for(ds, "face-crop", base_codec, model, not args.no_flip, engine.CROP_TEMPLATE, domain)
+    suite = engine.load_suite(ds, args.limit, args.assets)
+    datas = list(cache.encoded(cond.key, suite.keys).values())[:n]
+    cache.close()
+    path = str(registry.load(model).path)
+    decoders = {"base": CloudDecoder([path], adapters="off"), "adapters": CloudDecoder([path])}
+    for d in decoders.values():
+        d.decode(datas[0])  # load the synthesis before timing
+    total = {k: 0.0 for k in decoders}
+    for _ in range(repeats):
+        for data in datas:
+            for k, d in decoders.items():
+                t0 = time.perf_counter()
+                d.decode(data)
+                total[k] += time.perf_counter() - t0
+    return {"model": model, "dataset": ds, "probe_domain": domain, "containers": len(datas), "repeats": repeats,
+            "base_ms": 1e3 * total["base"] / (len(datas) * repeats),
+            "adapters_ms": 1e3 * total["adapters"] / (len(datas) * repeats),
+            "ratio": total["adapters"] / total["base"]}
+
+
+def heat_map(matrix: np.ndarray, rows: list[str], cols: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2, 0.6 * len(rows) + 1.6))
+    im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("adapter")
+    ax.set_ylabel("true domain of the probe")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w" if matrix[i, j] < 0.6 else "k")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _training(models: list[str]) -> dict:
+    from facelink.cloud.serving import adapters
+    from facelink.shared import registry
+
+    out = {}
+    for m in models:
+        b = registry.load(m)
+        entry = b.manifest["adapters"]
+        runs = {"ipr": entry["file"], "pixel": entry.get("ablation")}
+        out[m] = {}
+        for kind, name in runs.items():
+            if name:
+                _, info = adapters.read_config(b.path / name)
+                out[m][kind] = {k: info.get(k) for k in ("steps", "cpu_seconds", "lambda", "alpha", "gamma", "images")}
+    return out
+
+
+def summarize(args, docs_by_domain: dict, measures: dict, timing: dict, command: str) -> dict:
+    from facelink.cloud.evaluation.provenance import git_state
+    from facelink.cloud.serving import adapters
+    from facelink.cloud.training import domains as dm
+    from facelink.cloud.training.train_adapters import base_synthesis
+    from facelink.shared import registry
+
+    rows = []
+    for domain, docs in docs_by_domain.items():
+        for doc in docs:
+            curves = {c["codec"].split("@")[1]: c["results"] for c in doc["codecs"]}
+            for i, model in enumerate(curves["base"]["quality"]):
+                m = measures[domain][(doc["dataset"], model)]
+                row = {"dataset": doc["dataset"], "domain": domain, "rate_point": model,
+                       "recognizer": doc["recognizer"], "pairs": doc["pairs"],
+                       "bytes_per_face": curves["base"]["bytes_per_face"][i],
+                       "acc_uncompressed_domain": doc["uncompressed"]["accuracy"]}
+                for variant, key in VARIANT_KEYS.items():
+                    row[key] = curves[variant]["accuracy"][i] if variant in curves else None
+                row["fold_std"] = curves["adapters"]["accuracy_std"][i]
+                row["fold_std_base"] = curves["base"]["accuracy_std"][i]
+                row["psnr_base"], row["psnr_adapters"] = m["psnr_base"], m["psnr_adapters"]
+                row["gate_weights"] = dict(zip(m["adapter_domains"], m["gate_weights"]))
+                rows.append(row)
+    hits = [h for domain in measures for m in measures[domain].values() for h in m["gate_hits"]]
+    ratios = {}
+    for model in args.models:
+        b = registry.load(model)
+        module = adapters.load(b.path / b.manifest["adapters"]["file"], base_synthesis(b), b.manifest["M"])
+        ratios[model] = module.params_ratio()
+    adapter_domains = next(iter(next(iter(measures.values())).values()))["adapter_domains"]
+    heat = {}
+    for ds in args.datasets:
+        order = [d for d in dm.DOMAINS if d in measures]
+        mat = np.array([np.mean([measures[d][(ds, m)]["gate_weights"] for m in args.models], axis=0) for d in order])
+        name = f"gate_weights_{ds}.png"
+        heat_map(mat, order, adapter_domains, args.out / name,
+                 f"{ds}: mean gate weight per probe, rate points {', '.join(args.models)}")
+        heat[ds] = {"png": name, "rows": order, "columns": adapter_domains, "matrix": mat.tolist()}
+    git = git_state()
+    return {"schema": "facelink-adapters/1", "command": command, "git_commit": git["commit"], "git_dirty": git["dirty"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "protocol": "face-crop (the edge's 112x112 crop), asymmetric: clean uncompressed gallery, probe in the "
+                        "domain, coded once per rate point; the variants decode the same bytes",
+            "limit_pairs_per_fold": args.limit, "flip": not args.no_flip, "recognizers": args.recognizers,
+            "rate_points": args.models, "unseen_domain": dm.UNSEEN, "trained_domains": list(dm.TRAINED),
+            "gate_accuracy": float(np.mean(hits)) if hits else None, "gate_accuracy_probes": len(hits),
+            "params_ratio": max(ratios.values()), "params_ratio_by_rate_point": ratios,
+            "decode_time_ratio": timing["ratio"], "decode_time": timing, "gate_heat_map": heat,
+            "training": _training(args.models), "rows": rows}
+
+
+def _finite(x):
+    """NaN (a result that could not be measured) as null: summary.json stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m facelink.benchmarks.adapters_bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="result folder (summary.json, heat maps, per-domain runs)")
+    ap.add_argument("--datasets", nargs="+", default=["lfw"], choices=engine.DATASETS, help="data sets (default lfw)")
+    ap.add_argument("--models", nargs="+", default=["face-ipr-q0", "face-ipr-q2", "face-ipr-q4"],
+                    help="rate points with adapters installed")
+    ap.add_argument("--family", default=FAMILY, help=f"learned codec family of the rate points (default {FAMILY})")
+    ap.add_argument("--recognizers", nargs="+", default=["mobilefacenet", "sface"], help="recognizers")
+    ap.add_argument("--domains", nargs="+", default=None, help="probe domains (default: all, the unseen one included)")
+    ap.add_argument("--limit", type=int, default=None, help="pairs per fold (default: all 600)")
+    ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging (saves CPU)")
+    ap.add_argument("--cache", type=Path, default=None, help="engine cache (default runs/bench/adapters.sqlite)")
+    ap.add_argument("--assets", default=None, help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
+    args = ap.parse_args(argv)
+    from facelink.cloud.training import domains as dm
+    from facelink.shared.paths import runs_dir
+
+    args.cache = args.cache or runs_dir() / "bench" / "adapters.sqlite"
+    domains = args.domains or list(dm.DOMAINS)
+    for d in domains:
+        dm.get_domain(d)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python -m facelink.benchmarks.adapters_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    engine._init_worker(1)
+    docs, measures = {}, {}
+    for d in domains:
+        print(f"== probe domain {d}", flush=True)
+        docs[d] = run_domain(args, d, dm.TRAINED)
+        measures[d] = decode_measures(args, d, dm.TRAINED)
+    timing = decode_time_ratio(args, args.models[len(args.models) // 2], domains[0])
+    summary = summarize(args, docs, measures, timing, command)
+    (args.out / "summary.json").write_text(json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n")
+    print(f"wrote {args.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
