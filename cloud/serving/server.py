@@ -53,7 +53,7 @@ from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
 from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError
 from facelink.cloud.serving.metrics import Metrics
-from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification
+from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification, inference_lock
 from facelink.cloud.serving.recognizers import get_recognizer
 from facelink.shared import bitstream, codec, image_header, registry
 from facelink.shared.alignment import TEMPLATE_IDS
@@ -226,7 +226,7 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         """The whole decode in this thread (the per-frame path, Enroll's containers)."""
         frame, bundle, y_hat, held = self._latents(data)
         try:
-            image, weights = self.decoder.synthesis(frame.model_id)(y_hat, None, frame.quality)
+            image, weights = self._synthesize(frame, y_hat)
         finally:
             self.budget.release(held)
         return image[: frame.height, : frame.width], frame, weights
@@ -275,8 +275,15 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             return self._error(req, e)
 
     # -- the batched path --------------------------------------------------------------------------------------
+    def _synthesize(self, frame, y_hat):
+        synthesis = self.decoder.synthesis(frame.model_id)
+        with inference_lock:
+            return synthesis(y_hat, None, frame.quality)
+
     def _synthesize_batch(self, key, items):
-        return self.decoder.synthesis(key[0]).batch([y for y, _ in items], [q for _, q in items])
+        synthesis = self.decoder.synthesis(key[0])
+        with inference_lock:
+            return synthesis.batch([y for y, _ in items], [q for _, q in items])
 
     def _embed_batch(self, key, crops):
         return list(self.pipeline.embed_crops(np.stack(crops)))
@@ -293,8 +300,7 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             frame, bundle, y_hat, held = await loop.run_in_executor(self.pool, self._latents, req.bitstream)
             try:
                 if held:  # a large frame: its own synthesis, in a worker, not holding up the batches
-                    synth = self.decoder.synthesis(frame.model_id)
-                    image, weights = await loop.run_in_executor(self.pool, synth, y_hat, None, frame.quality)
+                    image, weights = await loop.run_in_executor(self.pool, self._synthesize, frame, y_hat)
                 else:
                     image, weights = await asyncio.wrap_future(
                         self.synth_batcher.submit((frame.model_id, y_hat.shape), (y_hat, frame.quality)))
@@ -550,33 +556,34 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def start(cfg: ServerConfig) -> tuple[grpc.aio.Server, int, FaceLinkService]:
-    """Build and start a server (raises :class:`ServeRefused` when unsafe or its port is taken)."""
+    """Build and start a server (raises :class:`ServeRefused` when unsafe or its port is taken). The port is bound
+    before the models load, so a second server on a port in use is refused at once."""
     for warning in check_exposure(cfg):
         log.warning(warning)
     tokens = authmod.TokenStore(cfg.auth_tokens) if cfg.auth_tokens else None
     creds = server_credentials(cfg)
-    service = FaceLinkService(cfg, tokens)
+    metrics = Metrics()
     interceptors = [LoggingInterceptor()]
     if tokens is not None:
-        interceptors.insert(0, authmod.AuthInterceptor(tokens, lambda code: service.metrics.denied.labels(code).inc()))
+        interceptors.insert(0, authmod.AuthInterceptor(tokens, lambda code: metrics.denied.labels(code).inc()))
     server = grpc.aio.server(
         interceptors=interceptors, maximum_concurrent_rpcs=cfg.max_streams + 64,
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes),
                  ("grpc.max_send_message_length", cfg.max_message_bytes),
                  ("grpc.so_reuseport", 0)])
-    pb_grpc.add_FaceLinkServicer_to_server(service, server)
-    service.health = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server)
     address = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
     try:
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError:
         port = 0
     if port == 0:
-        service.close()
         raise ServeRefused(f"cannot bind {address}: the port is in use (facelink never shares a port) or the "
                            "address is not this machine's")
+    service = FaceLinkService(cfg, tokens, metrics)
+    pb_grpc.add_FaceLinkServicer_to_server(service, server)
+    service.health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server)
     for name in ("", SERVICE_NAME):
         await service.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
