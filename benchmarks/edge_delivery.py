@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facelink.cloud.evaluation.provenance import emit_json, stamp
+from facelink.shared.registry import DEFAULT_MODEL
 
-SERVER_MODEL = "face-msh-q4"  # the edge's default rate point: the crops are coded with it
+SERVER_MODEL = DEFAULT_MODEL  # the edge's default rate point: the crops are coded with it, the server serves it
 SCENARIOS = ("server_kill", "network_cut", "client_kill", "outbox_overflow")
 
 
@@ -88,8 +89,8 @@ def make_crops(folder: Path, frames: int, images: list[Path] | None = None, asse
 class ServerProcess:
     """``facelink serve`` on a fixed loopback port (so a restarted server is found where the old one was)."""
 
-    def __init__(self, work: Path, port: int | None = None, start_timeout: float = 180.0):
-        self.work, self.port, self.start_timeout = work, port or free_port(), start_timeout
+    def __init__(self, work: Path, port: int | None = None, start_timeout: float = 180.0, extra: tuple = ()):
+        self.work, self.port, self.start_timeout, self.extra = work, port or free_port(), start_timeout, extra
         self.gallery = work / "gallery.db"
         self.proc: subprocess.Popen | None = None
         self.kills = 0
@@ -106,7 +107,8 @@ class ServerProcess:
         log = open(self.work / "server.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "facelink.cloud.cli", "serve", "--port", str(self.port), "--gallery",
-             str(self.gallery), "--ready-file", str(ready), "--model", SERVER_MODEL, "--workers", "1"],
+             str(self.gallery), "--ready-file", str(ready), "--model", SERVER_MODEL, "--workers", "1",
+             *map(str, self.extra)],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         t0 = time.monotonic()
@@ -286,6 +288,7 @@ def count(client: ClientProcess, dedup: Path, frames: int) -> dict:
         "dropped_by_policy": stats.dropped_frames,
         "replays": sum(d.replays for d in served),
         "still_queued": stats.frames,
+        "error_answers": sum(1 for r in rows if "error" in r),  # in-band refusals: should be none for these crops
         "duplicate_result_lines": sum(n - 1 for n in answers.values()),
         "missing_result_lines": len(delivered - set(answers)),
         "dropped_lines": len(dropped),

@@ -3,7 +3,11 @@ TCP proxy for longer than the back-off, a real client killed and restarted. Ever
 once, counted from the server's side (its de-duplication store), or counted as dropped by the outbox's policy."""
 import argparse
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -80,6 +84,7 @@ def _check(figures: dict) -> None:
     assert figures["delivered"] + figures["dropped_by_policy"] == figures["frames"] == FRAMES, figures
     assert figures["duplicate_result_lines"] == 0 and figures["missing_result_lines"] == 0, figures
     assert figures["sequences_match"] and figures["still_queued"] == 0, figures
+    assert figures["error_answers"] == 0, figures  # every crop recognised, not just answered
 
 
 @pytest.mark.slow
@@ -145,3 +150,56 @@ def test_outbox_overflow_during_an_outage_drops_the_oldest_and_counts_them(serve
     assert figures["dropped_by_policy"] == figures["dropped_lines"] == FRAMES // 2
     assert figures["delivered_and_dropped"] == 0
     _check(figures)
+
+
+def _certificates(folder):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=facelink test CA")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=facelink test {name}")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@pytest.mark.slow
+def test_send_over_mutual_tls_with_a_token_from_the_environment(crops, tmp_path):
+    from facelink.cloud.serving import auth
+
+    pem = _certificates(tmp_path)
+    token = auth.add_token(tmp_path / "tokens", "cam-1", "edge")
+    server = ServerProcess(tmp_path, start_timeout=TIMEOUT, extra=(
+        "--tls-cert", pem["server.pem"], "--tls-key", pem["server.key"], "--client-ca", pem["ca.pem"],
+        "--auth-tokens", tmp_path / "tokens")).start()
+    files = sorted(crops.glob("*.flk"))[:10]
+
+    def send(env_token: str, device: str):
+        return subprocess.run(
+            [sys.executable, "-m", "facelink.edge.cli", "send", *map(str, files), "--server",
+             f"127.0.0.1:{server.port}", "--tls-ca", str(pem["ca.pem"]), "--tls-cert", str(pem["client.pem"]),
+             "--tls-key", str(pem["client.key"]), "--token-env", "FACELINK_TEST_TOKEN", "--device", device,
+             "--outbox", str(tmp_path / f"{device}.db"), "--results", str(tmp_path / f"{device}.jsonl")],
+            env=dict(os.environ, FACELINK_TEST_TOKEN=env_token), capture_output=True, text=True, timeout=TIMEOUT)
+
+    try:
+        ok = send(token, "cam-1")
+        refused = send("flk_not-a-token", "cam-2")
+    finally:
+        server.stop()
+    assert ok.returncode == 0, ok.stderr
+    rows = [json.loads(x) for x in (tmp_path / "cam-1.jsonl").read_text().splitlines()]
+    assert len(rows) == len(files) and all("error" not in r for r in rows)
+    assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    with Outbox(tmp_path / "cam-2.db") as ob:  # refused: what was queued stays queued for a later try
+        s = ob.stats()
+        assert s.acknowledged == 0 and s.frames == s.queued >= 1
