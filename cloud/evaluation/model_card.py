@@ -39,8 +39,14 @@ RECOGNIZERS = ("mobilefacenet", "sface")
 
 
 def files_hash(manifest: dict) -> str:
-    """The hash the benchmark records per learned model: sha256 of the manifest's file list, 16 hex digits."""
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    """The hash the benchmark records per learned model: sha256 of the manifest's file list, 16 hex digits, without
+    the decoder-only face-domain adapter files (benchmarks/codecs.py's _model_digest: adding adapters keeps it)."""
+    from facelink.shared.registry import ADAPTER_FILE_KEYS
+
+    entry = manifest.get("adapters") or {}
+    skip = {entry[k] for k in ADAPTER_FILE_KEYS if k in entry}
+    files = {k: v for k, v in manifest["files"].items() if k not in skip}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_manifests(models_dir: Path) -> list[dict]:
