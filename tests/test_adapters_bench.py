@@ -122,3 +122,12 @@ def test_variants_decode_the_same_bytes_differently(adapted, face_rgb):
     assert len(set(images)) == 4
     with pytest.raises(codecs.CodecUnavailable, match="no face-domain adapters"):
         codecs.get_codec("facelink-ipr@adapters", [str(adapted["plain"])]).check_available()
+
+
+def test_bench_run_refuses_an_unknown_probe_domain_or_a_symmetric_one(capsys):
+    from facelink.benchmarks import bench
+
+    assert bench.main(["run", "--probe-domain", "fog", "--codecs", "jpeg", "--datasets", "lfw"]) == 2
+    assert "unknown domain 'fog'" in capsys.readouterr().err
+    assert bench.main(["run", "--probe-domain", "nir", "--settings", "symmetric", "--codecs", "jpeg"]) == 2
+    assert "asymmetric" in capsys.readouterr().err
