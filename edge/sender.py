@@ -5,7 +5,8 @@ writes each answer to a :class:`ResultSink` and only then removes the crop from 
 (server gone, link cut, no answer for ``ack_timeout`` seconds) it reconnects after an exponential back-off with
 jitter and resends every crop still in the outbox; the server answers a crop it has answered before from its
 store, so a resend never counts twice. A restarted client finds its unanswered crops in the outbox file and does
-the same.
+the same. An answer is final, an in-band error included (a bad crop is not sent again), except ``INTERNAL``: that is
+the server's fault, not the crop's, so the crop is sent again after a back-off, up to ``fault_retries`` times.
 
 A results *file* is exactly-once too: an answer is written (and fsync'd) before its crop leaves the outbox, under one
 lock, so after a kill only the file's last line can belong to a crop still queued; a restarted sender finds it there
@@ -235,6 +236,7 @@ class SendStats:
     resent: int = 0       # crops sent again after a broken stream
     reconnects: int = 0
     recovered: int = 0    # crops found answered in the results file at start-up and removed without writing
+    fault_retries: int = 0  # INTERNAL answers (a server fault, not the crop's) not taken as the answer: resent
 
 
 class Sender:
@@ -242,7 +244,7 @@ class Sender:
 
     def __init__(self, outbox: Outbox, connect: Callable[[], object], sink: ResultSink, *, window: int = 16,
                  backoff: Backoff = Backoff(), ack_timeout: float = 60.0, top_k: int = 0,
-                 log: Callable[[dict], None] | None = None):
+                 fault_retries: int = 5, log: Callable[[dict], None] | None = None):
         if window < 1 or ack_timeout <= 0:
             raise DeliveryError(f"window must be >= 1 and ack timeout > 0, got {window} and {ack_timeout}")
         self.outbox, self.connect, self.sink = outbox, connect, sink
@@ -250,6 +252,8 @@ class Sender:
         self.log = log or (lambda event: print(json.dumps(event), file=sys.stderr, flush=True))
         self.stats = SendStats()
         self._sent_high = 0  # the highest sequence ever sent by this sender: one at or below it is a resend
+        self.fault_retries = fault_retries
+        self._faults: dict[int, int] = {}  # sequence -> INTERNAL answers so far
         self._recover()
 
     # -- as a background thread beside a producer (facelink-edge run) -------------------------------------------
@@ -342,6 +346,7 @@ class Sender:
         closed = threading.Event()
         progress = [time.monotonic()]
         failure: list[BaseException] = []
+        retry: list[tuple[float, Frame]] = []  # (not before, crop) answered INTERNAL: sent again on this stream
 
         def requests():
             last = 0
@@ -351,11 +356,17 @@ class Sender:
                         while len(inflight) >= self.window and not (stop.is_set() or closed.is_set()):
                             cond.wait(0.2)
                         room = self.window - len(inflight)
+                        due = [r for r in retry if r[0] <= time.monotonic()][:room]
+                        for r in due:
+                            retry.remove(r)
+                        waiting = bool(retry)
                     if stop.is_set() or closed.is_set():
                         return
-                    frames = self.outbox.pending(after=last, limit=room)
+                    frames = [f for _, f in due if self.outbox.contains(f.sequence)]
+                    if len(frames) < room:
+                        frames += self.outbox.pending(after=last, limit=room - len(frames))
                     if not frames:
-                        if done.is_set() and not self.outbox.pending(after=last, limit=1):
+                        if done.is_set() and not waiting and not self.outbox.pending(after=last, limit=1):
                             return  # everything queued is on the wire: half-close, the server answers the rest
                         self.outbox.wait(last, 0.2)
                         continue
@@ -364,7 +375,7 @@ class Sender:
                             if not inflight:
                                 progress[0] = time.monotonic()
                             inflight[str(f.sequence)] = f
-                        last = f.sequence
+                        last = max(last, f.sequence)
                         if f.sequence <= self._sent_high:
                             self.stats.resent += 1
                         self._sent_high = max(self._sent_high, f.sequence)
@@ -402,6 +413,17 @@ class Sender:
                 if frame is None:
                     self.log({"event": "unexpected_answer", "id": resp.id})
                     continue
+                faults = self._faults.get(frame.sequence, 0)
+                if resp.WhichOneof("outcome") == "error" and resp.error.code == pb.Error.INTERNAL:
+                    if faults < self.fault_retries:  # the server's fault, not the crop's: try it again later
+                        self._faults[frame.sequence] = faults + 1
+                        self.stats.fault_retries += 1
+                        self.log({"event": "server_fault", "sequence": frame.sequence, "try": faults + 1,
+                                  "message": resp.error.message})
+                        with cond:
+                            retry.append((time.monotonic() + self.backoff.delay(faults), frame))
+                        continue
+                self._faults.pop(frame.sequence, None)
                 row = result_row(self.outbox, frame, resp)
                 with self.sink.lock:  # the line is durable before the crop leaves the outbox
                     self.sink.write(row)

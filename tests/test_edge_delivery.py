@@ -8,7 +8,9 @@ import random
 import shutil
 import subprocess
 import sys
+from concurrent import futures
 
+import grpc
 import pytest
 
 from facelink.benchmarks.edge_delivery import Plan, ServerProcess, make_crops, run_scenario
@@ -17,6 +19,7 @@ from facelink.edge.client import Client, request
 from facelink.edge.outbox import Outbox
 from facelink.edge.sender import Backoff, Connection, DeliveryError, Outgoing, ResultSink, Sender, add_send_parser
 from facelink.v1 import facelink_pb2 as pb
+from facelink.v1 import facelink_pb2_grpc as pb_grpc
 
 FRAMES = 200  # the issue's "at least 200 faces" per fault
 TIMEOUT = 900.0  # generous: the shared machine can be slow; nothing here asserts a time
@@ -203,3 +206,40 @@ def test_send_over_mutual_tls_with_a_token_from_the_environment(crops, tmp_path)
     with Outbox(tmp_path / "cam-2.db") as ob:  # refused: what was queued stays queued for a later try
         s = ob.stats()
         assert s.acknowledged == 0 and s.frames == s.queued >= 1
+
+
+def test_a_server_fault_is_retried_and_a_bad_crop_is_not(tmp_path):
+    """INTERNAL (the server's fault) sends the crop again after a back-off; any other in-band error is its answer. A
+    gRPC server on loopback stands in for the recognition server here: a real one cannot be made to fault on cue."""
+    seen = []
+
+    class Faulty(pb_grpc.FaceLinkServicer):
+        def Recognize(self, request_iterator, context):
+            for req in request_iterator:
+                seen.append(req.sequence)
+                if req.bitstream == b"bad":
+                    yield pb.RecognizeResponse(id=req.id, error=pb.Error(code=pb.Error.INVALID_BITSTREAM))
+                elif seen.count(req.sequence) <= 2:
+                    yield pb.RecognizeResponse(id=req.id, error=pb.Error(code=pb.Error.INTERNAL, message="db down"))
+                else:
+                    yield pb.RecognizeResponse(id=req.id, result=pb.Recognition(face_found=True, identity="A"))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_FaceLinkServicer_to_server(Faulty(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Outbox(tmp_path / "o.db", device="cam") as ob:
+            sink = ResultSink(tmp_path / "r.jsonl")
+            sender = Sender(ob, Connection(f"127.0.0.1:{port}").client, sink, backoff=Backoff(0.01, 0.05),
+                            log=lambda e: None).start()
+            sender.send(Outgoing("1", b"good"))
+            sender.send(Outgoing("2", b"bad"))
+            stats = sender.finish(timeout=120)
+            sink.close()
+            assert ob.stats().frames == 0
+    finally:
+        server.stop(None)
+    rows = {r["sequence"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert rows[1]["identity"] == "A" and rows[2]["error"]["code"] == "INVALID_BITSTREAM"
+    assert seen.count(1) == 3 and seen.count(2) == 1 and stats.fault_retries == 2
