@@ -13,6 +13,7 @@ from pathlib import Path
 # name -> (module with main(argv), one-line help). Modules load only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("facelink.cloud.serving.server", "run the gRPC recognition server"),
+    "tokens": ("facelink.cloud.serving.auth", "the server's bearer tokens: add (shown once, stored hashed), list, remove"),
     "enroll": ("facelink.cloud.cli:enroll_main", "add face images to a running server's gallery under a name"),
     "gallery": ("facelink.cloud.serving.gallery_cli", "list a gallery's identities and samples; erase them"),
     "decode": ("facelink.cloud.cli:decode_main", "decode a .flk container to an image file"),
@@ -47,6 +48,8 @@ BENCH_COMMANDS: dict[str, tuple[str, list[str], str]] = {
     "edge-binary": ("facelink.benchmarks.edge_binary", [], "the one-file edge binary: size, contents, start-up time"),
     "bit-allocation": ("facelink.benchmarks.bit_allocation", [], "where a rate point spends its bits on full frames"),
     "calibrate-threshold": ("facelink.benchmarks.calibrate_threshold", [], "the server's match threshold"),
+    "serve": ("facelink.benchmarks.serve_load", [], "load on a real server: frames/s, p50/p99, RSS, batching off/on"),
+    "attacks": ("facelink.benchmarks.serve_attacks", [], "hostile requests against a real server: answer, time, RSS"),
     "edge-delivery": ("facelink.benchmarks.edge_delivery", [],
                       "edge delivery through server kills, link cuts, client kills: exactly once or counted dropped"),
 }
