@@ -1,7 +1,8 @@
 """Load on a real ``facelink serve`` over loopback: frames per second, latency and server memory at several stream
 counts, for the per-frame path and the batched one in one run.
 
-  facelink bench serve [--streams 1 8 32] [--seconds 20] [--modes before after] [--out benchmarks/results/serve_load.json]
+  facelink bench serve [--streams 1 8 32] [--seconds 20] [--modes before after]
+                       [--out benchmarks/results/serve_load.json]
 
 Each mode is its own server process on a fresh gallery with a few enrolled identities:
 

@@ -13,7 +13,7 @@ from pathlib import Path
 # name -> (module with main(argv), one-line help). Modules load only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("facelink.cloud.serving.server", "run the gRPC recognition server"),
-    "tokens": ("facelink.cloud.serving.auth", "the server's bearer tokens: add (shown once, stored hashed), list, remove"),
+    "tokens": ("facelink.cloud.serving.auth", "server bearer tokens: add (shown once, stored hashed), list, remove"),
     "enroll": ("facelink.cloud.cli:enroll_main", "add face images to a running server's gallery under a name"),
     "gallery": ("facelink.cloud.serving.gallery_cli", "list a gallery's identities and samples; erase them"),
     "decode": ("facelink.cloud.cli:decode_main", "decode a .flk container to an image file"),
