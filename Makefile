@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo test lint proto verify-bitexact bench clean
+.PHONY: help install system-deps demo test lint proto verify-bitexact bench clean edge-binary
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -61,6 +61,14 @@ verify-bitexact: $(STAMP) ## every LFW image through the edge path and back thro
 # (cache: runs/bench/cache.sqlite), and with everything cached it only rewrites the report (about 40 s).
 bench: install ## the accuracy-versus-bytes benchmark of the classical codecs (hours; BENCH_ARGS="--limit 20": quick)
 	$(BIN)/facelink bench run --datasets lfw celeba --recognizers mobilefacenet sface --no-flip-for sface $(BENCH_ARGS)
+
+# The one-file edge binary for a device (build it on the device's architecture: PyInstaller does not cross-build):
+# the default rate point and YuNet inside, torch and the cloud excluded, its archive checked for both.
+edge-binary: $(STAMP) ## the one-file edge binary dist/facelink-edge (PyInstaller; no torch inside), checked
+	@test -x $(BIN)/pyinstaller || $(BIN)/python -m pip install -q -e '.[build]'
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/edge-binary \
+	  edge/packaging/facelink-edge.spec
+	$(BIN)/python edge/packaging/check_binary.py dist/facelink-edge
 
 clean: ## remove the virtual environment and build leftovers (not runs/ or the benchmark cache)
 	rm -rf $(VENV) build *.egg-info .pytest_cache
