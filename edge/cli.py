@@ -1,8 +1,10 @@
 """``facelink-edge``: what runs on the camera. No torch.
 
   facelink-edge run SOURCE --server HOST:PORT     camera, video, stream, folder or image: track faces, send the best
+                                                   crop of each through the outbox (exactly once, resumes)
   facelink-edge encode IMAGE [-o OUT.flk]         code one image (its most prominent face, or --full-frame)
-  facelink-edge stream PATH... --server HOST:PORT  send images to a facelink server, print results as they come
+  facelink-edge send FILE.flk... --server ...      deliver coded crops through the outbox
+  facelink-edge stream PATH... --server HOST:PORT  send images' faces on one stream, print results as they come
   facelink-edge info --server HOST:PORT            the server's models; checks it speaks this edge's model
   facelink-edge models                             rate points available on this device
 
@@ -17,14 +19,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from facelink.edge.errors import EdgeError
 
 __all__ = ["EdgeError", "build_parser", "command_parser", "edge_model_status", "main"]
-
-DEFAULT_SERVER = "127.0.0.1:50051"
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Options shared by several commands
@@ -62,12 +62,12 @@ def _max_pixels_option(p: argparse.ArgumentParser) -> None:
                         f"(default %(default)s: {DEFAULT_MAX_PIXELS / 1e6:g} MP; 0: no limit)")
 
 
-def _server_options(p: argparse.ArgumentParser, timeout: float) -> None:
+def _server_options(p: argparse.ArgumentParser, timeout: float,
+                    what: str = "seconds to wait for the server and for each answer") -> None:
     from facelink.edge.sender import add_connection_arguments
 
     add_connection_arguments(p)
-    p.add_argument("--timeout", type=float, default=timeout,
-                   help="seconds to wait for the server and for each answer (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=timeout, help=f"{what} (default %(default)s)")
 
 
 def _connect(args):
@@ -129,7 +129,7 @@ def _pipeline(args):
 class _Printer:
     """Rows to stdout: a table, or JSON lines."""
 
-    def __init__(self, as_json: bool, columns: list[tuple[str, str, str]]):
+    def __init__(self, as_json: bool, columns: list[tuple[str, str, Callable[[dict], object]]]):
         self.as_json = as_json
         self.columns = columns
         if not self.as_json:
@@ -330,7 +330,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="at the end (or on SIGINT/SIGTERM) wait this long for the answers still owed; what is "
                         "unanswered stays in the outbox for the next start (default %(default)s)")
-    _server_options(p, 5.0)
+    _server_options(p, 5.0, "seconds to wait at the start for the server, to check that it reads this edge's crops "
+                            "(one that does not answer yet is no error: the crops wait in the outbox)")
     add_outbox_arguments(p)
     _max_pixels_option(p)
     _model_options(p, full_frame=False)
@@ -416,7 +417,8 @@ def cmd_run(args) -> int:
     print(json.dumps({"event": "report", **report}), file=sys.stderr, flush=True)
     if failure:
         raise EdgeError(failure)
-    return 0
+    waiting = report.get("delivery", {}).get("outbox", {}).get("frames", 0)
+    return 0 if waiting == 0 else 1  # 1: crops still wait in the outbox (the next start sends them)
 
 
 def _check_if_reachable(connection, args, model_id: str, crop_template_id: int) -> None:
