@@ -56,9 +56,9 @@ class Backoff:
     base: float = 0.25
     cap: float = 8.0
 
-    def delay(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.cap, self.base * 2 ** min(attempt, 30))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 # -- results ---------------------------------------------------------------------------------------------------
