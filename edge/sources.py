@@ -204,7 +204,12 @@ class Capture(Source):
     open_timeout_s: float = 10.0
 
     def open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.target)
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # OpenCV's own warnings about a missing device; the error below says it in one line
+        try:
+            cap = cv2.VideoCapture(self.target)
+        finally:
+            cv2.setLogLevel(level)
         if not cap.isOpened():
             what = {"camera": "no camera at index", "stream": "cannot open the stream", "video": "not a readable video"}
             raise EdgeError(f"{what[self.kind]} {self.target}")

@@ -71,3 +71,36 @@ def facelink_server(work: Path, timeout: float = 180.0, extra: tuple[str, ...] =
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def mjpeg_stream(frames, fps: float = FPS):
+    """An HTTP MJPEG camera on loopback (multipart/x-mixed-replace, as IP cameras serve it) sending ``frames`` at
+    ``fps`` to each client, then ending; yields its URL."""
+    import http.server
+    import socketserver
+    import threading
+
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's name is http.server's)
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs:
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+                time.sleep(1 / fps)
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    finally:
+        server.shutdown()
+        server.server_close()

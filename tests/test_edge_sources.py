@@ -128,3 +128,18 @@ def test_a_folder_source_skips_unreadable_frames_and_says_why(tmp_path, demo_fac
     assert report["unreadable"] == [{"file": str(tmp_path / "frame005.jpg"),
                                      "why": "truncated JPEG (no end-of-image marker)"}]
     assert report["crops_sent"] == 1 and json.loads(out.out)["t"] <= 0.2 + 1e-9  # folder frames at 15 fps
+
+
+def test_a_live_http_camera_is_read_and_thinned_by_max_fps(demo_faces, capsys):
+    """An IP camera's MJPEG stream over HTTP: frames are timed on arrival; those within 1/max-fps of the last one
+    taken are grabbed and dropped undecoded (how many depends on the machine's speed, so only the sum is fixed)."""
+    from edge_support import mjpeg_stream
+
+    frames = list(standing_person([demo_faces / "probe" / "Colin_Powell_0002.jpg"], n=30))
+    with mjpeg_stream(frames) as url:
+        assert edge_cli.main(["run", url, "--offline", "--max-fps", "5", "--settle", "0"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.err.strip().splitlines()[-1])
+    assert report["kind"] == "stream" and report["max_fps"] == 5
+    assert report["frames"] >= 1 and report["frames"] + report["frames_skipped_by_max_fps"] == 30
+    assert report["faces_tracked"] == 1 and report["crops_sent"] >= 1
