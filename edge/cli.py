@@ -303,7 +303,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
 
     policy = SelectionPolicy()
     p.add_argument("source", help="a camera index (0), a video file, a stream URL (rtsp://..., http://...), a folder "
-                                  "of frames (name order) or one image")
+                                  "of frames (name order; for unrelated photographs add --every-face, or the tracker "
+                                  "may take two people in consecutive images for one) or one image")
     p.add_argument("--max-fps", type=float, metavar="FPS",
                    help="process at most FPS frames per second of the source's time (default: every frame)")
     p.add_argument("--folder-fps", type=float, default=DEFAULT_FOLDER_FPS, metavar="FPS",
