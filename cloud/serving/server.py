@@ -51,7 +51,8 @@ from facelink.cloud.serving import limits
 from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
-from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError
+from facelink.cloud.serving.gallery import (Gallery, GalleryError, GalleryUnavailable, NotFoundError,
+                                            is_postgres_url)
 from facelink.cloud.serving.metrics import Metrics
 from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification, inference_lock
 from facelink.cloud.serving.recognizers import get_recognizer
@@ -109,6 +110,9 @@ class ServerConfig:
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
     dedup_max_age_s: float = 7 * 86400.0
     dedup_max_entries: int = 1_000_000
+    # The de-duplication store (SQLite): default beside a gallery file; facelink-dedup.db in the working folder for a
+    # PostgreSQL gallery (replicas on one host share it).
+    dedup_store: str | None = None
     # Security
     auth_tokens: str | None = None  # token file (facelink tokens add NAME ROLE --file F)
     tls_cert: str | None = None
@@ -182,7 +186,8 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="facelink")
         # de-duplicated frames wait there for an earlier delivery's answer: never in the pool the work needs
         self.dedup_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="facelink-dedup")
-        self.dedup = Deduplicator(DedupStore(path_beside(cfg.gallery), cfg.dedup_max_age_s, cfg.dedup_max_entries))
+        store = cfg.dedup_store or ("facelink-dedup.db" if is_postgres_url(cfg.gallery) else path_beside(cfg.gallery))
+        self.dedup = Deduplicator(DedupStore(store, cfg.dedup_max_age_s, cfg.dedup_max_entries))
         self.budget = limits.PixelBudget(max(cfg.decode_pixel_budget, cfg.max_pixels))
         self.synth_batcher = self.embed_batcher = None
         if cfg.batching:
