@@ -76,8 +76,9 @@ def test_two_replicas_enrol_recognise_and_survive_a_kill(tmp_path, postgres_url,
                     assert e.code() == grpc.StatusCode.UNAVAILABLE, e
                     broken += 1
         assert killed is not None and broken >= 1
-        print(f"replicas A:{a['port']} B:{b['port']} on one PostgreSQL gallery; killed {'A' if killed is proc_a else 'B'}"
-              f" (SIGKILL) after 10 answers; stream broken {broken}x, resent; {len(answered)}/{len(ids)} answered, "
+        which = "A" if killed is proc_a else "B"
+        print(f"replicas A:{a['port']} B:{b['port']} on one PostgreSQL gallery; killed {which} (SIGKILL)"
+              f" after 10 answers; stream broken {broken}x, resent; {len(answered)}/{len(ids)} answered, "
               f"identities {sorted(set(answered.values()))}")
         assert sorted(answered) == sorted(ids) and set(answered.values()) == {"Colin Powell"}
     finally:
