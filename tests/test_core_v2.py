@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.cloud.serving.variable_rate import (LAMBDA_0, VariableRateFaceCodec, build, check_quality, forward_vr,
-                                                  lmbda, per_sample_terms)
+from facelink.cloud.serving.variable_rate import (
+    LAMBDA_0,
+    VariableRateFaceCodec,
+    build,
+    check_quality,
+    forward_vr,
+    lmbda,
+    per_sample_terms,
+)
 from facelink.cloud.training import core_v2
 from facelink.shared import config as cfgmod
 
@@ -222,3 +229,12 @@ def test_status_tells_whether_the_run_trains_and_where_it_stands(tmp_path, monke
     assert st["running"] and st["pid"] == str(os.getpid()) and st["stage_now"] == "b"
     held.close()
     assert not core_v2.run_status(cfg, run)["running"]
+
+
+def test_progress_of_another_model_is_never_mixed_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    core_v2.append_progress(cfgmod.from_mapping(core_v2.CoreV2Config, _config()), {"step": 5, "validation": {}})
+    other = cfgmod.from_mapping(core_v2.CoreV2Config, _config(N_analysis=8))
+    with pytest.raises(cfgmod.ConfigError, match="another model"):
+        core_v2.append_progress(other, {"step": 6, "validation": {}})
+    assert len(json.loads(core_v2.progress_path("t-core-v2").read_text())["entries"]) == 1

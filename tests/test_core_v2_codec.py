@@ -6,22 +6,28 @@ import pytest
 import torch
 
 from facelink.cloud.serving.decoder import CloudDecoder
-from facelink.cloud.serving.variable_rate import VariableRateFaceCodec, apply_inverse_gain, forward_vr, lmbda, \
-    per_sample_terms
+from facelink.cloud.serving.variable_rate import (
+    VariableRateFaceCodec,
+    apply_inverse_gain,
+    forward_vr,
+    lmbda,
+    per_sample_terms,
+)
 from facelink.cloud.training import export_v2
 from facelink.edge.encoder import EdgeEncoder, EdgePipeline
 from facelink.edge.rate_control import BudgetError, encode_within
-from facelink.shared import bitstream, codec, registry, tables as tables_mod
+from facelink.shared import bitstream, codec, registry
+from facelink.shared import tables as tables_mod
 from facelink.shared.alignment import ARCFACE_112
 from facelink.shared.bitstream import BitstreamError, Frame, pack, unpack
 
 
 @pytest.fixture(scope="module")
 def vr_model(tmp_path_factory):
-    """A 16/24 variable-rate model after a few training steps on random patches, exported to a temporary
-    registry folder."""
+    """A 16/24 variable-rate model with an 8-channel analysis transform after a few training steps on random
+    patches, exported to a temporary registry folder."""
     torch.manual_seed(3)
-    model = VariableRateFaceCodec(16, 24).train()
+    model = VariableRateFaceCodec(16, 24, N_analysis=8).train()
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.endswith(".quantiles")], lr=1e-3)
     for _ in range(3):
         x = torch.rand(4, 3, 128, 128)
@@ -63,6 +69,7 @@ def test_tables_hold_the_gain_table_under_the_model_id(vr_model, tmp_path):
     model, folder = vr_model
     t = tables_mod.load(folder / "tables.npz")
     assert t.variable_rate and t.qualities == 8 and t.meta["architecture"] == "facelink-vr-msh-v1"
+    assert t.meta["N_analysis"] == 8 and registry.load(str(folder)).manifest["N_analysis"] == 8
     g, _ = model.gains(torch.tensor([3.3]))
     np.testing.assert_allclose(t.gain(3.3), g[0].detach().numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="quality must lie"):

@@ -19,6 +19,8 @@ import math
 
 import torch
 import torch.nn as nn
+from compressai.layers import GDN
+from compressai.models.utils import conv
 
 from facelink.cloud.serving.codec_model import FaceCodec
 from facelink.shared.bitstream import coded_latent_shape
@@ -51,12 +53,21 @@ class VariableRateFaceCodec(FaceCodec):
 
     Initialised so that gain ∝ √λ(q) (uniform-quantiser high-rate theory: the step that halves the error for a
     doubled λ) and inverse gain = 1 / gain; training then shapes them per channel.
+
+    ``N_analysis`` (default ``N``): the width of the analysis transform ``g_a``, the part the edge runs in float.
+    A narrower ``g_a`` than the cloud's synthesis keeps the edge's time per face within its budget while the
+    decoder and the hyperprior have ``N`` channels.
     """
 
-    def __init__(self, N: int = 128, M: int = 192, qualities: int = QUALITIES):
+    def __init__(self, N: int = 128, M: int = 192, qualities: int = QUALITIES, N_analysis: int | None = None):
         super().__init__(N, M)
         if qualities < 2:
             raise ValueError(f"a variable-rate codec needs at least 2 qualities, got {qualities}")
+        self.N_analysis = int(N_analysis or N)
+        if self.N_analysis != N:
+            na = self.N_analysis
+            self.g_a = nn.Sequential(conv(3, na), GDN(na), conv(na, na), GDN(na), conv(na, na), GDN(na),
+                                     conv(na, M))
         self.qualities = int(qualities)
         mid = (qualities - 1) / 2
         init = 0.5 * math.log(LAMBDA_RATIO) * (torch.arange(qualities, dtype=torch.float32) - mid)
@@ -65,7 +76,7 @@ class VariableRateFaceCodec(FaceCodec):
 
     @property
     def hyper_shape(self) -> dict:
-        return {"N": int(self.N), "M": int(self.M), "qualities": self.qualities}
+        return {"N": int(self.N), "M": int(self.M), "qualities": self.qualities, "N_analysis": self.N_analysis}
 
     def _interpolate(self, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         q = q.to(table.dtype).clamp(0, self.qualities - 1)
@@ -136,10 +147,11 @@ def per_sample_terms(out: dict, x: torch.Tensor, sizes=None) -> tuple[torch.Tens
     return bits / area, mse
 
 
-def build(arch: str, N: int, M: int, qualities: int = QUALITIES) -> VariableRateFaceCodec:
+def build(arch: str, N: int, M: int, qualities: int = QUALITIES, N_analysis: int | None = None
+          ) -> VariableRateFaceCodec:
     if arch != ARCHITECTURE:
         raise ValueError(f"unknown variable-rate codec architecture {arch!r}; known: {ARCHITECTURE}")
-    return VariableRateFaceCodec(N, M, qualities)
+    return VariableRateFaceCodec(N, M, qualities, N_analysis)
 
 
 def load_synthesis(model: VariableRateFaceCodec, path) -> VariableRateFaceCodec:
@@ -179,4 +191,5 @@ def is_variable_rate(manifest: dict) -> bool:
 
 def from_manifest(manifest: dict) -> VariableRateFaceCodec:
     """An untrained model of a registry manifest's shape (N, M, qualities)."""
-    return build(manifest["architecture"], manifest["N"], manifest["M"], manifest.get("qualities", QUALITIES))
+    return build(manifest["architecture"], manifest["N"], manifest["M"], manifest.get("qualities", QUALITIES),
+                 manifest.get("N_analysis"))

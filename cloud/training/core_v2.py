@@ -37,8 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facelink.cloud.serving.variable_rate import (ARCHITECTURE, QUALITIES, VariableRateFaceCodec, build,
-                                                 forward_vr, lmbda, per_sample_terms)
+from facelink.cloud.serving.variable_rate import (
+    ARCHITECTURE,
+    QUALITIES,
+    VariableRateFaceCodec,
+    build,
+    forward_vr,
+    lmbda,
+    per_sample_terms,
+)
 from facelink.shared import config as cfgmod
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES
 from facelink.shared.paths import REPO_ROOT
@@ -69,8 +76,9 @@ class Stage:
 class CoreV2Config:
     run_name: str = "core-v2"
     architecture: str = ARCHITECTURE
-    N: int = 128
-    M: int = 192
+    N: int = 128  # channels of the synthesis and the hyperprior
+    M: int = 160  # latent channels
+    N_analysis: int = 0  # channels of the edge's analysis transform (0: N)
     qualities: int = QUALITIES
     stages: list[Stage] = field(default_factory=list)
     batch_size: int = 8
@@ -96,6 +104,9 @@ class CoreV2Config:
             raise cfgmod.ConfigError(f"architecture must be {ARCHITECTURE}, got {self.architecture!r}")
         if self.qualities < 2:
             raise cfgmod.ConfigError(f"qualities must be ≥ 2, got {self.qualities}")
+        if min(self.N, self.M) < 1 or self.N_analysis < 0:
+            raise cfgmod.ConfigError(f"N and M must be ≥ 1 and N_analysis ≥ 0, got {self.N}, {self.M}, "
+                                     f"{self.N_analysis}")
         if not self.stages:
             raise cfgmod.ConfigError("stages: the schedule needs at least one stage")
         last = 0
@@ -201,7 +212,7 @@ def sample_qualities(rng: random.Random, n: int, stage: Stage, continuous_share:
 # Model state: checkpoints and milestones
 # --------------------------------------------------------------------------------------------------------------
 def new_model(cfg: CoreV2Config) -> VariableRateFaceCodec:
-    return build(cfg.architecture, cfg.N, cfg.M, cfg.qualities)
+    return build(cfg.architecture, cfg.N, cfg.M, cfg.qualities, cfg.N_analysis or None)
 
 
 def _optimizers(model: VariableRateFaceCodec, lr: float, aux_lr: float):
@@ -226,8 +237,8 @@ def load_milestone(path: Path, cfg: CoreV2Config) -> tuple[VariableRateFaceCodec
     from safetensors.torch import load_file
 
     record = json.loads(path.with_suffix(".json").read_text())
-    for key in ("N", "M", "qualities", "architecture"):
-        if record[key] != getattr(cfg, key):
+    for key in ("N", "M", "N_analysis", "qualities", "architecture"):
+        if record.get(key, 0) != getattr(cfg, key):
             raise cfgmod.ConfigError(f"milestone {path} has {key} {record[key]!r}, the configuration "
                                      f"{getattr(cfg, key)!r}")
     model = new_model(cfg)
@@ -267,7 +278,8 @@ def write_milestone(cfg: CoreV2Config, run_dir: Path) -> Path:
     tmp.replace(weights)
     step = int(state["step"])
     record = {"run_name": cfg.run_name, "architecture": cfg.architecture, "N": cfg.N, "M": cfg.M,
-              "qualities": cfg.qualities, "step": step, "stage": cfg.stage_at(max(step - 1, 0)).name,
+              "N_analysis": cfg.N_analysis, "qualities": cfg.qualities, "step": step,
+              "stage": cfg.stage_at(max(step - 1, 0)).name,
               "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
               "validation": state.get("validation"), "config": cfgmod.to_dict(cfg),
               "sha256": sha256_file(weights)}
@@ -351,14 +363,26 @@ def validate(model: VariableRateFaceCodec, batch, identity) -> dict[str, dict[st
     return out
 
 
+def _progress(cfg: CoreV2Config) -> tuple[dict, dict]:
+    """(the progress file's content, the model shape it must record); a ConfigError when it records another
+    model, so that two models' figures are never mixed in one file."""
+    path = progress_path(cfg.run_name)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    shape = {"architecture": cfg.architecture, "N": cfg.N, "M": cfg.M, "N_analysis": cfg.N_analysis,
+             "qualities": cfg.qualities}
+    if data and any(data.get(k, 0) != v for k, v in shape.items()):
+        raise cfgmod.ConfigError(f"{path} records another model ({', '.join(f'{k} {data.get(k)}' for k in shape)}); "
+                                 "move it away to start a new run's progress")
+    return data, shape
+
+
 def append_progress(cfg: CoreV2Config, entry: dict) -> None:
     """Add one entry to the committed progress file (written atomically; entries past ``entry``'s step, left by a
     run that crashed before its checkpoint, are dropped)."""
     path = progress_path(cfg.run_name)
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data, shape = _progress(cfg)
     entries = [e for e in data.get("entries", []) if e["step"] < entry["step"]]
-    data = {"run_name": cfg.run_name, "architecture": cfg.architecture, "N": cfg.N, "M": cfg.M,
-            "qualities": cfg.qualities, "lambda_of_quality": {str(q): lmbda(q) for q in range(cfg.qualities)},
+    data = {"run_name": cfg.run_name, **shape, "lambda_of_quality": {str(q): lmbda(q) for q in range(cfg.qualities)},
             "stages": [cfgmod.to_dict(s) for s in cfg.stages], "entries": entries + [entry]}
     _write_atomic(path, json.dumps(data, indent=1) + "\n")
 
@@ -396,7 +420,8 @@ def _lock_run(run_dir: Path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
-        raise RunBusyError(f"{run_dir} is being trained by another process (pid {fh.read().strip() or '?'})")
+        raise RunBusyError(f"{run_dir} is being trained by another process (pid {fh.read().strip() or '?'})"
+                           ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -410,13 +435,13 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     reached. Always leaves a checkpoint at the step it stops at."""
     from tqdm import tqdm
 
-    from facelink.cloud.training.identity_loss import IdentityLoss, face_inside, template_matrices
+    from facelink.cloud.training.identity_loss import IdentityLoss
     from facelink.cloud.training.train import LandmarkPatchSampler
 
     torch.set_num_threads(cfg.threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run(run_dir)  # held until this process ends
+    _run_lock = _lock_run(run_dir)  # held until this function returns (or the process ends)
     ckpt = run_dir / "checkpoint.pt"
     milestone, _ = milestone_paths(cfg.run_name)
     step, wall, rng_state = 0, 0.0, None
@@ -448,6 +473,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         print(f"{cfg.run_name}: already at step {step} (target {stop_at}); nothing to do", flush=True)
         return step
     (run_dir / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2) + "\n")
+    _progress(cfg)  # fail now, not at the first checkpoint, if the progress file is another model's
 
     train_files, val_files = split_files(cfg, assets)
     stage = cfg.stage_at(step)
@@ -557,7 +583,7 @@ def start_background(config: str, run_dir: Path, nice: int = 5) -> int:
             fcntl.flock(fh, fcntl.LOCK_UN)
         except BlockingIOError:
             fh.seek(0)
-            raise RunBusyError(f"{run_dir} is already being trained (pid {fh.read().strip() or '?'})")
+            raise RunBusyError(f"{run_dir} is already being trained (pid {fh.read().strip() or '?'})") from None
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = ["nice", "-n", str(nice), sys.executable, "-m", "facelink.cloud.training.core_v2", "train",
            "--config", str(config), "--run-dir", str(run_dir)]
@@ -570,7 +596,7 @@ def start_background(config: str, run_dir: Path, nice: int = 5) -> int:
 # --------------------------------------------------------------------------------------------------------------
 # Size measurement
 # --------------------------------------------------------------------------------------------------------------
-def measure(sizes: list[tuple[int, int]], steps: int = 20, batch: int = 8, patch: int = 128,
+def measure(sizes: list[tuple[int, ...]], steps: int = 20, batch: int = 8, patch: int = 128,
             threads: int = 1) -> list[dict]:
     """Wall and CPU seconds per training step (CPU time: what the step costs whatever else shares the machine;
     the full loss: rate, MSE and the identity term through MobileFaceNet) of each
@@ -583,9 +609,10 @@ def measure(sizes: list[tuple[int, int]], steps: int = 20, batch: int = 8, patch
     identity = IdentityLoss("mobilefacenet")
     mat = similarity_transform(ARCFACE_112.points, MOBILEFACENET_96x112.points)
     results = []
-    for n, m in sizes:
+    for size in sizes:
+        n, m, na = (*size, size[0])[:3]
         torch.manual_seed(0)
-        model = VariableRateFaceCodec(n, m).train()
+        model = VariableRateFaceCodec(n, m, N_analysis=na).train()
         opt, _ = _optimizers(model, 1e-4, 1e-3)
         x = torch.rand(batch, 3, patch, patch)
         crop = np.array([[ARCFACE_112.height, ARCFACE_112.width]] * batch)
@@ -605,7 +632,7 @@ def measure(sizes: list[tuple[int, int]], steps: int = 20, batch: int = 8, patch
             cpu.append(time.process_time() - c0)
         s, c = float(np.mean(times[2:])), float(np.mean(cpu[2:]))
         params = sum(p.numel() for p in model.parameters())
-        results.append({"N": n, "M": m, "params": params, "fp16_mb": round(2 * params / 1e6, 2),
+        results.append({"N": n, "M": m, "N_analysis": na, "params": params, "fp16_mb": round(2 * params / 1e6, 2),
                         "seconds_per_step": round(s, 3), "cpu_seconds_per_step": round(c, 3),
                         "steps_per_day": int(86400 / s), "steps_per_day_cpu": int(86400 / c)})
         print(json.dumps(results[-1]), flush=True)
@@ -654,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     sa.add_argument("--config", required=True, help="the run's YAML configuration")
     sa.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
     me = sub.add_parser("measure", help="seconds per training step of candidate sizes on one thread")
-    me.add_argument("--sizes", nargs="+", default=["128/192", "96/160", "64/128"], metavar="N/M",
+    me.add_argument("--sizes", nargs="+", default=["128/192", "96/160", "64/128"], metavar="N/M[/NA]",
                     help="candidate sizes (default %(default)s)")
     me.add_argument("--steps", type=int, default=20, help="timed steps per size (default %(default)s)")
     me.add_argument("--threads", type=int, default=1, help="CPU threads (default %(default)s)")
@@ -664,8 +691,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "measure":
             try:
                 sizes = [tuple(int(v) for v in s.split("/")) for s in args.sizes]
+                if any(len(t) not in (2, 3) for t in sizes):
+                    raise ValueError(args.sizes)
             except ValueError:
-                raise cfgmod.ConfigError(f"sizes are N/M pairs such as 128/192, got {' '.join(args.sizes)}")
+                raise cfgmod.ConfigError("sizes are N/M or N/M/N_ANALYSIS, such as 128/192 or 128/192/64, got "
+                                         + " ".join(args.sizes)) from None
             res = measure(sizes, args.steps, threads=args.threads)
             if args.out:
                 command = "facelink core-v2 " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -22,14 +22,16 @@ from safetensors.torch import save_file
 
 from facelink.cloud.serving.variable_rate import ARCHITECTURE, VariableRateFaceCodec, lmbda
 from facelink.cloud.training import export as fixed
-from facelink.shared import registry, tables as tables_mod
+from facelink.shared import registry
+from facelink.shared import tables as tables_mod
 from facelink.shared.detection import sha256_file
 
 
 def export_tables(model: VariableRateFaceCodec) -> tables_mod.ModelTables:
     """The fixed-rate tables of the same hyperprior, under this architecture's name, with the gain table."""
     t = fixed.export_tables(model)
-    meta = {"architecture": ARCHITECTURE, "N": int(model.N), "M": int(model.M), "qualities": model.qualities}
+    meta = {"architecture": ARCHITECTURE, "N": int(model.N), "M": int(model.M), "qualities": model.qualities,
+            "N_analysis": model.N_analysis}
     log_gains = model.log_gain.detach().cpu().numpy().astype(np.float32)
     return tables_mod.build(meta, t.z, t.y, t.scale_thresholds, t.hyper, log_gains)
 
@@ -82,7 +84,8 @@ def export(model: VariableRateFaceCodec, name: str, out_root: Path | None = None
     save_file(decoder_state(model, weights), str(out / "decoder.safetensors"))
     manifest = {
         "name": name, "model_id": tables.model_id, "architecture": ARCHITECTURE, "N": int(model.N),
-        "M": int(model.M), "qualities": model.qualities, "weights": weights, "description": description,
+        "M": int(model.M), "qualities": model.qualities, "N_analysis": model.N_analysis, "weights": weights,
+        "description": description,
         "lambda_of_quality": {str(q): lmbda(q) for q in range(model.qualities)},
         "default_quality": (model.qualities - 1) / 2, "training": provenance or {},
         "files": {f: sha256_file(out / f) for f in fixed.FILES},
