@@ -72,9 +72,23 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
+def _measures_path(args, ds: str, model: str, domain: str) -> Path:
+    """Where one (data set, rate point, domain)'s decode measures are kept, keyed by what decides them: the probe
+    bytes' condition and the adapters' files."""
+    import hashlib
+
+    from facelink.benchmarks.codecs import _adapters_digest
+
+    cond = engine.condition_for(ds, "face-crop", get_codec(f"{args.family}@base", args.models), model,
+                                not args.no_flip, engine.CROP_TEMPLATE, domain)
+    key = hashlib.sha256(f"{cond.key}:{args.limit}:{_adapters_digest(model)}".encode()).hexdigest()[:16]
+    return Path(args.cache).with_name("adapters-measures") / f"{ds}-{domain}-{model}-{key}.json"
+
+
 def decode_measures(args, domain: str, trained: tuple[str, ...]) -> dict:
     """Per (data set, rate point): mean PSNR of base and adapters decodes against the coded crops, the gate's mean
-    weights and how often its argmax is the true domain; the probe bytes as the benchmark cached them."""
+    weights and how often its argmax is the true domain; the probe bytes as the benchmark cached them. Kept beside
+    the engine's cache, so a run that adds rate points measures only those."""
     from facelink.cloud.serving.decoder import CloudDecoder
     from facelink.shared import registry
 
@@ -84,8 +98,13 @@ def decode_measures(args, domain: str, trained: tuple[str, ...]) -> dict:
     for ds in args.datasets:
         suite = engine.load_suite(ds, args.limit, args.assets)
         probes = [suite.keys[i] for i in engine.encoded_indices(suite, "asymmetric")]
-        crops = _probe_crops(suite, probes, domain)
+        crops = None
         for model in args.models:
+            kept = _measures_path(args, ds, model, domain)
+            if kept.exists():
+                out[(ds, model)] = json.loads(kept.read_text())
+                continue
+            crops = crops if crops is not None else _probe_crops(suite, probes, domain)
             cond = engine.condition_for(ds, "face-crop", base_codec, model, not args.no_flip, engine.CROP_TEMPLATE,
                                         domain)
             datas = cache.encoded(cond.key, list(crops))
@@ -104,6 +123,8 @@ def decode_measures(args, domain: str, trained: tuple[str, ...]) -> dict:
                                 "gate_weights": np.mean(weights, axis=0).tolist(), "gate_hits": hits,
                                 "probes_decoded": len(datas), "adapter_domains": list(adapted.domains(
                                     registry.load(model).model_id))}
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(out[(ds, model)]))
     cache.close()
     return out
 
@@ -298,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="pairs per fold (default: all 600)")
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging (saves CPU)")
     ap.add_argument("--cache", type=Path, default=None, help="engine cache (default runs/bench/adapters.sqlite)")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="fill the engine's and the decode measures' caches, write no summary (a later run with "
+                         "every rate point then only reads them)")
     ap.add_argument("--assets", default=None, help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
     args = ap.parse_args(argv)
     from facelink.cloud.training import domains as dm
@@ -315,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== probe domain {d}", flush=True)
         docs[d] = run_domain(args, d, dm.TRAINED)
         measures[d] = decode_measures(args, d, dm.TRAINED)
+    if args.measure_only:
+        return 0
     timing = decode_time_ratio(args, args.models[len(args.models) // 2], domains[0])
     summary = summarize(args, docs, measures, timing, command)
     (args.out / "summary.json").write_text(json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n")
