@@ -40,8 +40,9 @@ def test_edge_writes_either_format_version_and_the_cloud_reads_both(tmp_path, de
         assert cloud_cli.main(["decode", str(out), "-o", str(tmp_path / f"v{version}.png")]) == 0
         capsys.readouterr()
     assert sizes["2"] < sizes["1"] - 19  # header, lengths and the second stream's state at least
+    unknown = str(max(bitstream.READABLE_VERSIONS) + 1)
     with pytest.raises(SystemExit):
-        edge_cli.main(["encode", src, "--format-version", "3"])
+        edge_cli.main(["encode", src, "-o", str(tmp_path / "x.flk"), "--format-version", unknown])
 
 
 def test_bad_inputs(tmp_path, capsys):
