@@ -388,7 +388,7 @@ def cmd_run(args) -> int:
         print(json.dumps({"event": "stopping", "signal": stopped_by[0]}), file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failure = None
+    failure = report = None
     try:
         report = loop.run(source, stop)
         if sender is not None:
@@ -401,8 +401,9 @@ def cmd_run(args) -> int:
         delivery_error = getattr(sys.modules.get("facelink.edge.sender"), "DeliveryError", ())
         if not isinstance(e, delivery_error):
             raise
-        failure = str(e)
-        report = loop.stats.report(loop.selector, source, 0.0)
+        failure = str(e)  # the sender gave up (the server refuses this client): what was queued stays queued
+        report = report or loop.stats.report(loop.selector, source, 0.0)
+        report["delivery"] = {"outbox": outbox.stats().as_dict(), "device_id": outbox.device_id}
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
