@@ -225,15 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink tokens", description="Manage the server's bearer tokens (stored "
                                  "hashed: a token is printed once, when it is made).")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    where = "the token file (facelink serve --auth-tokens FILE)"
     p = sub.add_parser("add", help="make a token for NAME with ROLE; prints it once, stores only its hash")
-    p.add_argument("name")
-    p.add_argument("role", choices=ROLES)
-    p.add_argument("--file", required=True, type=Path)
+    p.add_argument("name", help="who the token is for (recorded with each enrolment it makes)")
+    p.add_argument("role", choices=ROLES, help="edge: Recognize, GetModelInfo; admin: every call")
+    p.add_argument("--file", required=True, type=Path, help=where + "; created (mode 600) if absent")
     p = sub.add_parser("list", help="token names and roles")
-    p.add_argument("--file", required=True, type=Path)
+    p.add_argument("--file", required=True, type=Path, help=where)
     p = sub.add_parser("remove", help="revoke NAME's token (a running server forgets it on SIGHUP or restart)")
-    p.add_argument("name")
-    p.add_argument("--file", required=True, type=Path)
+    p.add_argument("name", help="the token's name")
+    p.add_argument("--file", required=True, type=Path, help=where)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "add":

@@ -1,0 +1,254 @@
+"""Hostile requests against a real ``facelink serve`` on loopback: what was sent, the answer, how long it took and
+how much memory the server added.
+
+  facelink bench attacks [--out benchmarks/results/serve_attacks.json]
+
+The server runs with its defaults and a token file (an admin and an edge token); the attacks that need a role use
+the admin token, so that they reach the limits behind authentication. For each attack: the answer (the in-band
+Error code of a frame, or the call's gRPC status), the wall time from sending to the answer, and the server's extra
+RSS (its peak resident memory during the attack over its resident memory before; the peak is reset through
+/proc/PID/clear_refs before each attack).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from facelink.cloud.evaluation.provenance import emit_json, stamp
+from facelink.shared.registry import DEFAULT_MODEL
+
+DEFAULT_OUT = Path("benchmarks/results/serve_attacks.json")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_of_zeros(side: int) -> bytes:
+    """A complete, valid side×side RGB PNG of black pixels (a few MB: zeros compress 1000:1)."""
+    z = zlib.compressobj(9)
+    row = bytes(1 + 3 * side)
+    parts, rows = [], 0
+    block = row * 64
+    while rows < side:
+        n = min(64, side - rows)
+        parts.append(z.compress(block if n == 64 else row * n))
+        rows += n
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    return b"\xff\xd8" + app0 + b"\xff\xc2" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9) + b"\xff\xd9"
+
+
+def container(side: int, payload_bytes: int) -> bytes:
+    """A well-formed container (valid CRC, the server's model) declaring side×side pixels, random payload."""
+    from facelink.shared import bitstream, registry
+
+    payload = np.random.default_rng(0).integers(0, 256, payload_bytes // 4 * 4, dtype=np.uint8).tobytes()
+    return bitstream.pack(bitstream.Frame(registry.load(DEFAULT_MODEL).model_id, side, side, (payload,), 0, 2))
+
+
+class Server:
+    def __init__(self, work: Path, *args: str):
+        self.ready = work / "ready.json"
+        self.proc = subprocess.Popen([sys.executable, "-m", "facelink.cloud.cli", "serve", "--port", "0", "--model",
+                                      DEFAULT_MODEL, "--gallery", str(work / "g.db"), "--ready-file", str(self.ready),
+                                      *args], stdout=subprocess.DEVNULL, stderr=open(work / "server.err", "w"))
+        t0 = time.time()
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.time() - t0 > 300:
+                raise RuntimeError((work / "server.err").read_text()[-2000:])
+            time.sleep(0.2)
+        self.port = json.loads(self.ready.read_text())["port"]
+        self.target = f"127.0.0.1:{self.port}"
+
+    def status(self) -> dict[str, int]:
+        lines = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines) if k in ("VmRSS", "VmHWM")}
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def measure(server: Server, attack, *args) -> dict:
+    import grpc
+
+    from facelink.v1 import facelink_pb2 as pb
+
+    before = server.status()["VmRSS"]
+    server.reset_peak()
+    t0 = time.perf_counter()
+    try:
+        answer = attack(*args)
+    except grpc.RpcError as e:
+        answer = f"{e.code().name}: {e.details()[:120]}"
+    except RuntimeError as e:
+        answer = str(e)[:160]
+    ms = (time.perf_counter() - t0) * 1e3
+    if isinstance(answer, pb.RecognizeResponse):
+        answer = ("OK" if answer.WhichOneof("outcome") == "result" else
+                  f"in-band {pb.Error.Code.Name(answer.error.code)}: {answer.error.message[:120]}")
+    return {"answer": answer, "ms": round(ms, 1), "extra_rss_mb": round((server.status()["VmHWM"] - before) / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink bench attacks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (default %(default)s)")
+    ap.add_argument("--idle-streams", type=int, default=300, help="idle streams opened at once (default 300)")
+    args = ap.parse_args(argv)
+
+    import cv2
+    import grpc
+
+    from facelink.cloud.serving import auth
+    from facelink.edge.client import Client, request
+    from facelink.edge.encoder import EdgePipeline
+    from facelink.shared.paths import DEMO_FACES_DIR
+    from facelink.v1 import facelink_pb2 as pb
+
+    rgb = cv2.cvtColor(cv2.imread(str(DEMO_FACES_DIR / "probe" / "Colin_Powell_0002.jpg")), cv2.COLOR_BGR2RGB)
+    crop = EdgePipeline(DEFAULT_MODEL).process(rgb).data
+    photo = (DEMO_FACES_DIR / "enroll" / "Colin_Powell_0001.jpg").read_bytes()
+    bomb_4096 = container(4096, 792 << 10)
+    at_budget = container(1024, 64 << 10)
+    png30, png40 = png_of_zeros(30000), png_of_zeros(40000)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="facelink-attacks-") as tmp:
+        work = Path(tmp)
+        tokens = work / "tokens.txt"
+        admin, edge = auth.add_token(tokens, "admin", "admin"), auth.add_token(tokens, "cam", "edge")
+        server = Server(work, "--auth-tokens", str(tokens))
+        try:
+            c = Client(server.target, timeout=120, token=admin)
+            c.enroll("Colin Powell", image=photo)
+
+            def one(data, **kw):
+                (r,) = c.recognize_stream([request("x", data, **kw)])
+                return r
+
+            def stream_goes_on(data):
+                first, after = c.recognize_stream([request("x", data), request("next", crop)])
+                assert after.WhichOneof("outcome") == "result", "the stream did not go on"
+                return first
+
+            def two_bombs_and_a_crop():
+                out = []
+                ts = [threading.Thread(target=lambda: out.append(one(bomb_4096))) for _ in range(2)]
+                for t in ts:
+                    t.start()
+                r = one(crop)
+                for t in ts:
+                    t.join()
+                return r
+
+            def with_token(token, fn):
+                with Client(server.target, timeout=60, token=token) as other:
+                    return fn(other)
+
+            def idle_streams(n):
+                release = threading.Event()
+
+                def held():
+                    yield request("idle", crop)
+                    release.wait(120)
+
+                calls = [c.recognize_stream(held()) for _ in range(n)]
+                codes: dict[str, int] = {}
+                for call in calls:
+                    try:
+                        next(call)
+                        codes["OK (served)"] = codes.get("OK (served)", 0) + 1
+                    except grpc.RpcError as e:
+                        codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                release.set()
+                for call in calls:
+                    call.cancel()
+                return ", ".join(f"{v} {k}" for k, v in sorted(codes.items()))
+
+            def flood(n):
+                """One stream sends n frames as fast as it can; its answers are read only after all are sent."""
+                sent = threading.Event()
+
+                def frames():
+                    for i in range(n):
+                        yield request(f"f{i}", crop)
+                    sent.set()
+                answers = c.recognize_stream(frames())
+                sent.wait(600)
+                got = sum(r.WhichOneof("outcome") == "result" for r in answers)
+                return f"{got} of {n} answered (the server read at most 8 ahead: back-pressure)"
+
+            def second_server():
+                proc = subprocess.run([sys.executable, "-m", "facelink.cloud.cli", "serve", "--port", str(server.port),
+                                       "--model", DEFAULT_MODEL, "--gallery", str(work / "g2.db")],
+                                      capture_output=True, text=True, timeout=300)
+                return f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1][:120]}"
+
+            attacks = [
+                ("container declaring 4096x4096, valid CRC, 792 KB", one, bomb_4096),
+                ("two such containers at once, then a normal crop (its answer)", two_bombs_and_a_crop),
+                ("container declaring 1024x1024 (the budget), random 64 KB payload", one, at_budget),
+                ("frame of 17 MiB, then a crop on the same stream", stream_goes_on, os.urandom(17 << 20)),
+                ("top_k 1000 (paging through the gallery)", lambda: one(crop, top_k=1000)),
+                ("Enroll: valid PNG of 30000x30000 (%d KB)" % (len(png30) >> 10),
+                 lambda: c.enroll("Bomb", image=png30)),
+                ("Enroll: valid PNG of 40000x40000 (%d KB)" % (len(png40) >> 10),
+                 lambda: c.enroll("Bomb", image=png40)),
+                ("Enroll: JPEG header declaring 60000x60000",
+                 lambda: c.enroll("Bomb", image=jpeg_header(60000, 60000))),
+                ("Enroll: '  Colin Powell  ' (alias by whitespace)", lambda: c.enroll("  Colin Powell  ", image=photo)),
+                ("Enroll: 'Colin\\u200bPowell' (zero-width space)", lambda: c.enroll("Colin\u200bPowell", image=photo)),
+                ("Enroll: 'C\\u043elin Powell' (Cyrillic o)", lambda: c.enroll("C\u043elin Powell", image=photo)),
+                ("Enroll: '\\u202eColin Powell' (right-to-left override)",
+                 lambda: c.enroll("\u202eColin Powell", image=photo)),
+                ("Enroll: identity name of 1 MB", lambda: c.enroll("n" * (1 << 20), image=photo)),
+                ("Enroll: source_name of 10 MB", lambda: c.enroll("Colin Powell", image=photo,
+                                                                  source_name="s" * (10 << 20))),
+                ("Enroll without a token", lambda: with_token(None, lambda o: o.enroll("Mallory", image=photo))),
+                ("Enroll with an edge token", lambda: with_token(edge, lambda o: o.enroll("Mallory", image=photo))),
+                ("ListIdentities without a token", lambda: with_token(None, lambda o: o.identities())),
+                ("Recognize without a token", lambda: with_token(None, lambda o: list(o.recognize_stream(
+                    [request("x", crop)])))),
+                (f"{args.idle_streams} idle streams at once (limit 64)", idle_streams, args.idle_streams),
+                ("one stream sending 2000 crops without reading answers", flood, 2000),
+                ("a second server on the same port", second_server),
+            ]
+            for what, fn, *fargs in attacks:
+                row = {"attack": what, **measure(server, fn, *fargs)}
+                if isinstance(row["answer"], pb.EnrollResponse):
+                    row["answer"] = f"OK (enrolled, {row['answer'].samples} samples)"
+                elif not isinstance(row["answer"], str):
+                    row["answer"] = str(row["answer"])[:160]
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
+            c.close()
+        finally:
+            server.stop()
+    doc = stamp({"command": "facelink bench attacks " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "server": "facelink serve defaults + --auth-tokens (attacks that need a role use the admin token)",
+                 "rows": rows})
+    emit_json(doc, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
