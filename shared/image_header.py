@@ -20,6 +20,8 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers without a length field: TEM, RSTn, SOI, EOI.
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xDA)])
 FORMATS = ("png", "jpeg", "webp")
+# Bytes read at most: a JPEG's frame header may follow EXIF (64 KB) and several ICC profile segments.
+HEADER_BYTES = 1 << 20
 
 
 class ImageHeaderError(ValueError):
@@ -43,7 +45,7 @@ class ImageInfo:
 
 def read_header(data: bytes) -> ImageInfo:
     """Format and size of an encoded image from its first bytes; :class:`ImageHeaderError` if they cannot be read."""
-    data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)  # a header never needs more
+    data = bytes(data[:HEADER_BYTES])
     if data.startswith(PNG_MAGIC):
         info = _png(data)
     elif data.startswith(b"\xff\xd8"):
