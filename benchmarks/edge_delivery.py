@@ -2,8 +2,8 @@
 
   facelink bench edge-delivery [--frames 600] [--kills 3] [--out benchmarks/results/edge_delivery.json]
 
-Three scenarios, each a real ``facelink serve`` and a real ``facelink-edge send`` of pre-coded face crops (.flk,
-coded once from LFW images, or from the demo faces when the assets are absent) through the on-device outbox:
+Each scenario is a real ``facelink serve`` and a real ``facelink-edge send`` of pre-coded face crops (.flk, coded
+once from LFW images, or from the demo faces when the assets are absent) through the on-device outbox:
 
 - ``server_kill``: the server is killed (SIGKILL) during delivery and restarted on the same port, ``--kills`` times;
 - ``network_cut``: the link runs through a TCP proxy on loopback that drops every connection and refuses new ones
@@ -11,7 +11,10 @@ coded once from LFW images, or from the demo faces when the assets are absent) t
 - ``client_kill``: the sending client is killed (SIGKILL) during delivery and started again, ``--kills`` times;
 - ``outbox_overflow``: the link is down from the start while the client queues twice as many crops as its outbox
   holds (``--max-outbox-frames`` half the crops): the oldest half is dropped by the policy, counted and reported,
-  and the newest half is delivered once the link heals.
+  and the newest half is delivered once the link heals;
+- ``run_server_kill``: ``server_kill`` with the camera path instead of pre-coded crops: ``facelink-edge run`` over a
+  folder of ``--frames`` face images (``--every-face``: detection, alignment and coding of every face) while the
+  server is killed and restarted; its frame count is what the run queued.
 
 Counted from the server's side (its de-duplication store: which (device, sequence) keys it answered and how often
 it recognised each): ``delivered`` (distinct crops answered), ``duplicates`` (recognitions beyond the first of a
@@ -38,7 +41,7 @@ from facelink.cloud.evaluation.provenance import emit_json, stamp
 from facelink.shared.registry import DEFAULT_MODEL
 
 SERVER_MODEL = DEFAULT_MODEL  # the edge's default rate point: the crops are coded with it, the server serves it
-SCENARIOS = ("server_kill", "network_cut", "client_kill", "outbox_overflow")
+SCENARIOS = ("server_kill", "network_cut", "client_kill", "outbox_overflow", "run_server_kill")
 
 
 def free_port() -> int:
@@ -55,16 +58,8 @@ def make_crops(folder: Path, frames: int, images: list[Path] | None = None, asse
     import cv2
 
     from facelink.edge.encoder import EdgePipeline
-    from facelink.shared.paths import DEMO_FACES_DIR
 
-    if images is None:
-        try:
-            from facelink.cloud.training import datasets
-
-            images = [im.path for im in datasets.lfw_train_images(assets)]
-        except OSError:
-            images = []
-    images = images or sorted(DEMO_FACES_DIR.rglob("*.jpg"))
+    images = images or source_images(assets)
     pipe = EdgePipeline()
     folder.mkdir(parents=True, exist_ok=True)
     coded: list[tuple[str, bytes]] = []
@@ -83,6 +78,30 @@ def make_crops(folder: Path, frames: int, images: list[Path] | None = None, asse
         f.write_bytes(data)
         files.append(f)
     return files
+
+
+def source_images(assets=None) -> list[Path]:
+    """Face images to code: LFW images outside View 2 when the assets are there, else the demo faces."""
+    from facelink.shared.paths import DEMO_FACES_DIR
+
+    try:
+        from facelink.cloud.training import datasets
+
+        images = [im.path for im in datasets.lfw_train_images(assets)]
+    except OSError:
+        images = []
+    return images or sorted(DEMO_FACES_DIR.rglob("*.jpg"))
+
+
+def make_frames(folder: Path, frames: int, images: list[Path]) -> Path:
+    """A folder of ``frames`` image files (``images`` repeated under new names when fewer), for ``run``."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        src = images[i % len(images)]
+        shutil.copyfile(src, folder / f"{i:05d}_{src.name}")
+    return folder
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -142,9 +161,9 @@ class ClientProcess:
     """``facelink-edge send`` of a folder of crops through an outbox, results to a file."""
 
     def __init__(self, work: Path, crops: Path, port: int, device: str, backoff_max: float = 1.0,
-                 max_outbox_frames: int | None = None):
+                 max_outbox_frames: int | None = None, command: str = "send"):
         self.work, self.crops, self.port, self.device, self.backoff_max = work, crops, port, device, backoff_max
-        self.max_outbox_frames = max_outbox_frames
+        self.max_outbox_frames, self.command = max_outbox_frames, command
         self.outbox = work / f"{device}-outbox.db"
         self.results = work / f"{device}-results.jsonl"
         self.proc: subprocess.Popen | None = None
@@ -153,7 +172,9 @@ class ClientProcess:
     def start(self) -> ClientProcess:
         log = open(self.work / f"{self.device}-client.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "facelink.edge.cli", "send", str(self.crops), "--server", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "facelink.edge.cli", self.command, str(self.crops),
+             *(["--every-face", "--drain-timeout", "3600", "--timeout", "5"] if self.command == "run" else []),
+             "--server", f"127.0.0.1:{self.port}",
              "--outbox", str(self.outbox), "--device", self.device, "--results", str(self.results),
              "--backoff-max", str(self.backoff_max), "--window", "8",
              *(["--max-outbox-frames", str(self.max_outbox_frames)] if self.max_outbox_frames else [])],
@@ -191,10 +212,10 @@ class ClientProcess:
             return None
 
     def summary(self) -> dict:
-        """The client's last summary line (its own counts: answers, replays, reconnects, outbox)."""
+        """The client's last summary (send) or report's delivery (run): answers, replays, reconnects, outbox."""
         lines = (self.work / f"{self.device}-client.log").read_text().splitlines()
-        rows = [json.loads(x) for x in lines if x.startswith("{") and '"summary"' in x]
-        return rows[-1] if rows else {}
+        rows = [json.loads(x) for x in lines if x.startswith(('{"event": "summary"', '{"event": "report"'))]
+        return rows[-1].get("delivery", rows[-1]) if rows else {}
 
 
 # -- the dropping proxy ------------------------------------------------------------------------------------------
@@ -269,14 +290,16 @@ class DroppingProxy:
 
 
 # -- counting ----------------------------------------------------------------------------------------------------
-def count(client: ClientProcess, dedup: Path, frames: int) -> dict:
-    """The delivery figures, from the server's de-duplication store, checked against the client's results file."""
+def count(client: ClientProcess, dedup: Path, frames: int | None) -> dict:
+    """The delivery figures, from the server's de-duplication store, checked against the client's results file.
+    ``frames`` None: what the client queued (``run`` codes as many crops as it finds faces)."""
     from facelink.cloud.serving.dedup import DedupStore
     from facelink.edge.outbox import Outbox
 
     with Outbox(client.outbox) as outbox:
         device_id, stats = outbox.device_id, outbox.stats()
     served = DedupStore.read_deliveries(dedup, device_id)
+    frames = stats.queued if frames is None else frames
     rows = [json.loads(x) for x in client.results.read_text().splitlines()]
     answers = collections.Counter(r["sequence"] for r in rows if "dropped" not in r and "skipped" not in r)
     dropped = {r["sequence"] for r in rows if "dropped" in r}
@@ -317,9 +340,10 @@ def run_scenario(name: str, work: Path, crops: Path, plan: Plan, server: ServerP
     server = server or ServerProcess(work).start()
     proxy = DroppingProxy(server.port).start() if name in ("network_cut", "outbox_overflow") else None
     kills_before = server.kills
-    overflow = name == "outbox_overflow"
+    overflow, camera = name == "outbox_overflow", name.startswith("run_")
     client = ClientProcess(work, crops, proxy.port if proxy else server.port, f"{name.replace('_', '-')}",
-                           plan.backoff_max, max_outbox_frames=plan.frames // 2 if overflow else None)
+                           plan.backoff_max, max_outbox_frames=plan.frames // 2 if overflow else None,
+                           command="run" if camera else "send")
     t0 = time.monotonic()
     try:
         if overflow:
@@ -331,7 +355,7 @@ def run_scenario(name: str, work: Path, crops: Path, plan: Plan, server: ServerP
             proxy.heal()
         for at in plan.kill_points() if not overflow else []:
             client.wait_answered(at, plan.timeout_s)
-            if name == "server_kill":
+            if name in ("server_kill", "run_server_kill"):
                 server.kill()
                 time.sleep(plan.backoff_max)  # the client finds nobody there for a while
                 server.start()
@@ -350,7 +374,9 @@ def run_scenario(name: str, work: Path, crops: Path, plan: Plan, server: ServerP
             proxy.close()
         if own_server:
             server.stop()
-    figures = count(client, server.dedup, plan.frames)
+    figures = count(client, server.dedup, None if camera else plan.frames)
+    if camera:
+        figures["images"] = plan.frames
     summary = client.summary()
     return {**figures, "server_kills": server.kills - kills_before, "client_kills": client.kills,
             "network_cuts": proxy.cuts if proxy else 0, "client_exit": rc,
@@ -378,10 +404,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="facelink-edge-delivery-") as tmp:
         work = args.work or Path(tmp)
+        images = source_images(args.assets)
         crops = work / "crops"
-        make_crops(crops, args.frames, assets=args.assets)
+        make_crops(crops, args.frames, images)
+        frames = make_frames(work / "frames", args.frames, images) if "run_server_kill" in args.scenarios else None
         plan = Plan(args.frames, args.kills, backoff_max=args.backoff_max, cut_s=3 * args.backoff_max)
-        results = {name: run_scenario(name, work / name, crops, plan) for name in args.scenarios}
+        results = {name: run_scenario(name, work / name, frames if name.startswith("run_") else crops, plan)
+                   for name in args.scenarios}
     doc = {"command": " ".join(["facelink bench edge-delivery", *(argv if argv is not None else sys.argv[1:])]),
            "frames": args.frames, "kills_per_scenario": args.kills, "backoff_max_s": args.backoff_max,
            "cut_s": plan.cut_s, "server_model": SERVER_MODEL, "cpus": os.cpu_count(), "scenarios": results}
