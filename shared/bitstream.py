@@ -286,5 +286,6 @@ def _check(frame: Frame) -> None:
         if not on_grid:
             raise BitstreamError(f"quality {frame.quality} is not on the 1/{QUALITY_SCALE} grid a container stores")
     if frame.version >= 2 and frame.template_id and (frame.height, frame.width) != template_size(frame.template_id):
-        raise BitstreamError(f"an aligned crop with template id {frame.template_id} is "
-                             f"{'×'.join(map(str, template_size(frame.template_id)))}, got {frame.height}×{frame.width}")
+        side = "×".join(map(str, template_size(frame.template_id)))
+        raise BitstreamError(f"an aligned crop with template id {frame.template_id} is {side}, "
+                             f"got {frame.height}×{frame.width}")
