@@ -71,14 +71,16 @@ def _server(work: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
 
 
 def time_startup(exe: list[str], image: Path, server: str, runs: int, work: Path) -> dict:
+    """Launch ``exe`` ``runs`` times each way; every served launch has a fresh outbox and results file."""
+    work = Path(tempfile.mkdtemp(dir=work))
     offline, offline_cpu, served = [], [], []
     for i in range(runs):
         wall, cpu = _until_first_line([*exe, "run", str(image), "--offline"], None, 120)
         offline.append(wall)
         offline_cpu.append(cpu)
-        results = work / f"results-{len(exe)}-{i}.jsonl"
+        results = work / f"results-{i}.jsonl"
         served.append(_until_first_line([*exe, "run", str(image), "--server", server, "--outbox",
-                                         str(work / f"outbox-{len(exe)}-{i}.db"), "--results", str(results)],
+                                         str(work / f"outbox-{i}.db"), "--results", str(results)],
                                         results, 120)[0])
     return {"offline_first_crop_s": _summary(offline), "offline_whole_run_cpu_s": _summary(offline_cpu),
             "served_first_answer_s": _summary(served)}
