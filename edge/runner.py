@@ -125,6 +125,7 @@ class EdgeRun:
         self.stats.bytes_sent += len(data)
         c = s.candidate
         fields = {"frame": c.frame_index, "t": round(c.t, 3), "track": s.track, "reason": s.reason,
+                  "bpp": round(8 * len(data) / (self.template.width * self.template.height), 4),
                   "quality": c.quality.as_dict()}
         item = Outgoing(str(self.stats.crops_sent), data, source=c.frame_name, fields=fields, encode_ms=ms)
         if self.sender is not None:
