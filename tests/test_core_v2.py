@@ -238,3 +238,26 @@ def test_progress_of_another_model_is_never_mixed_in(tmp_path, monkeypatch):
     with pytest.raises(cfgmod.ConfigError, match="another model"):
         core_v2.append_progress(other, {"step": 6, "validation": {}})
     assert len(json.loads(core_v2.progress_path("t-core-v2").read_text())["entries"]) == 1
+
+
+def test_a_pack_carries_the_crops_and_the_validation_batch_and_trains(tmp_path, monkeypatch):
+    """What a device machine gets: the training crops as JPEGs with their landmarks and the run's exact validation
+    batch; a run on the pack steps and reports the same validation figures as one on the data sets would."""
+    from facelink.cloud.training.core_v2_pack import PackedCropSampler, read_meta, write_pack
+
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    pack = tmp_path / "pack.npz"
+    summary = write_pack(cfg, pack)
+    assert summary["crops"] + summary["skipped_without_face"] == 6 and read_meta(pack)["crop_template"] == "arcface-112"
+    sampler = PackedCropSampler(pack, cfg, seed=0)
+    x, mats, weights, sizes = sampler.batch_with_faces(3)
+    assert x.shape == (3, 3, 128, 128) and mats.shape == (3, 2, 3) and (sizes == 112).all() and weights.all()
+    val_x, _, _ = core_v2.validation_batch(cfg, core_v2.split_files(cfg)[1])
+    assert torch.allclose(sampler.validation[0], val_x, atol=0.5 / 255)
+    assert core_v2.train(cfg, tmp_path / "run", device="cpu", until_step=1, pack=pack) == 1
+    other = cfgmod.from_mapping(core_v2.CoreV2Config, _config(crop_template="arcface-96"))
+    with pytest.raises(ValueError, match="holds arcface-112"):
+        PackedCropSampler(pack, other, seed=0)

@@ -430,9 +430,10 @@ def _lock_run(run_dir: Path):
 
 
 def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | None = None,
-          until_step: int | None = None, device: str | None = None) -> int:
+          until_step: int | None = None, device: str | None = None, pack: Path | None = None) -> int:
     """Train (or continue) the run up to the end of the ladder, ``until_step`` or ``max_minutes``; returns the step
-    reached. Always leaves a checkpoint at the step it stops at."""
+    reached. Always leaves a checkpoint at the step it stops at. With ``pack`` (:mod:`.core_v2_pack`) the batches
+    are the pack's aligned crops and the validation batch the pack's (an accelerator without the data sets)."""
     from tqdm import tqdm
 
     from facelink.cloud.training.identity_loss import IdentityLoss
@@ -475,10 +476,16 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     (run_dir / "config.json").write_text(json.dumps(cfgmod.to_dict(cfg), indent=2) + "\n")
     _progress(cfg)  # fail now, not at the first checkpoint, if the progress file is another model's
 
-    train_files, val_files = split_files(cfg, assets)
     stage = cfg.stage_at(step)
-    sampler = LandmarkPatchSampler(train_files, cfg.patch, cfg.min_scale, cfg.seed + step, stage.face_crop_fraction,
-                                   crop_template=CROP_TEMPLATES[cfg.crop_template])
+    if pack is not None:
+        from facelink.cloud.training.core_v2_pack import PackedCropSampler
+
+        sampler = PackedCropSampler(pack, cfg, cfg.seed + step)
+        print(f"training on the pack {pack}: {len(sampler.images)} aligned crops", flush=True)
+    else:
+        train_files, val_files = split_files(cfg, assets)
+        sampler = LandmarkPatchSampler(train_files, cfg.patch, cfg.min_scale, cfg.seed + step,
+                                       stage.face_crop_fraction, crop_template=CROP_TEMPLATES[cfg.crop_template])
     qrng = random.Random(f"{cfg.seed}:qualities:{step}")
     if rng_state is not None:
         sampler.rng.setstate(rng_state["sampler"])
@@ -487,7 +494,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     elif step:
         torch.manual_seed(cfg.seed + step)
     identity = IdentityLoss(cfg.recognizer, dev)
-    val_batch = validation_batch(cfg, val_files)
+    val_batch = sampler.validation if pack is not None else validation_batch(cfg, val_files)
     val_batch = (val_batch[0].to(dev), val_batch[1], val_batch[2])
     log, writer = _open_log(run_dir / "log.csv", step)
 
@@ -658,6 +665,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     t.add_argument("--until-step", type=int, help="stop (with a checkpoint) at this step")
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    t.add_argument("--pack", type=Path, help="train on this pack of aligned crops (facelink core-v2 pack) instead "
+                                             "of the data sets: a device machine's chunk")
+    pk = sub.add_parser("pack", help="write the run's aligned training crops and validation batch into one file "
+                                     "that travels to an accelerator")
+    pk.add_argument("--config", required=True, help="the run's YAML configuration")
+    pk.add_argument("--out", type=Path, required=True, help="the pack (.npz), e.g. runs/core-v2-pack.npz")
+    pk.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
     st = sub.add_parser("start", help="start or resume train in the background (one thread, nice 5, output "
                                       "appended to RUN_DIR/train.out)")
     st.add_argument("--config", required=True, help="the run's YAML configuration")
@@ -703,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    indent=2) + "\n")
             return 0
         cfg = _load_config(args.config)
-        run_dir = args.run_dir or default_run_dir(cfg.run_name)
+        run_dir = getattr(args, "run_dir", None) or default_run_dir(cfg.run_name)
         if args.action == "start":
             try:
                 pid = start_background(args.config, run_dir, args.nice)
@@ -723,7 +737,12 @@ def main(argv: list[str] | None = None) -> int:
             out = export_model(cfg, run_dir, args.source, args.name, args.out_root, args.weights)
             print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
             return 0
-        step = train(cfg, run_dir, args.assets, args.max_minutes, args.until_step, args.device)
+        if args.action == "pack":
+            from facelink.cloud.training.core_v2_pack import write_pack
+
+            print(json.dumps(write_pack(cfg, args.out, args.assets), indent=2))
+            return 0
+        step = train(cfg, run_dir, args.assets, args.max_minutes, args.until_step, args.device, args.pack)
         print(f"{cfg.run_name}: at step {step} of {cfg.total_steps}")
     except (OSError, cfgmod.ConfigError, ValueError, RunBusyError) as e:
         print(f"facelink core-v2: {e}", file=sys.stderr)

@@ -1,0 +1,128 @@
+"""A training pack for core v2: the training split's aligned face crops, small enough to travel to an
+accelerator with the working tree (a device machine has no data sets), and the sampler that trains on it.
+
+``facelink core-v2 pack --config CONFIG --out runs/core-v2-pack.npz`` writes, for every training image with a face,
+its crop aligned to the configuration's template (exactly the edge's crop) as a JPEG of quality 95 (about 5.5 kB
+each, 41 MB for the 7,379 images with a face) with its five landmarks in crop pixels, and the run's validation batch
+as raw pixels, so that a run on the pack reports figures comparable with the CPU run's.
+``facelink core-v2 train --pack PATH`` then trains on aligned crops only (no full frames: what a device chunk
+gives up for its speed). Nothing of the test protocols is in a pack (the split is the run's).
+
+A chunk on an accelerator, continuing the CPU schedule (at most 9 minutes of training per command):
+
+1. here: ``make -f benchmarks/research.mk milestone-core-v2 pack-core-v2`` (the milestone is a tracked file, so
+   it travels with the working tree; the pack, about 42 MB, is carried: ``runs/core-v2-pack.npz``);
+2. on the device: ``facelink core-v2 train --config cloud/training/configs/core-v2.yaml --pack
+   runs/core-v2-pack.npz --run-dir runs/core-v2-device --device cuda --max-minutes 8 && facelink core-v2 milestone
+   --config cloud/training/configs/core-v2.yaml --run-dir runs/core-v2-device && cp
+   cloud/training/checkpoints/core-v2.* "$OUT"/`` (no checkpoint in that folder: it starts from the milestone);
+3. here: stop the CPU run, put the returned ``core-v2.safetensors`` and ``core-v2.json`` into
+   ``cloud/training/checkpoints/``, move ``~/.cache/facelink/core-v2`` aside, ``make -f benchmarks/research.mk
+   train-core-v2``: the CPU run resumes from the device's step (with a fresh optimizer state).
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+PACK_FORMAT = "facelink-core-v2-pack-v1"
+JPEG_QUALITY = 95
+
+
+def write_pack(cfg, out: Path, assets=None, jpeg_quality: int = JPEG_QUALITY) -> dict:
+    """Write the pack of run configuration ``cfg`` (a :class:`~facelink.cloud.training.core_v2.CoreV2Config`) to
+    ``out`` (atomically); returns its summary."""
+    from facelink.cloud.training.core_v2 import split_files, validation_batch
+    from facelink.cloud.training.train import face_landmarks
+    from facelink.shared.alignment import CROP_TEMPLATES, align, similarity_transform, transform_points
+
+    t = CROP_TEMPLATES[cfg.crop_template]
+    train_files, val_files = split_files(cfg, assets)
+    landmarks = face_landmarks(train_files)
+    blobs, lms = [], []
+    for f, lm in tqdm(list(zip(train_files, landmarks)), desc="aligned crops for the pack", unit="img"):
+        if np.isnan(lm).any():
+            continue
+        im = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if im is None:
+            raise ValueError(f"cannot read training image {f}")
+        rgb = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+        crop = align(rgb, lm, t)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if not ok:
+            raise ValueError(f"cannot encode the crop of {f}")
+        blobs.append(buf.reshape(-1))
+        lms.append(transform_points(similarity_transform(lm, t.points), lm))
+    val_x, val_mats, val_sizes = validation_batch(cfg, val_files)
+    meta = {"format": PACK_FORMAT, "run_name": cfg.run_name, "crop_template": cfg.crop_template,
+            "patch": cfg.patch, "crops": len(blobs), "skipped_without_face": len(train_files) - len(blobs),
+            "jpeg_quality": jpeg_quality, "seed": cfg.seed, "datasets": cfg.datasets}
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                 jpeg=np.concatenate(blobs), offsets=offsets, landmarks=np.stack(lms).astype(np.float64),
+                 val_x=(val_x.numpy() * 255).round().astype(np.uint8), val_mats=val_mats, val_sizes=val_sizes)
+    tmp.replace(out)
+    return dict(meta, bytes=out.stat().st_size)
+
+
+def read_meta(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+    if meta.get("format") != PACK_FORMAT:
+        raise ValueError(f"{path}: not a core v2 training pack (format {meta.get('format')!r})")
+    return meta
+
+
+class PackedCropSampler:
+    """Batches of a pack's aligned crops as the landmark-aware sampler gives them (padded to the patch by edge
+    replication as the edge pads, flipped with probability ``flip_probability``): patches, recognizer matrices,
+    identity weights and image sizes. ``face_crop_fraction`` is accepted and ignored (a pack holds crops only)."""
+
+    def __init__(self, path: Path, cfg, seed: int, flip_probability: float = 0.5):
+        from facelink.shared.alignment import CROP_TEMPLATES, MOBILEFACENET_96x112
+
+        meta = read_meta(path)
+        if meta["crop_template"] != cfg.crop_template or meta["patch"] != cfg.patch:
+            raise ValueError(f"{path} holds {meta['crop_template']} crops for patch {meta['patch']}; the run uses "
+                             f"{cfg.crop_template} and {cfg.patch}")
+        with np.load(path, allow_pickle=False) as z:
+            jpeg, offsets = z["jpeg"], z["offsets"]
+            self.landmarks = z["landmarks"]
+            self.validation = (torch.from_numpy(z["val_x"].astype(np.float32) / 255.0), z["val_mats"],
+                               z["val_sizes"])
+        self.images = [cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                       for a, b in zip(offsets[:-1], offsets[1:])]
+        self.crop_template = CROP_TEMPLATES[cfg.crop_template]
+        self.template = MOBILEFACENET_96x112
+        self.patch = cfg.patch
+        self.flip_probability = flip_probability
+        self.face_crop_fraction = 1.0
+        self.rng = random.Random(seed)
+
+    def batch_with_faces(self, n: int):
+        from facelink.cloud.training.identity_loss import face_inside, template_matrices
+        from facelink.cloud.training.train import LandmarkPatchSampler, _to_tensor
+
+        t = self.crop_template
+        crops, mats, weights = [], [], []
+        for _ in range(n):
+            i = self.rng.randrange(len(self.images))
+            crop, lm = self.images[i], self.landmarks[i]
+            if self.rng.random() < self.flip_probability:
+                crop, lm = crop[:, ::-1], LandmarkPatchSampler._flip_landmarks(lm, crop.shape[1])
+            crops.append(np.pad(crop, ((0, self.patch - t.height), (0, self.patch - t.width), (0, 0)), mode="edge"))
+            m = template_matrices(lm[None], self.template)[0]
+            mats.append(m)
+            weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
+        sizes = np.array([(t.height, t.width)] * n, dtype=np.int64)
+        return _to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32), sizes
