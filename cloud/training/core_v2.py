@@ -377,11 +377,12 @@ def _progress(cfg: CoreV2Config) -> tuple[dict, dict]:
 
 
 def append_progress(cfg: CoreV2Config, entry: dict) -> None:
-    """Add one entry to the committed progress file (written atomically; entries past ``entry``'s step, left by a
-    run that crashed before its checkpoint, are dropped)."""
+    """Append one entry to the committed progress file (written atomically). Nothing is ever dropped: after a crash
+    between an entry and its checkpoint, or a chunk run elsewhere, entries of equal steps may follow each other;
+    each says where it ran (``device``, ``run_dir``)."""
     path = progress_path(cfg.run_name)
     data, shape = _progress(cfg)
-    entries = [e for e in data.get("entries", []) if e["step"] < entry["step"]]
+    entries = data.get("entries", [])
     data = {"run_name": cfg.run_name, **shape, "lambda_of_quality": {str(q): lmbda(q) for q in range(cfg.qualities)},
             "stages": [cfgmod.to_dict(s) for s in cfg.stages], "entries": entries + [entry]}
     _write_atomic(path, json.dumps(data, indent=1) + "\n")
@@ -512,6 +513,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         arr = np.array(recent) if recent else np.full((1, 3), np.nan)
         entry = {"step": step, "stage": cfg.stage_at(max(step - 1, 0)).name, "wall_seconds": round(wall, 1),
                  "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": str(dev),
+                 "run_dir": str(run_dir), "data": "pack" if pack is not None else "data sets",
                  "train_recent": {"loss": round(float(np.nanmean(arr[:, 0])), 4),
                                   "bpp": round(float(np.nanmean(arr[:, 1])), 4),
                                   "psnr": round(float(np.nanmean(arr[:, 2])), 3), "steps": len(recent)},
