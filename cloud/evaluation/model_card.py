@@ -153,6 +153,9 @@ def _purpose(manifest: dict) -> str:
     text = str(manifest.get("purpose") or manifest.get("description", "")).split(" (cloud/")[0]
     if manifest.get("ablation_of"):
         text += f" (ablation of `{manifest['ablation_of']}`)"
+    adapters = manifest.get("adapters")
+    if isinstance(adapters, dict) and adapters.get("domains"):
+        text += f"; cloud face-domain adapters for {', '.join(map(str, adapters['domains']))}"
     return text.replace("|", "\\|")
 
 
