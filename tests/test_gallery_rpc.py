@@ -1,6 +1,6 @@
-"""The gallery's RPCs on real servers on loopback: two servers on one gallery file, enrol through one, list (with
-the audit fields), recognise, remove a sample and delete the identity through the other, and each sees the other's
-writes at once."""
+"""The gallery's RPCs on real servers on loopback: two servers on one gallery (a SQLite file, or PostgreSQL as
+replicas share it), enrol through one, list (with the audit fields), recognise, remove a sample and delete the
+identity through the other, and each sees the other's writes at once."""
 import asyncio
 
 import cv2
@@ -23,12 +23,18 @@ async def _recognize(stub, data: bytes) -> pb.Recognition:
     return resp.result
 
 
-def test_gallery_rpcs_across_two_servers_on_one_gallery(tmp_path, face_rgb):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery(request, tmp_path):
+    return str(tmp_path / "gallery.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_gallery_rpcs_across_two_servers_on_one_gallery(tmp_path, face_rgb, gallery):
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
     probe = EdgePipeline(DEFAULT_MODEL).process(face_rgb).data
 
     async def scenario():
-        cfg = {"port": 0, "gallery": str(tmp_path / "gallery.db"), "models": [DEFAULT_MODEL], "workers": 1}
+        cfg = {"port": 0, "gallery": gallery, "models": [DEFAULT_MODEL], "workers": 1,
+               "dedup_store": str(tmp_path / "dedup.db")}
         server_a, port_a, _ = await start(ServerConfig(**cfg))
         server_b, port_b, _ = await start(ServerConfig(**cfg))
         try:
