@@ -14,8 +14,11 @@ Each mode is its own server process on a fresh gallery with a few enrolled ident
 The load: N streams on one grpc.aio channel per stream, each a closed loop with ``--in-flight`` frames outstanding
 (default 1: send, wait for the answer, send the next), cycling through aligned face crops coded once by the edge
 pipeline (LFW training images, or the demo faces without the assets). After ``--warmup`` seconds, answers are
-counted for ``--seconds``: frames/s, p50/p99 latency (send → answer), in-band errors, and the server's RSS
-(resident now and its peak). Modes alternate per stream count, so a change in the machine's load hits both.
+counted for ``--seconds``: frames/s, p50/p99 latency (send → answer), in-band errors, the server's RSS
+(resident now and its peak) and the server's CPU time per answered frame (user + system over the whole point,
+warm-up included): on a machine shared with other work the wall-clock figures follow the share of the cores the
+server gets, while CPU per frame is the server's own cost (``2000 / cpu_ms`` bounds frames/s on 2 free cores).
+Modes alternate per stream count, so a change in the machine's load hits both.
 """
 from __future__ import annotations
 
@@ -94,6 +97,11 @@ class Server:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used (user + system), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -110,12 +118,12 @@ async def load(target: str, frames: list[bytes], streams: int, seconds: float, w
     from facelink.v1 import facelink_pb2_grpc as pb_grpc
 
     latencies: list[float] = []
-    errors = answered = 0
+    errors = answered = total = 0
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup, t_start + warmup + seconds
 
     async def one(k: int):
-        nonlocal errors, answered
+        nonlocal errors, answered, total
         async with grpc.aio.insecure_channel(target) as ch:
             stub = pb_grpc.FaceLinkStub(ch)
             call = stub.Recognize()
@@ -135,6 +143,7 @@ async def load(target: str, frames: list[bytes], streams: int, seconds: float, w
                 resp = await call.read()
                 now = time.perf_counter()
                 t0 = sent.pop(resp.id)
+                total += 1
                 if t_measure <= t0 and now <= t_end:
                     answered += 1
                     latencies.append(now - t0)
@@ -147,7 +156,7 @@ async def load(target: str, frames: list[bytes], streams: int, seconds: float, w
 
     await asyncio.gather(*(one(k) for k in range(streams)))
     lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
-    return {"frames_per_s": round(answered / seconds, 2), "answered": answered, "errors": errors,
+    return {"frames_per_s": round(answered / seconds, 2), "answered": answered, "errors": errors, "total": total,
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
@@ -178,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                         c.enroll(name, image=data)
             for streams in args.streams:
                 for mode in args.modes:
+                    cpu0 = servers[mode].cpu_s()
                     row = asyncio.run(load(servers[mode].target, frames, streams, args.seconds, args.warmup,
                                            args.in_flight))
+                    row["server_cpu_ms_per_frame"] = round((servers[mode].cpu_s() - cpu0) * 1e3 / row.pop("total"), 1)
                     rss, peak = servers[mode].rss_mb()
                     row = {"mode": mode, "streams": streams, **row, "rss_mb": round(rss, 1),
                            "peak_rss_mb": round(peak, 1)}
