@@ -280,6 +280,18 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             return self._error(req, e)
 
     # -- the batched path --------------------------------------------------------------------------------------
+    def _decode_or_latents(self, data: bytes):
+        """(frame, ŷ, None) for a small frame, whose synthesis is batched; (frame, None, (image, weights)) for a large
+        one, synthesised here, alone, while it holds its share of the pixel budget (released in this call, whatever
+        becomes of the caller)."""
+        frame, bundle, y_hat, held = self._latents(data)
+        if not held:
+            return frame, y_hat, None
+        try:
+            return frame, None, self._synthesize(frame, y_hat)
+        finally:
+            self.budget.release(held)
+
     def _synthesize(self, frame, y_hat):
         synthesis = self.decoder.synthesis(frame.model_id)
         with inference_lock:
@@ -302,15 +314,12 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         try:
             self._check_request(req)
             t0 = time.perf_counter()
-            frame, bundle, y_hat, held = await loop.run_in_executor(self.pool, self._latents, req.bitstream)
-            try:
-                if held:  # a large frame: its own synthesis, in a worker, not holding up the batches
-                    image, weights = await loop.run_in_executor(self.pool, self._synthesize, frame, y_hat)
-                else:
-                    image, weights = await asyncio.wrap_future(
-                        self.synth_batcher.submit((frame.model_id, y_hat.shape), (y_hat, frame.quality)))
-            finally:
-                self.budget.release(held)
+            frame, y_hat, done = await loop.run_in_executor(self.pool, self._decode_or_latents, req.bitstream)
+            if done is not None:
+                image, weights = done
+            else:
+                image, weights = await asyncio.wrap_future(
+                    self.synth_batcher.submit((frame.model_id, y_hat.shape), (y_hat, frame.quality)))
             image = image[: frame.height, : frame.width]
             t1 = time.perf_counter()
             if frame.template_id:
