@@ -97,7 +97,18 @@ def _start_postgres(bindir: Path, root: Path) -> tuple[Path, int, dict]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
+def postgres_bin() -> Path:
+    """The bin folder of the PostgreSQL build the tests start (initdb, postgres, psql); skips (fails in CI) without."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail(PG_ABSENT)
+        pytest.skip(PG_ABSENT)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request) -> str:
     """URL of a PostgreSQL server with pgvector for this test session, started on 127.0.0.1 and removed after."""
     import shutil
     import subprocess
@@ -106,11 +117,7 @@ def postgres_server() -> str:
     if os.environ.get("FACELINK_TEST_POSTGRES_URL"):
         yield os.environ["FACELINK_TEST_POSTGRES_URL"]
         return
-    bindir = _postgres_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail(PG_ABSENT)
-        pytest.skip(PG_ABSENT)
+    bindir = request.getfixturevalue("postgres_bin")
     root = Path(tempfile.mkdtemp(prefix="facelink-pg-"))
     try:
         bindir, port, run = _start_postgres(bindir, root)
