@@ -16,8 +16,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import grpc
 

@@ -28,7 +28,7 @@ class ServerThread:
     def _call(self, coro, timeout: float = 300.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self._thread.start()
         try:
             self.server, self.port, self.service = self._call(start(self.cfg))

@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_support import ServerThread
 
 from facelink.cloud.serving import auth
-from facelink.cloud.serving.server import ServeRefused, ServerConfig, check_exposure
+from facelink.cloud.serving.server import ServerConfig, ServeRefused, check_exposure
 from facelink.edge.client import Client, request
 from facelink.edge.encoder import EdgePipeline
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
-from server_support import ServerThread
 
 
 def _key():
@@ -53,7 +53,7 @@ def pki(tmp_path_factory):
     ca_key, rogue_key = _key(), _key()
     ca, rogue = _cert("facelink test CA", ca_key, ca=True), _cert("rogue CA", rogue_key, ca=True)
     files = {}
-    for name, cert, key in [("ca", ca, ca_key), ("rogue-ca", rogue, rogue_key)]:
+    for name, cert in [("ca", ca), ("rogue-ca", rogue)]:
         files[name] = d / f"{name}.crt"
         files[name].write_bytes(_pem(cert))
     for name, issuer, issuer_key, server in [("server", ca, ca_key, True), ("client", ca, ca_key, False),

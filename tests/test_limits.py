@@ -10,6 +10,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from server_support import ServerThread
 
 from facelink.cloud.serving import limits
 from facelink.edge.client import Client, request
@@ -17,7 +18,6 @@ from facelink.edge.encoder import EdgePipeline
 from facelink.shared import bitstream, image_header, registry
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
-from server_support import ServerThread
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -138,11 +138,11 @@ def test_hostile_enrolments_are_refused_with_clear_codes(server, crop, demo_face
     photo = (demo_faces / "enroll" / "Tony_Blair_0001.jpg").read_bytes()
     with Client(server.target) as c:
         for side in (30000, 40000):
-            assert _code(lambda: c.enroll("Bomb", image=png_bomb(side))) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _code(lambda s=side: c.enroll("Bomb", image=png_bomb(s))) == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert _code(lambda: c.enroll("Bomb", image=jpeg_header(60000, 60000))) == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert _code(lambda: c.enroll("Junk", image=b"GIF89a" + bytes(100))) == grpc.StatusCode.INVALID_ARGUMENT
         for name in ("  Tony Blair  ", "Tony\u200bBlair", "T\u043eny Blair", "\u202eTony Blair", "n" * (1 << 20)):
-            assert _code(lambda: c.enroll(name, image=photo)) == grpc.StatusCode.INVALID_ARGUMENT
+            assert _code(lambda n=name: c.enroll(n, image=photo)) == grpc.StatusCode.INVALID_ARGUMENT
         assert _code(lambda: c.enroll("Tony Blair", image=photo, source_name="s" * (10 << 20))
                      ) == grpc.StatusCode.INVALID_ARGUMENT
         assert c.enroll("Tony Blair", image=photo, source_name="tb.jpg").samples == 1

@@ -1,6 +1,5 @@
 """A real server on loopback: health, reflection, model info, enrollment, and a stream that survives bad frames."""
 import json
-import os
 import signal
 import struct
 import subprocess
@@ -75,7 +74,8 @@ def _recrc(body: bytes) -> bytes:
 def test_enroll_then_stream_with_bad_frames(client, demo_faces):
     enrolled = client.enroll("Colin Powell", image=(demo_faces / "enroll" / "Colin_Powell_0001.jpg").read_bytes())
     assert enrolled.samples == 1
-    assert client.enroll("Colin Powell", image=(demo_faces / "enroll" / "Colin_Powell_0001.jpg").read_bytes()).samples == 2
+    photo = (demo_faces / "enroll" / "Colin_Powell_0001.jpg").read_bytes()
+    assert client.enroll("Colin Powell", image=photo).samples == 2
     client.enroll("Tony Blair", image=(demo_faces / "enroll" / "Tony_Blair_0001.jpg").read_bytes())
 
     import cv2

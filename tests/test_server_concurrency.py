@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import pytest
+from server_support import ServerThread
 
 from facelink.cloud.serving.gallery import Gallery
 from facelink.cloud.serving.recognizers import MobileFaceNetRecognizer
 from facelink.edge.client import Client, request
 from facelink.edge.encoder import EdgePipeline
 from facelink.shared.registry import DEFAULT_MODEL
-from server_support import ServerThread
 
 CLIENTS = 8
 

@@ -9,11 +9,11 @@ import urllib.request
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_support import serve_process
 
 from facelink.edge.client import Client, request
 from facelink.edge.encoder import EdgePipeline
 from facelink.shared.registry import DEFAULT_MODEL
-from server_support import serve_process
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import urllib.request
 
 import cv2
 import grpc
+from server_support import serve_process
 
 from facelink.edge.client import Client, request
 from facelink.edge.encoder import EdgePipeline
 from facelink.shared.registry import DEFAULT_MODEL
-from server_support import serve_process
 
 
 def _streams_active(port: int) -> float:
@@ -60,7 +60,7 @@ def test_two_replicas_enrol_recognise_and_survive_a_kill(tmp_path, postgres_url,
             while len(answered) < len(ids) and broken < 5:
                 pending = [i for i in ids if i not in answered]
 
-                def frames():
+                def frames(pending=pending):
                     for rid in pending:
                         yield request(rid, crop)
                         time.sleep(0.02)

@@ -14,7 +14,8 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 _STOP = object()
 

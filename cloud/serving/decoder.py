@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from facelink.cloud.serving import adapters as adapters_mod
-from facelink.cloud.serving import limits
-from facelink.cloud.serving import variable_rate
+from facelink.cloud.serving import limits, variable_rate
 from facelink.cloud.serving.codec_model import build, load_synthesis
 from facelink.shared import bitstream, codec, registry
 

@@ -70,7 +70,7 @@ class PixelBudget:
                 self._cond.notify_all()
 
     class _Held:
-        def __init__(self, budget: "PixelBudget", n: int):
+        def __init__(self, budget: PixelBudget, n: int):
             self.budget, self.n = budget, n
 
         def __enter__(self):
@@ -79,7 +79,7 @@ class PixelBudget:
         def __exit__(self, *_):
             self.budget.release(self.n)
 
-    def hold(self, pixels: int) -> "PixelBudget._Held":
+    def hold(self, pixels: int) -> PixelBudget._Held:
         return PixelBudget._Held(self, self.acquire(pixels))
 
 

@@ -45,18 +45,17 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facelink.shared import config as cfgmod
 from facelink.cloud.serving import auth as authmod
 from facelink.cloud.serving import limits
 from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
-from facelink.cloud.serving.gallery import (Gallery, GalleryError, GalleryUnavailable, NotFoundError,
-                                            is_postgres_url)
+from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError, is_postgres_url
 from facelink.cloud.serving.metrics import Metrics
 from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification, inference_lock
 from facelink.cloud.serving.recognizers import get_recognizer
 from facelink.shared import bitstream, codec, image_header, registry
+from facelink.shared import config as cfgmod
 from facelink.shared.alignment import TEMPLATE_IDS
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
