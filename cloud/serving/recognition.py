@@ -4,9 +4,9 @@ Thread safety: the server calls one :class:`FacePipeline` from several worker th
 ``cv2.FaceDetectorYN`` keeps per-call state (its input size, its network's buffers) and is not safe to share, so
 each thread gets its own YuNet (made on first use); a detector passed in is shared and used under a lock.
 Network inference (the recognizer here, the codec's synthesis in the server) runs under :data:`inference_lock`, one
-call at a time, each using all of torch's threads: two torch calls at once split the cores between them and round
-differently in the last bits (measured: 1 enrolment in 72 differed by 1e-8 in cosine), and a non-re-entrant
-recognizer (dlib) is safe under it too. The Python-side work of other frames (entropy decoding, detection,
+call at a time, each with all of torch's threads, as when it runs alone (tests/test_server_concurrency.py requires
+bit-identical answers under load); a non-re-entrant recognizer (dlib) is safe under it too, and on a CPU the
+intra-op threads already use every core. The Python-side work of other frames (entropy decoding, detection,
 alignment, gallery match) goes on meanwhile.
 """
 from __future__ import annotations
