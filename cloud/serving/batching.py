@@ -5,7 +5,8 @@ A batch is what is waiting when the stage's thread is free, topped up for at mos
 ``max_batch``; items are grouped by a key (model and latent shape for the synthesis) and each group is one call.
 Under load the queue fills while a batch runs, so batches grow without waiting; at one stream a frame waits at
 most ``max_wait_s`` per stage. Batched inference gives each item the same answer as alone up to float rounding
-(in the last bits; the concurrency test bounds similarities at 1e-5), not bit for bit: ``facelink serve --batching off`` is the per-frame path.
+(in the last bits; the concurrency test bounds similarities at 1e-5), not bit for bit: ``facelink serve
+--batching off`` is the per-frame path.
 """
 from __future__ import annotations
 
