@@ -9,7 +9,8 @@ Each mode is its own server process on a fresh gallery with a few enrolled ident
 - ``before``: ``--batching off --stream-window 1``, the server's per-frame path (what it did before micro-batching:
   one frame of a stream at a time, each decoded and recognised alone in the worker pool);
 - ``after``: the defaults (micro-batches of the synthesis and the recognizer across streams, 8 frames of a stream
-  in flight).
+  in flight);
+- ``after-torch1``: the same with one torch thread (the batches on one core, Python's work on the other).
 
 The load: N streams on one grpc.aio channel per stream, each a closed loop with ``--in-flight`` frames outstanding
 (default 1: send, wait for the answer, send the next), cycling through aligned face crops coded once by the edge
@@ -40,6 +41,7 @@ from facelink.shared.registry import DEFAULT_MODEL
 MODES = {
     "before": ["--batching", "off", "--stream-window", "1"],
     "after": [],
+    "after-torch1": ["--torch-threads", "1"],
 }
 DEFAULT_OUT = Path("benchmarks/results/serve_load.json")
 
@@ -200,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             for s in servers.values():
                 s.stop()
     by = {(r["mode"], r["streams"]): r for r in rows}
-    ratios = {str(s): round(by["after", s]["frames_per_s"] / by["before", s]["frames_per_s"], 2)
-              for s in args.streams if ("after", s) in by and ("before", s) in by and by["before", s]["frames_per_s"]}
+    ratios = {m: {str(s): round(by[m, s]["frames_per_s"] / by["before", s]["frames_per_s"], 2)
+                  for s in args.streams if ("before", s) in by and by["before", s]["frames_per_s"]}
+              for m in args.modes if m != "before"}
     doc = stamp({"command": "facelink bench serve " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "modes": {m: MODES[m] for m in args.modes}, "seconds": args.seconds, "in_flight": args.in_flight,
-                 "cpus": os.cpu_count(), "rows": rows, "throughput_ratio_after_over_before": ratios})
+                 "cpus": os.cpu_count(), "rows": rows, "throughput_ratio_over_before": ratios})
     emit_json(doc, args.out)
     return 0
 

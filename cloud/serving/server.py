@@ -99,6 +99,7 @@ class ServerConfig:
     max_streams: int = 64  # concurrent Recognize streams
     stream_window: int = 8  # unanswered frames per stream before the server stops reading it
     workers: int = 2
+    torch_threads: int | None = None  # torch's intra-op threads (default: torch's own, one per core)
     device: str | None = None
     # Throughput: micro-batches of the synthesis and the recognizer across streams
     batching: bool = True
@@ -177,6 +178,10 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         self.cfg = cfg
         self.tokens = tokens
         self.metrics = metrics or Metrics()
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
         self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off",
                                     max_pixels=cfg.max_pixels)
         recognizer = get_recognizer(cfg.recognizer, cfg.device)
@@ -648,9 +653,9 @@ async def _serve(cfg: ServerConfig, ready_file: Path | None) -> None:
 
 
 _FLAGS = ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "max_pixels",
-          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "device", "batch_max",
-          "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port", "metrics_host",
-          "shutdown_grace_s")
+          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "torch_threads", "device",
+          "batch_max", "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port",
+          "metrics_host", "shutdown_grace_s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -670,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-streams", type=int, help="concurrent Recognize streams (more: RESOURCE_EXHAUSTED)")
     ap.add_argument("--stream-window", type=int, help="unanswered frames per stream before it is not read further")
     ap.add_argument("--workers", type=int, help="worker threads for decoding, detection and the gallery (default 2)")
+    ap.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default: one per core)")
     ap.add_argument("--device", help="torch device for the synthesis and the recognizer (default: cuda if present)")
     ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
     ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 16)")
