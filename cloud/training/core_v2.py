@@ -275,6 +275,7 @@ def write_milestone(cfg: CoreV2Config, run_dir: Path) -> Path:
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
     save_file(milestone_state(model), str(tmp))
+    tmp.chmod(0o644)  # a committed file, readable by all like the rest of the tree
     tmp.replace(weights)
     step = int(state["step"])
     record = {"run_name": cfg.run_name, "architecture": cfg.architecture, "N": cfg.N, "M": cfg.M,
