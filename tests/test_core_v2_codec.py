@@ -126,7 +126,7 @@ def test_quality_is_checked_and_a_variable_rate_model_writes_version_3(vr_model,
     enc = EdgeEncoder(str(folder))
     assert enc.quality == 3.5  # the manifest's default_quality
     sizes = [len(enc.encode(crop, ARCFACE_112, quality=q)) for q in (0.0, 3.5, 7.0)]
-    assert sizes[0] < sizes[1] < sizes[2]
+    assert sizes[0] <= sizes[1] <= sizes[2] and sizes[0] < sizes[2]
     with pytest.raises(ValueError, match="one quality"):
         EdgeEncoder(quality=2.0)  # the default model is a rate point
 
