@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo test lint proto verify-bitexact bench clean edge-binary
+.PHONY: help install system-deps demo test lint proto verify-bitexact bench clean edge-binary fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -69,6 +69,11 @@ edge-binary: $(STAMP) ## the one-file edge binary dist/facelink-edge (PyInstalle
 	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/edge-binary \
 	  edge/packaging/facelink-edge.spec
 	$(BIN)/python edge/packaging/check_binary.py dist/facelink-edge
+
+# FUZZ_ITERATIONS / FUZZ_SECONDS bound the run; a bounded run is part of make test (tests/test_fuzz_containers.py).
+fuzz: $(STAMP) ## fuzz the container parser and entropy decoder at length -> benchmarks/results/fuzz.json
+	nice -n 10 $(BIN)/python -m facelink.benchmarks.fuzz_containers --iterations $(or $(FUZZ_ITERATIONS),1000000) \
+	  $(if $(FUZZ_SECONDS),--seconds $(FUZZ_SECONDS)) --out benchmarks/results/fuzz.json
 
 clean: ## remove the virtual environment and build leftovers (not runs/ or the benchmark cache)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -26,10 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from facelink.benchmarks import engine, metrics
+from facelink.benchmarks.codecs import (
+    CLASSICAL,
+    REGISTRY,
+    CodecUnavailable,
+    ablation_of,
+    get_codec,
+    learned_families,
+    parse_codec_spec,
+    tuned_from,
+)
+from facelink.benchmarks.results_io import TAR, csv_text, markdown_report, read_results, write_json
 from facelink.cloud.evaluation.provenance import git_state, host, package_versions
-from facelink.benchmarks.codecs import (CLASSICAL, CodecUnavailable, REGISTRY, ablation_of, get_codec,
-                                       learned_families, parse_codec_spec, tuned_from)
-from facelink.benchmarks.results_io import (TAR, csv_text, markdown_report, read_results, write_json)
 from facelink.shared.alignment import CROP_TEMPLATES
 from facelink.shared.detection import sha256_file
 

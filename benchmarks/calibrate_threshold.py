@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from facelink.cloud.evaluation.codec import LearnedCodec
-    from facelink.cloud.serving.recognizers import get_recognizer
     from facelink.cloud.evaluation.verification import best_threshold
+    from facelink.cloud.serving.recognizers import get_recognizer
     from facelink.edge.encoder import FaceCropper
     from facelink.shared.alignment import align
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
               "pairs_without_face": no_face, "threshold": round(thr, 4), "accuracy_at_threshold": round(acc, 4),
               "same_person_similarity_median": float(np.median(s[y])),
               "different_person_similarity_median": float(np.median(s[~y])),
-              "pairs": "LFW images outside View 2, seed %d, %d per class" % (args.seed, args.pairs)}
+              "pairs": f"LFW images outside View 2, seed {args.seed}, {args.pairs} per class"}
     emit_json(stamp(result), args.out)
     return 0
 

@@ -10,18 +10,17 @@ Adding a codec is one entry in :data:`REGISTRY` (a name and a factory). facelink
 """
 from __future__ import annotations
 
-import json
-
 import io
+import json
 import os
 import re
 import shutil
 import struct
 import subprocess
 import tempfile
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, features
@@ -248,7 +247,7 @@ def ffmpeg_binary() -> str:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _x265_version(ffmpeg: str) -> str:
     """x265's version as it reports itself on one tiny encode (``x265 [info]: HEVC encoder version ...``)."""
     try:
@@ -387,7 +386,8 @@ class HEVC(Codec):
 
 # ----------------------------------------------------------------------------------------------------------
 class FacelinkCodec(Codec):
-    """facelink's learned codec: ``facelink.cloud.evaluation.codec.LearnedCodec(model)``; charged for the whole container.
+    """facelink's learned codec: ``facelink.cloud.evaluation.codec.LearnedCodec(model)``; charged for the whole
+    container.
 
     The learned codec has one rate per model, so the "quality" sweep is a list of model names.
     """
@@ -407,15 +407,19 @@ class FacelinkCodec(Codec):
                 from facelink.cloud.evaluation.codec import LearnedCodec
             except ImportError as e:
                 raise CodecUnavailable(
-                    "facelink's learned codec is not available (facelink.cloud.evaluation.codec.LearnedCodec could not be "
-                    f"imported: {e}); install facelink[cloud] from a checkout that has it") from e
+                    "facelink's learned codec is not available "
+                    "(facelink.cloud.evaluation.codec.LearnedCodec could not be "
+                    f"imported: {e}); install facelink[cloud] from a checkout that has it"
+                ) from e
             self._loaded[model] = LearnedCodec(model, adapters=self.adapters)
         return self._loaded[model]
 
     def check_available(self):
         if not self.qualities:
-            raise CodecUnavailable("no learned-codec models configured: give them as facelink:<model>,<model>,... "
-                                   "or in the codecs.REGISTRY entry")
+            raise CodecUnavailable(
+                "no learned-codec models configured: give them as facelink:<model>,<model>,... "
+                "or in the codecs.REGISTRY entry"
+            )
         self._codec(str(self.qualities[0]))
 
     def encode(self, rgb, quality):
@@ -432,11 +436,13 @@ class FacelinkCodec(Codec):
         from facelink.shared import bitstream, registry
 
         model_id = bitstream.unpack(data).model_id
-        quality = next((q for q in self.qualities
-                        if registry.load(str(q), verify=False).manifest["model_id"] == model_id), None)
+        quality = next(
+            (q for q in self.qualities if registry.load(str(q), verify=False).manifest["model_id"] == model_id), None
+        )
         if quality is None:
-            raise ValueError(f"not a {self.name} container: its model id {model_id} is none of "
-                             f"{', '.join(map(str, self.qualities))}")
+            raise ValueError(
+                f"not a {self.name} container: its model id {model_id} is none of {', '.join(map(str, self.qualities))}"
+            )
         return np.asarray(self._codec(str(quality)).decode(data, self.domain), dtype=np.uint8)
 
     def roundtrip(self, rgb, quality):
@@ -459,6 +465,7 @@ class FacelinkCodec(Codec):
     def version(self):
         try:
             from importlib.metadata import version
+
             return f"facelink {version('facelink')}"
         except Exception:  # noqa: BLE001
             return "facelink ?"
@@ -543,8 +550,11 @@ class AdaptedFacelinkCodec(FacelinkCodec):
         return super().decode(data)
 
     def settings_for(self, quality):
-        return {**super().settings_for(quality), "adapters": self.variant,
-                "adapters_digest": _adapters_digest(str(quality)) if self.adapters != "off" else None}
+        return {
+            **super().settings_for(quality),
+            "adapters": self.variant,
+            "adapters_digest": _adapters_digest(str(quality)) if self.adapters != "off" else None,
+        }
 
 
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve. What a family is — its
@@ -581,7 +591,7 @@ def _partner(codec_name: str, relation: str) -> str | None:
     family = base.removeprefix("facelink-")
     info = _ladder_families().get(family) if family != base else None
     other = getattr(info, relation) if info is not None else None
-    return None if other is None else f"facelink-{other}{codec_name[len(base):]}"
+    return None if other is None else f"facelink-{other}{codec_name[len(base) :]}"
 
 
 def ablation_of(codec_name: str) -> str | None:
@@ -616,8 +626,9 @@ def learned_families() -> list[str]:
 
 
 def _family_codec(family: str) -> Callable[[], Codec]:
-    return lambda: FacelinkCodec(models=tuple(_registry_models(family)), name=f"facelink-{family}",
-                                 label=family_label(family))
+    return lambda: FacelinkCodec(
+        models=tuple(_registry_models(family)), name=f"facelink-{family}", label=family_label(family)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,7 +646,11 @@ class BackgroundBlurred(Codec):
 
         self.base = base
         self.roi = roi or BackgroundBlur()
-        self.name, self.label, self.quality_name = base.name + self.SUFFIX, f"{base.label} + face ROI", base.quality_name
+        self.name, self.label, self.quality_name = (
+            base.name + self.SUFFIX,
+            f"{base.label} + face ROI",
+            base.quality_name,
+        )
         self._detector = None
 
     @property
@@ -650,6 +665,7 @@ class BackgroundBlurred(Codec):
         """The frame the base codec gets: background blurred around every detected face."""
         if self._detector is None:
             from facelink.shared.detection import YuNet
+
             self._detector = YuNet()
         return self.roi.around_faces(_check_rgb(rgb), self._detector)
 
@@ -700,7 +716,7 @@ def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
     """A codec by registry name (``<name>+roi``: behind the edge's background blur); ``qualities`` overrides its
     default sweep."""
     if name.endswith(BackgroundBlurred.SUFFIX) and len(name) > len(BackgroundBlurred.SUFFIX):
-        codec = BackgroundBlurred(get_codec(name[:-len(BackgroundBlurred.SUFFIX)]))
+        codec = BackgroundBlurred(get_codec(name[: -len(BackgroundBlurred.SUFFIX)]))
     elif AdaptedFacelinkCodec.SEP in name:  # facelink-<family>@<variant>: decoded with its adapters or without
         base_name, _, variant = name.rpartition(AdaptedFacelinkCodec.SEP)
         base = get_codec(base_name)

@@ -27,9 +27,9 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -321,9 +321,9 @@ def process_images(task: dict) -> tuple[str, list[dict], float]:
     Returns (cond, rows, seconds) where each row has image, bits, pixels, face, data (the encoded bytes, None
     for the uncompressed reference) and emb {slot: vector}.
     """
-    from facelink.shared.alignment import TEMPLATES, align, similarity_transform
-
     import cv2
+
+    from facelink.shared.alignment import TEMPLATES, align, similarity_transform
 
     t0 = time.perf_counter()
     codec = _codec(task["codec"])
@@ -451,15 +451,32 @@ class RunConfig:
         return bool(self.flip and recognizer not in self.no_flip_for)
 
     def resolved(self) -> dict:
-        return {"datasets": list(self.datasets), "protocols": list(self.protocols),
-                "recognizers": list(self.recognizers), "settings": list(self.settings),
-                "codecs": [{"name": c.name, "qualities": list(c.qualities), "quality_name": c.quality_name,
-                            "settings": c.settings()} for c in self.codecs],
-                "limit_pairs_per_fold": self.limit, "workers": self.workers, "threads_per_worker": self.threads,
-                "flip": {r: self.flip_of(r) for r in self.recognizers}, "chunk": self.chunk, "seed": self.seed, "cache": str(self.cache),
-                "reference": {"codec": self.reference[0], "quality": self.reference[1]},
-                "detector": "yunet (largest face)", "crop_template": self.crop_template,
-                **({"probe_domain": self.probe_domain} if self.probe_domain else {})}
+        return {
+            "datasets": list(self.datasets),
+            "protocols": list(self.protocols),
+            "recognizers": list(self.recognizers),
+            "settings": list(self.settings),
+            "codecs": [
+                {
+                    "name": c.name,
+                    "qualities": list(c.qualities),
+                    "quality_name": c.quality_name,
+                    "settings": c.settings(),
+                }
+                for c in self.codecs
+            ],
+            "limit_pairs_per_fold": self.limit,
+            "workers": self.workers,
+            "threads_per_worker": self.threads,
+            "flip": {r: self.flip_of(r) for r in self.recognizers},
+            "chunk": self.chunk,
+            "seed": self.seed,
+            "cache": str(self.cache),
+            "reference": {"codec": self.reference[0], "quality": self.reference[1]},
+            "detector": "yunet (largest face)",
+            "crop_template": self.crop_template,
+            **({"probe_domain": self.probe_domain} if self.probe_domain else {}),
+        }
 
 
 def all_codecs(cfg: RunConfig) -> list[Codec]:
@@ -506,20 +523,31 @@ def compute(cfg: RunConfig, suites: dict[str, Suite], log=print) -> dict:
             for codec, domain in [(c, d) for c in all_codecs(cfg) for d in probe_conditions(cfg, c)]:
                 for q in codec.qualities:
                     cond = condition_for(ds_name, protocol, codec, q, cfg.flip, cfg.crop_template, domain)
-                    images = (images_to_code(suite, codec, cfg.settings) if domain is None or codec.name !=
-                              "uncompressed" else [suite.keys[i] for i in encoded_indices(suite, "asymmetric")])
+                    images = (
+                        images_to_code(suite, codec, cfg.settings)
+                        if domain is None or codec.name != "uncompressed"
+                        else [suite.keys[i] for i in encoded_indices(suite, "asymmetric")]
+                    )
                     todo = cache.missing(cond.key, images, slots)
                     stored = cache.encoded(cond.key, todo) if todo else {}
                     for i in range(0, len(todo), cfg.chunk):
-                        part = todo[i:i + cfg.chunk]
-                        tasks.append({"cond": cond.key, "protocol": protocol, "codec": codec.name, "quality": q,
-                                      "root": str(suite.root), "images": part,
-                                      "encoded": {k: stored[k] for k in part if k in stored},
-                                      "recognizers": list(cfg.recognizers),
-                                      "flip": {r: cfg.flip_of(r) for r in cfg.recognizers},
-                                      "crop_template": cfg.crop_template, "probe_domain": domain,
-                                      "label": f"{ds_name}/{protocol}/{codec.name}:{q}"
-                                               + (f"/{domain}" if domain else "")})
+                        part = todo[i : i + cfg.chunk]
+                        tasks.append(
+                            {
+                                "cond": cond.key,
+                                "protocol": protocol,
+                                "codec": codec.name,
+                                "quality": q,
+                                "root": str(suite.root),
+                                "images": part,
+                                "encoded": {k: stored[k] for k in part if k in stored},
+                                "recognizers": list(cfg.recognizers),
+                                "flip": {r: cfg.flip_of(r) for r in cfg.recognizers},
+                                "crop_template": cfg.crop_template,
+                                "probe_domain": domain,
+                                "label": f"{ds_name}/{protocol}/{codec.name}:{q}" + (f"/{domain}" if domain else ""),
+                            }
+                        )
     n_images = sum(len(t["images"]) for t in tasks)
     log(f"{len(tasks)} chunks, {n_images} image encodings to compute (the rest is cached in {cfg.cache})")
     stats = {"images": 0, "seconds": 0.0, "by_codec": {}}
@@ -567,8 +595,9 @@ def pair_scores(gallery: np.ndarray, probe: np.ndarray, pairs: np.ndarray) -> np
     return np.einsum("ij,ij->i", a, b).astype(np.float64)
 
 
-def evaluate_condition(cache: Cache, suite: Suite, cond: Condition, ref: Condition, recognizer: str, flip: bool,
-                       setting: str) -> dict:
+def evaluate_condition(
+    cache: Cache, suite: Suite, cond: Condition, ref: Condition, recognizer: str, flip: bool, setting: str
+) -> dict:
     """Verification metrics and rate of one codec setting under one setting (asymmetric/symmetric)."""
     from facelink.cloud.evaluation.verification import floor_missing, verification_metrics
 
@@ -578,18 +607,30 @@ def evaluate_condition(cache: Cache, suite: Suite, cond: Condition, ref: Conditi
     if setting == "symmetric":
         gallery = emb
     else:  # asymmetric: the first image of every pair from the uncompressed reference
-        _, _, _, gallery = cache.load(ref.key, suite.keys, slot, dim=emb.shape[1],
-                                      need=np.unique(suite.pairs[:, 0]))
+        _, _, _, gallery = cache.load(ref.key, suite.keys, slot, dim=emb.shape[1], need=np.unique(suite.pairs[:, 0]))
     scores = pair_scores(gallery, emb, suite.pairs)
     # The recognizer issue's protocol: 10-fold accuracy, ROC figures, and the "reject" no-face rule (a pair with
     # a missing face scores below every other pair).
     v = verification_metrics(floor_missing(scores), suite.same, suite.folds)
-    m = {"accuracy": v.accuracy_mean, "accuracy_std": v.accuracy_std, "accuracy_se": v.accuracy_se,
-         "tar@far=1e-3": v.tar_at_far, "far_achieved": v.far_achieved, "eer": v.eer, "auc": v.auc,
-         "no_face_pairs": int((~np.isfinite(scores)).sum())}
+    m = {
+        "accuracy": v.accuracy_mean,
+        "accuracy_std": v.accuracy_std,
+        "accuracy_se": v.accuracy_se,
+        "tar@far=1e-3": v.tar_at_far,
+        "far_achieved": v.far_achieved,
+        "eer": v.eer,
+        "auc": v.auc,
+        "no_face_pairs": int((~np.isfinite(scores)).sum()),
+    }
     ok = np.isfinite(bits[encoded])
     bpp = float(np.mean(bits[encoded][ok] / pixels[encoded][ok])) if ok.any() else float("nan")
-    m.update({"bpp": bpp, "bytes_per_face": float(np.mean(bits[encoded][ok]) / 8) if ok.any() else float("nan"),
-              "images_encoded": int(ok.sum()), "no_face_images": int((~face[encoded]).sum()),
-              "pixels_per_image": float(np.mean(pixels[encoded][ok])) if ok.any() else float("nan")})
+    m.update(
+        {
+            "bpp": bpp,
+            "bytes_per_face": float(np.mean(bits[encoded][ok]) / 8) if ok.any() else float("nan"),
+            "images_encoded": int(ok.sum()),
+            "no_face_images": int((~face[encoded]).sum()),
+            "pixels_per_image": float(np.mean(pixels[encoded][ok])) if ok.any() else float("nan"),
+        }
+    )
     return m

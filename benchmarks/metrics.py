@@ -24,8 +24,8 @@ Interpolation is monotone piecewise-cubic (PCHIP, the default) or Akima, of log(
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

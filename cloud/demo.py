@@ -94,7 +94,10 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
             raise RuntimeError(f"the edge client failed ({res.returncode}): {res.stderr.strip()}")
         rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
         results = [r for r in rows if "id" in r]
-        print(f"\n{'file':<28} {'bytes':>6} {'bpp':>6}  {'predicted':<20} {'sim':>6} {'ms':>7}  {'expected':<20}", file=out)
+        print(
+            f"\n{'file':<28} {'bytes':>6} {'bpp':>6}  {'predicted':<20} {'sim':>6} {'ms':>7}  {'expected':<20}",
+            file=out,
+        )
         correct = 0
         for r in results:
             expected = identity_of(r["file"])
@@ -106,15 +109,26 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
                 sim = f"{r['similarity']:.3f}"
                 ok = (r.get("identity") == expected) if expected in enrolled else not r.get("identity")
                 correct += ok
-            print(f"{Path(r['file']).name:<28} {r['bytes']:>6} {r['bpp']:>6.3f}  {pred:<20} {sim:>6} "
-                  f"{r['latency_ms']:>7.1f}  {expected_shown:<20}", file=out)
+            print(
+                f"{Path(r['file']).name:<28} {r['bytes']:>6} {r['bpp']:>6.3f}  {pred:<20} {sim:>6} "
+                f"{r['latency_ms']:>7.1f}  {expected_shown:<20}",
+                file=out,
+            )
         for r in rows:
             if "skipped" in r:
                 print(f"skipped {r['file']}: {r['skipped']}", file=out)
-        summary = {"frames": len(results), "correct": correct,
-                   "mean_bytes": sum(r["bytes"] for r in results) / max(1, len(results)), "results": results}
-        print(f"\n[demo] {correct}/{len(results)} frames answered correctly; mean {summary['mean_bytes']:.0f} bytes "
-              f"per face", file=out, flush=True)
+        summary = {
+            "frames": len(results),
+            "correct": correct,
+            "mean_bytes": sum(r["bytes"] for r in results) / max(1, len(results)),
+            "results": results,
+        }
+        print(
+            f"\n[demo] {correct}/{len(results)} frames answered correctly; mean {summary['mean_bytes']:.0f} bytes "
+            f"per face",
+            file=out,
+            flush=True,
+        )
         return summary
     finally:
         server.send_signal(signal.SIGTERM)
@@ -132,12 +146,17 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="facelink demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="facelink demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--faces", type=Path, default=DEMO_FACES_DIR, help="folder with enroll/ and probe/ images")
     ap.add_argument("--model", help="codec rate point")
-    ap.add_argument("--full-frame", action="store_true", help="send whole frames behind the face ROI instead of aligned crops")
-    ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to start (default %(default)s)")
+    ap.add_argument(
+        "--full-frame", action="store_true", help="send whole frames behind the face ROI instead of aligned crops"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for the server to start (default %(default)s)"
+    )
     args = ap.parse_args(argv)
     summary = run(args.faces, args.model, args.full_frame, timeout=args.timeout)
     return 0 if summary["frames"] else 1

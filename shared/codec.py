@@ -31,7 +31,7 @@ def quantize_z(tables: ModelTables, z: np.ndarray) -> np.ndarray:
 
 
 def encode_latents(tables: ModelTables, y: np.ndarray, z: np.ndarray, height: int, width: int,
-                   version: int = bitstream.FORMAT_VERSION) -> tuple[tuple[bytes, ...], "DecodedSymbols"]:
+                   version: int = bitstream.FORMAT_VERSION) -> tuple[tuple[bytes, ...], DecodedSymbols]:
     """The rANS stream(s) of a container of ``version`` for an image of ``height``×``width`` whose padded latents are
     y (M, 4h, 4w) and z (N, h, w), float32; also what was coded (what a decoder must reproduce exactly).
 

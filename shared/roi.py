@@ -12,8 +12,8 @@ with a linear ``ramp`` (in template pixels) down to the background.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np

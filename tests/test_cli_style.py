@@ -56,15 +56,19 @@ def test_every_option_has_help(prog, name, monkeypatch):
 
 
 def test_top_level_help_is_light():
-    """`facelink --help` and `facelink-edge --help` import neither torch nor a command's module, and warn about nothing."""
-    code = ("import sys, contextlib, io\n"
-            "from facelink.cloud import cli as c\nfrom facelink.edge import cli as e\n"
-            "for m in (c, e):\n"
-            "    with contextlib.redirect_stdout(io.StringIO()):\n"
-            "        try: m.main(['--help'])\n"
-            "        except SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'compressai', 'onnxruntime', 'cv2', 'facelink.benchmarks') if m in sys.modules]\n"
-            "print(heavy)\n")
+    """`facelink --help` and `facelink-edge --help` import neither torch nor a command's module, and warn about
+    nothing."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from facelink.cloud import cli as c\nfrom facelink.edge import cli as e\n"
+        "for m in (c, e):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try: m.main(['--help'])\n"
+        "        except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'compressai', 'onnxruntime', 'cv2', 'facelink.benchmarks')\n"
+        "         if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]" and r.stderr == ""

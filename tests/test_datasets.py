@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facelink.cloud.training import datasets as ds
 from facelink.cloud.evaluation import verification as V
-from facelink.shared.paths import MissingAssetError, PROTOCOLS_DIR
+from facelink.cloud.training import datasets as ds
+from facelink.shared.paths import PROTOCOLS_DIR, MissingAssetError
 
 LFW_PAIRS_SHA256 = "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592"
 

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.shared import config
 from facelink.cloud.training.export import export_tables, reference_model
 from facelink.cloud.training.from_registry import init_state, stored_z_pmf, trainable_model
 from facelink.cloud.training.train import TrainConfig
-from facelink.shared import registry
+from facelink.shared import config, registry
 
 NAME = "face-ipr-q1"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facelink.shared import codec, bitstream, registry
+from facelink.shared import bitstream, codec, registry
 from facelink.shared.hyper_int import ACT_LIMIT, IntLayer, run_layer
 
 
@@ -74,11 +74,13 @@ def test_perturbed_hyper_synthesis_decodes_exactly_or_is_rejected(monkeypatch):
     expected = [codec.decompress_latents(tables, f) for f in frames]
     original = type(tables.hyper).__call__
 
-    def perturbed(self, z_symbols, _rel=1e-6, _sign=[1]):
+    sign = [1]  # alternates between calls
+
+    def perturbed(self, z_symbols, _rel=1e-6):
         scales, means = original(self, z_symbols)
-        _sign[0] = -_sign[0]
+        sign[0] = -sign[0]
         # the perturbation acts on the real-valued outputs; the integer grid is 2**-frac_bits
-        f = 1.0 + _sign[0] * _rel
+        f = 1.0 + sign[0] * _rel
         return np.floor(scales * f + 0.5).astype(np.int64), np.floor(means * f + 0.5).astype(np.int64)
 
     monkeypatch.setattr(type(tables.hyper), "__call__", perturbed)

@@ -40,7 +40,9 @@ def _vectors(tables, seed, n=4000, spread=1.0):
 def test_bytes_equal_compressai_gaussian(gaussian_tables, seed, spread):
     cdfs, lengths, offsets = gaussian_tables
     sym, idx = _vectors(gaussian_tables, seed, spread=spread)
-    ref = RansEncoder().encode_with_indexes(sym.tolist(), idx.tolist(), cdfs.tolist(), lengths.tolist(), offsets.tolist())
+    ref = RansEncoder().encode_with_indexes(
+        sym.tolist(), idx.tolist(), cdfs.tolist(), lengths.tolist(), offsets.tolist()
+    )
     assert rans.encode_with_indexes(sym, idx, cdfs, lengths, offsets) == ref
     # each side reads the other's stream
     np.testing.assert_array_equal(rans.decode_with_indexes(ref, idx, cdfs, lengths, offsets), sym)
@@ -51,7 +53,9 @@ def test_bytes_equal_compressai_gaussian(gaussian_tables, seed, spread):
 def test_bytes_equal_compressai_factorized(factorized_tables):
     cdfs, lengths, offsets = factorized_tables
     sym, idx = _vectors(factorized_tables, 7, n=3000, spread=1.5)
-    ref = RansEncoder().encode_with_indexes(sym.tolist(), idx.tolist(), cdfs.tolist(), lengths.tolist(), offsets.tolist())
+    ref = RansEncoder().encode_with_indexes(
+        sym.tolist(), idx.tolist(), cdfs.tolist(), lengths.tolist(), offsets.tolist()
+    )
     assert rans.encode_with_indexes(sym, idx, cdfs, lengths, offsets) == ref
 
 
@@ -116,13 +120,18 @@ def test_one_stream_for_two_parts_reads_back_in_order(gaussian_tables, factorize
     width = max(fc.shape[1], gc.shape[1])
     both = np.zeros((len(fc) + len(gc), width), dtype=np.int64)
     both[: len(fc), : fc.shape[1]] = fc
-    both[len(fc):, : gc.shape[1]] = gc
-    ref = RansEncoder().encode_with_indexes(np.concatenate([z_sym, y_sym]).tolist(),
-                                            np.concatenate([z_idx, y_idx + len(fc)]).tolist(), both.tolist(),
-                                            np.concatenate([fl, gl]).tolist(), np.concatenate([fo, go]).tolist())
+    both[len(fc) :, : gc.shape[1]] = gc
+    ref = RansEncoder().encode_with_indexes(
+        np.concatenate([z_sym, y_sym]).tolist(),
+        np.concatenate([z_idx, y_idx + len(fc)]).tolist(),
+        both.tolist(),
+        np.concatenate([fl, gl]).tolist(),
+        np.concatenate([fo, go]).tolist(),
+    )
     assert data == ref
     assert len(data) < len(rans.encode_with_indexes(z_sym, z_idx, *factorized_tables)) + len(
-        rans.encode_with_indexes(y_sym, y_idx, *gaussian_tables))
+        rans.encode_with_indexes(y_sym, y_idx, *gaussian_tables)
+    )
     dec = rans.StreamDecoder(data)
     np.testing.assert_array_equal(dec.decode(z_idx, *factorized_tables), z_sym)
     np.testing.assert_array_equal(dec.decode(y_idx, *gaussian_tables), y_sym)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelink.cloud.training import datasets
 from facelink.cloud.serving import recognizers as R
+from facelink.cloud.training import datasets
 from facelink.shared import alignment as A
 from facelink.shared.detection import YuNet
 from facelink.shared.paths import MissingAssetError
@@ -101,8 +101,10 @@ def test_sface_folded_weights_compute_the_same_function():
     x = np.random.default_rng(0).uniform(0, 255, (3, 3, 112, 112)).astype(np.float32)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    run = [ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
-           for m in (folded, plain)]
+    run = [
+        ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+        for m in (folded, plain)
+    ]
     np.testing.assert_allclose(run[0], run[1], atol=1e-4 * np.abs(run[1]).max())
 
 

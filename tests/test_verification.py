@@ -96,8 +96,8 @@ def test_view2_fold_order():
 
 def test_no_face_image_is_counted_and_rejected(tmp_path):
     """A blank image: YuNet finds no face; its pairs are counted and scored as rejects (never dropped)."""
-    from facelink.cloud.training import datasets
     from facelink.cloud.serving.recognizers import get_recognizer
+    from facelink.cloud.training import datasets
     from facelink.shared.detection import YuNet
 
     root = datasets.lfw_root()
@@ -122,8 +122,8 @@ def test_no_face_image_is_counted_and_rejected(tmp_path):
 def test_codec_settings_and_cache(tmp_path):
     """Asymmetric compresses only probes, symmetric both; cached embeddings give identical scores."""
     from facelink.benchmarks.recognizers import EmbeddingCache
-    from facelink.cloud.training import datasets
     from facelink.cloud.serving.recognizers import get_recognizer
+    from facelink.cloud.training import datasets
     from facelink.shared.detection import YuNet
 
     root = datasets.lfw_root()

@@ -52,7 +52,12 @@ def check_image(path: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink verify-bitexact", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["lfw", "celeba"], default="lfw", help="data set whose images are coded (default %(default)s)")
+    ap.add_argument(
+        "--dataset",
+        choices=["lfw", "celeba"],
+        default="lfw",
+        help="data set whose images are coded (default %(default)s)",
+    )
     ap.add_argument("--assets", help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--model", help="codec rate point from the registry (default: the shipped default)")
     ap.add_argument("--limit", type=int, help="first N images only")
@@ -76,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     bundle = registry.load(args.model)
     summary = {
         "command": "facelink verify-bitexact " + " ".join(argv if argv is not None else []),
-        "dataset": args.dataset, "images": len(results), "mismatches": len(bad),
-        "mismatched_files": [r["file"] for r in bad][:100], "errors": [r.get("error") for r in bad][:100],
-        "seconds": round(seconds, 1), "workers": args.workers, "model": bundle.name, "model_id": bundle.model_id,
+        "dataset": args.dataset,
+        "images": len(results),
+        "mismatches": len(bad),
+        "mismatched_files": [r["file"] for r in bad][:100],
+        "errors": [r.get("error") for r in bad][:100],
+        "seconds": round(seconds, 1),
+        "workers": args.workers,
+        "model": bundle.name,
+        "model_id": bundle.model_id,
         "mean_bytes": float(np.mean([r["bytes"] for r in results if "bytes" in r])),
         "mean_bpp": float(np.mean([8 * r["bytes"] / r["pixels"] for r in results if "pixels" in r])),
     }

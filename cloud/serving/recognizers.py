@@ -28,12 +28,12 @@ import copy
 import functools
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from facelink.shared.alignment import DLIB_150, FACENET_160, MOBILEFACENET_96x112, SFACE_112, Template
+from facelink.shared.alignment import DLIB_150, FACENET_160, SFACE_112, MOBILEFACENET_96x112, Template
 from facelink.shared.detection import verified
 from facelink.shared.paths import RECOGNIZERS_DIR, MissingAssetError, assets_dir
 
@@ -115,8 +115,8 @@ class Recognizer(abc.ABC):
 # MobileFaceNet (Chen et al. 2018), our own torch module for the CASIA-WebFace weights in ../shared/assets/models.
 # --------------------------------------------------------------------------------------------------------------
 import torch  # noqa: E402  (the cloud always has torch; kept below the torch-free helpers above)
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 # (expansion t, output channels c, repeats n, first stride s) for the inverted-residual stages.
 MOBILEFACENET_STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
@@ -144,9 +144,14 @@ class _Bottleneck(nn.Module):
         hidden = cin * expansion
         self.residual = stride == 1 and cin == cout
         self.conv = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.PReLU(hidden),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.PReLU(hidden),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.PReLU(hidden),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.PReLU(hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
 
     def forward(self, x):
@@ -221,8 +226,9 @@ def load_mobilefacenet(device: str | torch.device | None = None, requires_grad: 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    groups=conv.groups, bias=True).to(conv.weight.device)
+    out = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, groups=conv.groups, bias=True
+    ).to(conv.weight.device)
     out.weight.data = conv.weight.detach() * scale.detach().reshape(-1, 1, 1, 1)
     out.bias.data = (bn.bias - bn.running_mean * scale).detach()
     return out
@@ -311,8 +317,9 @@ def dlib_model_path(name: str = "dlib_face_recognition_resnet_model_v1.dat") -> 
 
     Located with importlib (the package's own ``__init__`` imports the deprecated ``pkg_resources``).
     """
-    return verified(_package_dir("face_recognition_models", "face_recognition_models==0.3.0") / "models" / name,
-                    DLIB_SHA256[name])
+    return verified(
+        _package_dir("face_recognition_models", "face_recognition_models==0.3.0") / "models" / name, DLIB_SHA256[name]
+    )
 
 
 def sface_model_path() -> Path:
@@ -521,7 +528,9 @@ class FacenetVGGFace2Recognizer(_TorchRecognizer):
         try:
             from facenet_pytorch import InceptionResnetV1
         except ImportError as e:
-            raise RecognizerUnavailable("facenet-vggface2 needs facenet-pytorch: pip install facenet-pytorch==2.5.3") from e
+            raise RecognizerUnavailable(
+                "facenet-vggface2 needs facenet-pytorch: pip install facenet-pytorch==2.5.3"
+            ) from e
         self.device = str(device or default_device())
         self.batch_size = batch_size
         model = InceptionResnetV1(pretrained=None, classify=False)
@@ -570,7 +579,7 @@ def available_recognizers() -> list[str]:
     return list(_FACTORIES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str, device: str | None) -> Recognizer:
     return _FACTORIES[name](device=device)
 

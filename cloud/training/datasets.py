@@ -163,7 +163,8 @@ def celebahq_images(root: str | Path | None = None, assets: str | Path | None = 
     identities = read_celeba_identities(base / CELEBA_IDENTITY_FILE)
     image_dir = next((base / d for d in CELEBAHQ_IMAGE_DIRS if (base / d).is_dir()), None)
     if image_dir is None:
-        raise MissingAssetError(f"CelebA-HQ images not found under {base} (looked for {', '.join(CELEBAHQ_IMAGE_DIRS)})")
+        raise MissingAssetError(f"CelebA-HQ images not found under {base} "
+                                f"(looked for {', '.join(CELEBAHQ_IMAGE_DIRS)})")
     out = []
     for p in sorted(image_dir.iterdir(), key=lambda p: (len(p.stem), p.stem)):
         if p.suffix.lower() not in (".jpg", ".jpeg", ".png") or not p.stem.isdigit():
@@ -193,9 +194,12 @@ CELEBA_PROTOCOL_FOLDS = 10
 CELEBA_PROTOCOL_PER_CLASS = 300
 
 
-def make_verification_protocol(images: list[FaceImage], n_folds: int = CELEBA_PROTOCOL_FOLDS,
-                               per_class: int = CELEBA_PROTOCOL_PER_CLASS, seed: int = CELEBA_PROTOCOL_SEED
-                               ) -> list[list[tuple[tuple[str, int], tuple[str, int], bool]]]:
+def make_verification_protocol(
+    images: list[FaceImage],
+    n_folds: int = CELEBA_PROTOCOL_FOLDS,
+    per_class: int = CELEBA_PROTOCOL_PER_CLASS,
+    seed: int = CELEBA_PROTOCOL_SEED,
+) -> list[list[tuple[tuple[str, int], tuple[str, int], bool]]]:
     """Folds of ``per_class`` matched + ``per_class`` mismatched pairs, identity-disjoint between folds.
 
     Images are named (identity, number) where number is the integer in the file name (CelebA's ``NNNNNN.jpg``).
@@ -251,7 +255,7 @@ def make_verification_protocol(images: list[FaceImage], n_folds: int = CELEBA_PR
                 matched.append(((m, a), (m, b), True))
         rng.shuffle(matched)
         mismatched, seen = [], set()
-        possible = sum(len(by_id[a]) * len(by_id[b]) for i, a in enumerate(members) for b in members[i + 1:])
+        possible = sum(len(by_id[a]) * len(by_id[b]) for i, a in enumerate(members) for b in members[i + 1 :])
         if possible < per_class:
             raise ValueError(f"fold {k}: only {possible} mismatched pairs possible, need {per_class}")
         while len(mismatched) < per_class:

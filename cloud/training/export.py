@@ -31,7 +31,8 @@ from compressai.layers import GDN
 from safetensors.torch import save_file
 
 from facelink.cloud.serving.codec_model import FaceCodec, build, load_synthesis
-from facelink.shared import registry, tables as tables_mod
+from facelink.shared import registry
+from facelink.shared import tables as tables_mod
 from facelink.shared.detection import sha256_file
 from facelink.shared.hyper_int import EXACT_LIMIT, IntHyperSynthesis, IntLayer
 

@@ -1,4 +1,5 @@
-"""A trainable :class:`~facelink.cloud.serving.codec_model.FaceCodec` rebuilt from a registry rate point, so a new ladder can
+"""A trainable :class:`~facelink.cloud.serving.codec_model.FaceCodec` rebuilt from a registry rate point, so a new
+ladder can
 be fine-tuned from the committed models (``init_from: registry:NAME`` in a training configuration) when the
 training run that made them is not on this machine.
 
@@ -7,13 +8,15 @@ A rate point stores what edge and cloud run, not the training state, so three pa
 - ``g_a``'s GDNs hold their effective β and γ in the ONNX; the trainable parameters are set so that the
   reparametrization gives them back (exactly, up to float rounding).
 - ``h_s`` is stored as integers with a power-of-two scale per layer; its float weights are those integers
-  de-scaled (as :func:`facelink.cloud.training.export.reference_model` does), within half an integer step of the original.
+  de-scaled (as :func:`facelink.cloud.training.export.reference_model` does), within half an integer step of the
+  original.
 - The hyper-latent's factorized density is stored only as quantized CDFs. Its parameters are refitted to them by
   minimising the cross-entropy between the stored probabilities and the density's (a few hundred Adam steps), and
   its quantiles are set to the stored medians and supports.
 
 ``g_s`` and ``g_a``'s convolutions and ``h_a`` come back as stored (float16 rate points: float16 values).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,15 +42,19 @@ def encoder_initializers(bundle: registry.ModelBundle) -> dict[str, torch.Tensor
 
     from facelink.cloud.training.export import F16_SUFFIX
 
-    return {i.name.removesuffix(F16_SUFFIX): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
-            for i in onnx.load(str(bundle.encoder_onnx)).graph.initializer}
+    return {
+        i.name.removesuffix(F16_SUFFIX): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
+        for i in onnx.load(str(bundle.encoder_onnx)).graph.initializer
+    }
 
 
 def require(inits: dict, names, source: str) -> None:
     missing = [k for k in names if k not in inits]
     if missing:  # the ONNX exporter merges initializers with equal values (untrained GDNs)
-        raise ValueError(f"{source}: no initializers named {', '.join(missing)}; the exporter merged equal "
-                         "tensors, so the torch model cannot be reassembled")
+        raise ValueError(
+            f"{source}: no initializers named {', '.join(missing)}; the exporter merged equal "
+            "tensors, so the torch model cannot be reassembled"
+        )
 
 
 def _load_analysis(model: FaceCodec, inits: dict[str, torch.Tensor], source: str) -> None:
@@ -138,8 +145,10 @@ def trainable_model(name_or_path: str) -> tuple[FaceCodec, dict]:
 def init_state(init_from: str) -> dict:
     """``init_from`` (a run's ``model.pt`` or ``registry:NAME``) as the state dict training starts from."""
     if is_registry_ref(init_from):
-        model, report = trainable_model(init_from[len(PREFIX):])
-        print(f"rebuilt {report['name']} (model id {report['model_id']}) from the registry; hyper-latent density "
-              f"refitted to its tables within {report['z_fit_bits']:.3f} bits per position")
+        model, report = trainable_model(init_from[len(PREFIX) :])
+        print(
+            f"rebuilt {report['name']} (model id {report['model_id']}) from the registry; hyper-latent density "
+            f"refitted to its tables within {report['z_fit_bits']:.3f} bits per position"
+        )
         return model.state_dict()
     return torch.load(init_from, map_location="cpu", weights_only=False)["model"]

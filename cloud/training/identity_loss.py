@@ -8,12 +8,14 @@ Both the source patch and its reconstruction are warped onto the recognizer's te
     D_identity = (1 / N) · Σ_i w_i · (1 − cos(e(src_i), e(rec_i)))
 
 ``w_i`` is 0 for a patch whose face is not fully inside (see the landmark-aware sampler in
-:mod:`facelink.cloud.training.train`), 1 otherwise. The recognizer is in eval mode with frozen weights; gradients flow to
+:mod:`facelink.cloud.training.train`), 1 otherwise. The recognizer is in eval mode with frozen weights; gradients
+flow to
 the reconstruction only (the source embeddings are computed without a graph).
 
 The per-sample 2×3 matrices are in pixel coordinates, OpenCV's convention (pixel centres at integer coordinates),
 mapping patch pixels to template pixels, exactly what ``similarity_transform(landmarks, template.points)`` returns.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,12 +31,14 @@ DIFFERENTIABLE_RECOGNIZERS = {"mobilefacenet": MOBILEFACENET_96x112}
 
 def _pixel_to_normalized(width: int, height: int, dtype=torch.float64) -> torch.Tensor:
     """3×3 matrix: pixel coordinates (centres at integers) → grid_sample's [-1, 1] coordinates, align_corners=False."""
-    return torch.tensor([[2.0 / width, 0.0, 1.0 / width - 1.0],
-                         [0.0, 2.0 / height, 1.0 / height - 1.0],
-                         [0.0, 0.0, 1.0]], dtype=dtype)
+    return torch.tensor(
+        [[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]], dtype=dtype
+    )
 
 
-def pixel_matrix_to_theta(m: torch.Tensor | np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+def pixel_matrix_to_theta(
+    m: torch.Tensor | np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> torch.Tensor:
     """Pixel-space 2×3 matrices (N×2×3, input pixel → output pixel, as for ``cv2.warpAffine``) → the N×2×3
     ``theta`` that ``F.affine_grid(..., align_corners=False)`` wants (output normalized → input normalized)."""
     m = torch.as_tensor(m, dtype=torch.float64)
@@ -66,14 +70,21 @@ def template_matrices(landmarks: np.ndarray, template: Template = MOBILEFACENET_
     return np.stack([similarity_transform(lm, template.points) for lm in np.asarray(landmarks, dtype=np.float64)])
 
 
-def face_inside(m: np.ndarray, height: int, width: int, template: Template = MOBILEFACENET_96x112,
-                tolerance: float = 1.0) -> bool:
+def face_inside(
+    m: np.ndarray, height: int, width: int, template: Template = MOBILEFACENET_96x112, tolerance: float = 1.0
+) -> bool:
     """Whether the region the recognizer sees (the template rectangle mapped back into the patch) lies inside
     the ``height``×``width`` patch, to within ``tolerance`` pixels."""
     full = np.vstack([m, [0.0, 0.0, 1.0]])
     inv = np.linalg.inv(full)
-    corners = np.array([[-0.5, -0.5], [template.width - 0.5, -0.5], [-0.5, template.height - 0.5],
-                        [template.width - 0.5, template.height - 0.5]])
+    corners = np.array(
+        [
+            [-0.5, -0.5],
+            [template.width - 0.5, -0.5],
+            [-0.5, template.height - 0.5],
+            [template.width - 0.5, template.height - 0.5],
+        ]
+    )
     back = corners @ inv[:2, :2].T + inv[:2, 2]
     lo, hi = -0.5 - tolerance, np.array([width, height]) - 0.5 + tolerance
     return bool((back >= lo).all() and (back <= hi).all())
@@ -90,8 +101,10 @@ class IdentityLoss(nn.Module):
     def __init__(self, recognizer: str = "mobilefacenet", device: str | torch.device | None = None):
         super().__init__()
         if recognizer not in DIFFERENTIABLE_RECOGNIZERS:
-            raise ValueError(f"identity loss: recognizer {recognizer!r} is not differentiable here; "
-                             f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
+            raise ValueError(
+                f"identity loss: recognizer {recognizer!r} is not differentiable here; "
+                f"known: {', '.join(DIFFERENTIABLE_RECOGNIZERS)}"
+            )
         from facelink.cloud.serving.recognizers import load_mobilefacenet
 
         self.template = DIFFERENTIABLE_RECOGNIZERS[recognizer]
@@ -103,13 +116,17 @@ class IdentityLoss(nn.Module):
         self.recognizer.eval()
         return self
 
-    def forward(self, source: torch.Tensor, reconstruction: torch.Tensor, matrices, weights=None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, source: torch.Tensor, reconstruction: torch.Tensor, matrices, weights=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(source)
         if reconstruction.shape != source.shape:
             raise ValueError(f"source {tuple(source.shape)} and reconstruction {tuple(reconstruction.shape)} differ")
-        w = torch.ones(n, device=source.device) if weights is None else torch.as_tensor(
-            weights, dtype=source.dtype, device=source.device)
+        w = (
+            torch.ones(n, device=source.device)
+            if weights is None
+            else torch.as_tensor(weights, dtype=source.dtype, device=source.device)
+        )
         per_sample = torch.full((n,), float("nan"), device=source.device)
         keep = torch.nonzero(w > 0).flatten()
         if len(keep) == 0:

@@ -29,15 +29,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facelink.shared import config as cfgmod
-from facelink.cloud.training import datasets
 from facelink.cloud.serving.codec_model import ARCHITECTURE, build, forward_coded_area, rate_distortion_terms
+from facelink.cloud.training import datasets
 from facelink.cloud.training.from_registry import init_state, is_registry_ref
-from facelink.cloud.training.identity_loss import DIFFERENTIABLE_RECOGNIZERS, IdentityLoss, face_inside, template_matrices
+from facelink.cloud.training.identity_loss import (
+    DIFFERENTIABLE_RECOGNIZERS,
+    IdentityLoss,
+    face_inside,
+    template_matrices,
+)
+from facelink.shared import config as cfgmod
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES, transform_points
 from facelink.shared.paths import runs_dir
 from facelink.shared.roi import BackgroundBlur, region_weights
-
 
 TRAINABLE = ("all", "decoder")
 LATENT_AREAS = ("padded", "image")
@@ -166,7 +170,8 @@ class PatchSampler:
         lo = max(self.min_scale, self.patch / min(h, w))
         s = self.rng.uniform(lo, 1.0)
         if s < 0.999:
-            im = cv2.resize(im, (max(self.patch, round(w * s)), max(self.patch, round(h * s))), interpolation=cv2.INTER_AREA)
+            size = (max(self.patch, round(w * s)), max(self.patch, round(h * s)))
+            im = cv2.resize(im, size, interpolation=cv2.INTER_AREA)
         h, w = im.shape[:2]
         y, x = self.rng.randrange(h - self.patch + 1), self.rng.randrange(w - self.patch + 1)
         crop = im[y : y + self.patch, x : x + self.patch]
@@ -203,8 +208,9 @@ def landmark_cache_path(files: list[Path], cache_dir: Path | None = None) -> Pat
     return Path(cache_dir or runs_dir() / "cache") / f"landmarks_{h.hexdigest()[:16]}.npz"
 
 
-def face_landmarks(files: list[Path], images: list[np.ndarray] | None = None,
-                   cache_dir: Path | None = None) -> np.ndarray:
+def face_landmarks(
+    files: list[Path], images: list[np.ndarray] | None = None, cache_dir: Path | None = None
+) -> np.ndarray:
     """YuNet landmarks of the largest face of every image (N×5×2 float64, NaN where no face is found), computed
     once and cached; ``images`` (RGB arrays in ``files`` order) saves decoding the files again."""
     path = landmark_cache_path(files, cache_dir)
@@ -237,9 +243,19 @@ class LandmarkPatchSampler(PatchSampler):
     template's region is not fully inside the patch). Images without a detected face are skipped and counted in
     ``skipped``."""
 
-    def __init__(self, files: list[Path], patch: int, min_scale: float, seed: int, face_crop_fraction: float = 0.0,
-                 template=None, cache_dir: Path | None = None, flip_probability: float = 0.5,
-                 background_blur: float = 0.0, crop_template=ARCFACE_112):
+    def __init__(
+        self,
+        files: list[Path],
+        patch: int,
+        min_scale: float,
+        seed: int,
+        face_crop_fraction: float = 0.0,
+        template=None,
+        cache_dir: Path | None = None,
+        flip_probability: float = 0.5,
+        background_blur: float = 0.0,
+        crop_template=ARCFACE_112,
+    ):
         super().__init__(files, patch, min_scale, seed)
         from facelink.shared.alignment import MOBILEFACENET_96x112
 
@@ -309,12 +325,18 @@ class LandmarkPatchSampler(PatchSampler):
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
             sizes.append((t.height, t.width) if is_crop else (self.patch, self.patch))
-        return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
-                np.array(sizes, dtype=np.int64))
+        return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32), np.array(sizes, dtype=np.int64))
 
 
-def face_weight_map(matrices: np.ndarray, height: int, width: int, template, background_weight: float,
-                    margin: float = 0.25, ramp: float = 8.0) -> torch.Tensor:
+def face_weight_map(
+    matrices: np.ndarray,
+    height: int,
+    width: int,
+    template,
+    background_weight: float,
+    margin: float = 0.25,
+    ramp: float = 8.0,
+) -> torch.Tensor:
     """N×1×H×W pixel weights: 1 on each patch's face region, ``background_weight`` elsewhere (the region as
     :func:`facelink.shared.roi.region_weights` defines it; ``matrices`` map patch pixels onto ``template``)."""
     w = region_weights(matrices, height, width, template, background_weight, margin, ramp)
@@ -391,9 +413,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         files = sorted(random.Random(cfg.seed).sample(files, cfg.max_images))
     identity = None
     if cfg.uses_landmarks:
-        sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step, cfg.face_crop_fraction,
-                                       background_blur=cfg.background_blur,
-                                       crop_template=CROP_TEMPLATES[cfg.crop_template])
+        sampler = LandmarkPatchSampler(
+            files,
+            cfg.patch,
+            cfg.min_scale,
+            cfg.seed + step,
+            cfg.face_crop_fraction,
+            background_blur=cfg.background_blur,
+            crop_template=CROP_TEMPLATES[cfg.crop_template],
+        )
         identity = IdentityLoss(cfg.recognizer, device)  # with alpha 0 (the ablation) it is logged, not trained on
     else:
         sampler = PatchSampler(files, cfg.patch, cfg.min_scale, cfg.seed + step)
@@ -415,8 +443,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         out_ = forward_coded_area(model, x, sizes) if cfg.latent_area == "image" else model(x)
         bpp, mse = rate_distortion_terms(out_, x)
         if cfg.background_weight < 1.0:
-            wmap = face_weight_map(mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight,
-                                   cfg.face_margin, cfg.face_ramp).to(device)
+            wmap = face_weight_map(
+                mats, x.shape[2], x.shape[3], sampler.template, cfg.background_weight, cfg.face_margin, cfg.face_ramp
+            ).to(device)
             distortion = 255**2 * torch.mean(wmap * (out_["x_hat"] - x) ** 2)
         else:
             distortion = 255**2 * mse
@@ -439,15 +468,35 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
             aux_opt.step()
         step += 1
         psnr = -10 * math.log10(max(mse.item(), 1e-10))
-        writer.writerow([step, f"{loss.item():.5f}", f"{bpp.item():.5f}", f"{mse.item():.7f}", f"{psnr:.3f}",
-                         f"{aux.item():.3f}", lr, f"{time.time() - t0:.1f}", ident, face_share])
+        writer.writerow(
+            [
+                step,
+                f"{loss.item():.5f}",
+                f"{bpp.item():.5f}",
+                f"{mse.item():.7f}",
+                f"{psnr:.3f}",
+                f"{aux.item():.3f}",
+                lr,
+                f"{time.time() - t0:.1f}",
+                ident,
+                face_share,
+            ]
+        )
         bar.update(1)
         bar.set_postfix(bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}", **({"id": ident} if ident else {}))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.flush()
             tmp = out / "checkpoint.pt.tmp"
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "step": step, "config": cfgmod.to_dict(cfg)}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "aux_opt": aux_opt.state_dict(),
+                    "step": step,
+                    "config": cfgmod.to_dict(cfg),
+                },
+                tmp,
+            )
             tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
     bar.close()
     log.close()
@@ -464,13 +513,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink train", description=__doc__)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--config", help="YAML or JSON training configuration (unknown keys are errors)")
-    src.add_argument("--ladder", metavar="NAME",
-                     help="a research ladder (cloud/training/ladders/NAME.yaml); with --point")
+    src.add_argument(
+        "--ladder", metavar="NAME", help="a research ladder (cloud/training/ladders/NAME.yaml); with --point"
+    )
     ap.add_argument("--point", metavar="qK", help="the ladder's rate point to train, e.g. q3")
     ap.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv, model.pt")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     ap.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (JSON value)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (JSON value)"
+    )
     args = ap.parse_args(argv)
     if bool(args.ladder) != bool(args.point):
         ap.error("--ladder and --point go together")

@@ -13,11 +13,13 @@ Data: training images only (LFW outside View 2, CelebA train identities: :mod:`f
 each cropped exactly as the edge crops a face (YuNet landmarks, the ``arcface-112`` template), turned into every
 trained domain (:mod:`facelink.cloud.training.domains`; the held-out domain never appears) and coded by the rate
 point's own edge analysis (ONNX and the shared entropy model, :class:`EdgeLatents`): the decoder learns from the
-very ŷ it decodes in service. These latents are computed once per (rate point, images, domains) and cached under ``runs/cache``.
+very ŷ it decodes in service. These latents are computed once per (rate point, images, domains) and cached under
+``runs/cache``.
 
 ``facelink train-adapters run --config C --out RUN`` trains (``--resume`` continues from RUN/checkpoint.pt);
 ``facelink train-adapters install --run RUN --ablation RUN0`` puts the result into the rate point's bundle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +96,9 @@ class AdapterTrainConfig:
             raise cfgmod.ConfigError(str(e)) from e
 
     def adapter_config(self) -> adapters_mod.AdapterConfig:
-        return adapters_mod.AdapterConfig(tuple(self.domains), tuple(self.sites), self.width, self.kernel,
-                                          self.gate_channels, self.gate_kernel)
+        return adapters_mod.AdapterConfig(
+            tuple(self.domains), tuple(self.sites), self.width, self.kernel, self.gate_channels, self.gate_kernel
+        )
 
 
 def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple[float, float]:
@@ -117,8 +120,9 @@ def _image_key(path: Path) -> str:
 
 
 def latent_cache_path(bundle: registry.ModelBundle, files: list[Path], domains: list[str]) -> Path:
-    h = hashlib.sha256(f"{LATENT_CACHE_VERSION}:{bundle.model_id}:{domains_mod.DOMAIN_SEED}:{','.join(domains)}\n"
-                       .encode())
+    h = hashlib.sha256(
+        f"{LATENT_CACHE_VERSION}:{bundle.model_id}:{domains_mod.DOMAIN_SEED}:{','.join(domains)}\n".encode()
+    )
     for f in files:
         h.update(f"{_image_key(f)}\n".encode())
     return runs_dir() / "cache" / f"adapter_latents_{bundle.name}_{h.hexdigest()[:16]}.npz"
@@ -263,9 +267,11 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     t0, c0 = time.time(), time.process_time()
     module.train()
     module.g_s.eval()
-    print(f"{bundle.name}: λ {lmbda}, α {alpha}, γ {cfg.gamma}; {len(d_all)} coded crops "
-          f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains); adapters + gate "
-          f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s")
+    print(
+        f"{bundle.name}: λ {lmbda}, α {alpha}, γ {cfg.gamma}; {len(d_all)} coded crops "
+        f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains); adapters + gate "
+        f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s"
+    )
     while step < cfg.steps:
         lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
         for g in opt.param_groups:
@@ -295,23 +301,53 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         step += 1
         acc = (logits.argmax(1) == d).float().mean().item()
         psnr = -10 * math.log10(max(mse.item(), 1e-10))
-        writer.writerow([step, f"{loss.item():.5f}", f"{mse.item():.7f}", f"{psnr:.3f}", f"{ident:.5f}",
-                         f"{ce.item():.4f}", f"{acc:.3f}", lr, f"{time.time() - t0:.1f}",
-                         f"{cpu_before + time.process_time() - c0:.1f}"])
+        writer.writerow(
+            [
+                step,
+                f"{loss.item():.5f}",
+                f"{mse.item():.7f}",
+                f"{psnr:.3f}",
+                f"{ident:.5f}",
+                f"{ce.item():.4f}",
+                f"{acc:.3f}",
+                lr,
+                f"{time.time() - t0:.1f}",
+                f"{cpu_before + time.process_time() - c0:.1f}",
+            ]
+        )
         if step % 50 == 0:
-            print(f"step {step}/{cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} id {ident:.4f} "
-                  f"ce {ce.item():.3f}", flush=True)
+            print(
+                f"step {step}/{cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} id {ident:.4f} ce {ce.item():.3f}",
+                flush=True,
+            )
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.flush()
             tmp = out / "checkpoint.pt.tmp"
-            torch.save({"module": module.extra_state_dict(), "opt": opt.state_dict(), "step": step,
-                        "cpu_seconds": cpu_before + time.process_time() - c0, "config": cfgmod.to_dict(cfg)}, tmp)
+            torch.save(
+                {
+                    "module": module.extra_state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                    "cpu_seconds": cpu_before + time.process_time() - c0,
+                    "config": cfgmod.to_dict(cfg),
+                },
+                tmp,
+            )
             tmp.replace(ckpt)
     log.close()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    info = {"model": bundle.name, "model_id": bundle.model_id, "lambda": lmbda, "alpha": alpha, "gamma": cfg.gamma,
-            "steps": step, "cpu_seconds": round(state["cpu_seconds"], 1), "images": len(d_all) // len(cfg.domains),
-            "unseen_domain": domains_mod.UNSEEN, "config": cfgmod.to_dict(cfg)}
+    info = {
+        "model": bundle.name,
+        "model_id": bundle.model_id,
+        "lambda": lmbda,
+        "alpha": alpha,
+        "gamma": cfg.gamma,
+        "steps": step,
+        "cpu_seconds": round(state["cpu_seconds"], 1),
+        "images": len(d_all) // len(cfg.domains),
+        "unseen_domain": domains_mod.UNSEEN,
+        "config": cfgmod.to_dict(cfg),
+    }
     final = out / "adapters.safetensors"
     module.eval()
     adapters_mod.save(module, final, info)
@@ -340,8 +376,12 @@ def install(run: Path, ablation: Path | None = None, folder: Path | None = None)
     manifest = json.loads(manifest_path.read_text())
     if manifest["model_id"] != info["model_id"]:
         raise ValueError(f"{src} was trained for model id {info['model_id']}, {folder} is {manifest['model_id']}")
-    entry = {"file": ADAPTERS_FILE, "domains": list(adapters_mod.read_config(src)[0].domains),
-             "unseen_domain": info["unseen_domain"], "training": {k: v for k, v in info.items() if k != "config"}}
+    entry = {
+        "file": ADAPTERS_FILE,
+        "domains": list(adapters_mod.read_config(src)[0].domains),
+        "unseen_domain": info["unseen_domain"],
+        "training": {k: v for k, v in info.items() if k != "config"},
+    }
     copies = [(src, ADAPTERS_FILE)]
     if ablation is not None:
         abl = Path(ablation) / ADAPTERS_FILE
@@ -362,8 +402,9 @@ def install(run: Path, ablation: Path | None = None, folder: Path | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="facelink train-adapters", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="facelink train-adapters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="train adapters and gate on a frozen rate point")
     run.add_argument("--config", help="YAML or JSON configuration (unknown keys are errors)")
