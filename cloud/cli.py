@@ -96,14 +96,31 @@ def models_main(argv: list[str]) -> int:
 
 
 def enroll_main(argv: list[str]) -> int:
-    from facelink.edge.client import Client
+    import grpc
 
-    ap = argparse.ArgumentParser(prog="facelink enroll", description="Enroll face images under a name.")
+    from facelink.edge.sender import DeliveryError, add_connection_arguments, connection_from_args
+
+    ap = argparse.ArgumentParser(prog="facelink enroll", description="Enroll face images under a name (an admin "
+                                 "token where the server checks tokens).")
     ap.add_argument("name", help="the identity's name (as recognition results will report it)")
     ap.add_argument("images", nargs="+", type=Path, help="image files (JPEG/PNG) or .flk containers")
-    ap.add_argument("--server", default="127.0.0.1:50051", help="server address (default %(default)s)")
+    add_connection_arguments(ap)  # --server, --tls-ca, --tls-cert/--tls-key, --token-file/--token-env
     args = ap.parse_args(argv)
-    with Client(args.server) as client:
+    try:
+        connection = connection_from_args(args)
+        client = connection.client()
+    except DeliveryError as e:
+        print(f"facelink enroll: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _enroll(client, args)
+    except grpc.RpcError as e:
+        print(f"facelink enroll: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 2
+
+
+def _enroll(client, args) -> int:
+    with client:
         for p in args.images:
             if not p.is_file():
                 print(f"facelink enroll: {p}: no such file", file=sys.stderr)
