@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -23,7 +21,7 @@ class RecognizeRequest(_message.Message):
     top_k: int
     device_id: str
     sequence: int
-    def __init__(self, id: str | None = ..., bitstream: bytes | None = ..., source: str | None = ..., top_k: int | None = ..., device_id: str | None = ..., sequence: int | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., source: _Optional[str] = ..., top_k: _Optional[int] = ..., device_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("id", "source", "result", "error", "replayed")
@@ -37,7 +35,7 @@ class RecognizeResponse(_message.Message):
     result: Recognition
     error: Error
     replayed: bool
-    def __init__(self, id: str | None = ..., source: str | None = ..., result: Recognition | _Mapping | None = ..., error: Error | _Mapping | None = ..., replayed: bool | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., result: _Optional[_Union[Recognition, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("identity", "similarity")
@@ -45,7 +43,7 @@ class Match(_message.Message):
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     identity: str
     similarity: float
-    def __init__(self, identity: str | None = ..., similarity: float | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class Recognition(_message.Message):
     __slots__ = ("face_found", "identity", "similarity", "matches", "width", "height", "bytes", "bpp", "model_id", "decode_ms", "recognize_ms", "domain_weights")
@@ -73,7 +71,7 @@ class Recognition(_message.Message):
     decode_ms: float
     recognize_ms: float
     domain_weights: _containers.RepeatedCompositeFieldContainer[DomainWeight]
-    def __init__(self, face_found: bool | None = ..., identity: str | None = ..., similarity: float | None = ..., matches: _Iterable[Match | _Mapping] | None = ..., width: int | None = ..., height: int | None = ..., bytes: int | None = ..., bpp: float | None = ..., model_id: str | None = ..., decode_ms: float | None = ..., recognize_ms: float | None = ..., domain_weights: _Iterable[DomainWeight | _Mapping] | None = ...) -> None: ...
+    def __init__(self, face_found: _Optional[bool] = ..., identity: _Optional[str] = ..., similarity: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., model_id: _Optional[str] = ..., decode_ms: _Optional[float] = ..., recognize_ms: _Optional[float] = ..., domain_weights: _Optional[_Iterable[_Union[DomainWeight, _Mapping]]] = ...) -> None: ...
 
 class DomainWeight(_message.Message):
     __slots__ = ("domain", "weight")
@@ -81,7 +79,7 @@ class DomainWeight(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     domain: str
     weight: float
-    def __init__(self, domain: str | None = ..., weight: float | None = ...) -> None: ...
+    def __init__(self, domain: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
@@ -103,7 +101,7 @@ class Error(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: Error.Code
     message: str
-    def __init__(self, code: Error.Code | str | None = ..., message: str | None = ...) -> None: ...
+    def __init__(self, code: _Optional[_Union[Error.Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
     __slots__ = ("identity", "bitstream", "image", "source_name")
@@ -115,7 +113,7 @@ class EnrollRequest(_message.Message):
     bitstream: bytes
     image: bytes
     source_name: str
-    def __init__(self, identity: str | None = ..., bitstream: bytes | None = ..., image: bytes | None = ..., source_name: str | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., bitstream: _Optional[bytes] = ..., image: _Optional[bytes] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("identity", "samples", "recognizer")
@@ -125,13 +123,13 @@ class EnrollResponse(_message.Message):
     identity: str
     samples: int
     recognizer: str
-    def __init__(self, identity: str | None = ..., samples: int | None = ..., recognizer: str | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., samples: _Optional[int] = ..., recognizer: _Optional[str] = ...) -> None: ...
 
 class ListIdentitiesRequest(_message.Message):
     __slots__ = ("all_recognizers",)
     ALL_RECOGNIZERS_FIELD_NUMBER: _ClassVar[int]
     all_recognizers: bool
-    def __init__(self, all_recognizers: bool | None = ...) -> None: ...
+    def __init__(self, all_recognizers: _Optional[bool] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("id", "recognizer", "enrolled_at", "enrolled_by", "source_name")
@@ -145,7 +143,7 @@ class Sample(_message.Message):
     enrolled_at: float
     enrolled_by: str
     source_name: str
-    def __init__(self, id: int | None = ..., recognizer: str | None = ..., enrolled_at: float | None = ..., enrolled_by: str | None = ..., source_name: str | None = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., recognizer: _Optional[str] = ..., enrolled_at: _Optional[float] = ..., enrolled_by: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class Identity(_message.Message):
     __slots__ = ("name", "samples", "sample_records", "created_at")
@@ -157,7 +155,7 @@ class Identity(_message.Message):
     samples: int
     sample_records: _containers.RepeatedCompositeFieldContainer[Sample]
     created_at: float
-    def __init__(self, name: str | None = ..., samples: int | None = ..., sample_records: _Iterable[Sample | _Mapping] | None = ..., created_at: float | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ..., sample_records: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class ListIdentitiesResponse(_message.Message):
     __slots__ = ("identities", "recognizer")
@@ -165,13 +163,13 @@ class ListIdentitiesResponse(_message.Message):
     RECOGNIZER_FIELD_NUMBER: _ClassVar[int]
     identities: _containers.RepeatedCompositeFieldContainer[Identity]
     recognizer: str
-    def __init__(self, identities: _Iterable[Identity | _Mapping] | None = ..., recognizer: str | None = ...) -> None: ...
+    def __init__(self, identities: _Optional[_Iterable[_Union[Identity, _Mapping]]] = ..., recognizer: _Optional[str] = ...) -> None: ...
 
 class DeleteIdentityRequest(_message.Message):
     __slots__ = ("identity",)
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     identity: str
-    def __init__(self, identity: str | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ...) -> None: ...
 
 class DeleteIdentityResponse(_message.Message):
     __slots__ = ("identity", "samples_removed")
@@ -179,7 +177,7 @@ class DeleteIdentityResponse(_message.Message):
     SAMPLES_REMOVED_FIELD_NUMBER: _ClassVar[int]
     identity: str
     samples_removed: int
-    def __init__(self, identity: str | None = ..., samples_removed: int | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., samples_removed: _Optional[int] = ...) -> None: ...
 
 class RemoveSampleRequest(_message.Message):
     __slots__ = ("identity", "sample_id")
@@ -187,7 +185,7 @@ class RemoveSampleRequest(_message.Message):
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     identity: str
     sample_id: int
-    def __init__(self, identity: str | None = ..., sample_id: int | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., sample_id: _Optional[int] = ...) -> None: ...
 
 class RemoveSampleResponse(_message.Message):
     __slots__ = ("identity", "samples", "identity_deleted")
@@ -197,7 +195,7 @@ class RemoveSampleResponse(_message.Message):
     identity: str
     samples: int
     identity_deleted: bool
-    def __init__(self, identity: str | None = ..., samples: int | None = ..., identity_deleted: bool | None = ...) -> None: ...
+    def __init__(self, identity: _Optional[str] = ..., samples: _Optional[int] = ..., identity_deleted: _Optional[bool] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()
@@ -213,7 +211,7 @@ class CodecModel(_message.Message):
     model_id: str
     architecture: str
     domains: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: str | None = ..., model_id: str | None = ..., architecture: str | None = ..., domains: _Iterable[str] | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., architecture: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("server_version", "bitstream_format_version", "models", "default_model", "recognizer", "detector", "match_threshold", "max_frame_bytes", "crop_template_ids")
@@ -235,4 +233,4 @@ class ModelInfoResponse(_message.Message):
     match_threshold: float
     max_frame_bytes: int
     crop_template_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, server_version: str | None = ..., bitstream_format_version: int | None = ..., models: _Iterable[CodecModel | _Mapping] | None = ..., default_model: str | None = ..., recognizer: str | None = ..., detector: str | None = ..., match_threshold: float | None = ..., max_frame_bytes: int | None = ..., crop_template_ids: _Iterable[int] | None = ...) -> None: ...
+    def __init__(self, server_version: _Optional[str] = ..., bitstream_format_version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[CodecModel, _Mapping]]] = ..., default_model: _Optional[str] = ..., recognizer: _Optional[str] = ..., detector: _Optional[str] = ..., match_threshold: _Optional[float] = ..., max_frame_bytes: _Optional[int] = ..., crop_template_ids: _Optional[_Iterable[int]] = ...) -> None: ...
