@@ -24,7 +24,6 @@ Where a run lives (``run_name`` in the configuration, e.g. ``core-v2`` and its Î
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -46,6 +45,7 @@ from facelink.cloud.serving.variable_rate import (
     lmbda,
     per_sample_terms,
 )
+from facelink.cloud.training.train import open_log
 from facelink.shared import config as cfgmod
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES
 from facelink.shared.paths import REPO_ROOT
@@ -392,19 +392,6 @@ def append_progress(cfg: CoreV2Config, entry: dict) -> None:
 LOG_COLUMNS = ["step", "stage", "loss", "bpp", "psnr", "identity", "quality_mean", "lr", "seconds"]
 
 
-def _open_log(path: Path, step: int):
-    rows = []
-    if step and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows([LOG_COLUMNS] + rows)
-    tmp.replace(path)
-    fh = open(path, "a", newline="")
-    return fh, csv.writer(fh)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------------------
@@ -498,7 +485,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     identity = IdentityLoss(cfg.recognizer, dev)
     val_batch = sampler.validation if pack is not None else validation_batch(cfg, val_files)
     val_batch = (val_batch[0].to(dev), val_batch[1], val_batch[2])
-    log, writer = _open_log(run_dir / "log.csv", step)
+    log, writer = open_log(run_dir / "log.csv", step, LOG_COLUMNS)
 
     def checkpoint(validation: dict | None) -> None:
         log.flush()

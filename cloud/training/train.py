@@ -346,18 +346,19 @@ def face_weight_map(
 LOG_COLUMNS = ["step", "loss", "bpp", "mse", "psnr", "aux", "lr", "seconds", "identity", "face_share"]
 
 
-def open_log(path: Path, step: int):
-    """``log.csv`` opened for appending rows after ``step``: a fresh file at step 0; on resume, rows past the
-    checkpoint (written before a crash) are dropped and a log from before the identity columns gets them (empty)."""
+def open_log(path: Path, step: int, columns: list[str] = LOG_COLUMNS):
+    """``log.csv`` (with ``columns``, the first being the step) opened for appending rows after ``step``: a fresh file
+    at step 0; on resume, rows past the checkpoint (written before a crash) are dropped and a log from before later
+    columns gets them (empty). Every trainer's resumable log."""
     rows = []
     if step and path.exists():
         with open(path, newline="") as f:
             rows = list(csv.reader(f))[1:]
-        rows = [r + [""] * (len(LOG_COLUMNS) - len(r)) for r in rows if r and int(r[0]) <= step]
+        rows = [r + [""] * (len(columns) - len(r)) for r in rows if r and int(r[0]) <= step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(LOG_COLUMNS)
+        w.writerow(columns)
         w.writerows(rows)
     tmp.replace(path)
     log = open(path, "a", newline="")

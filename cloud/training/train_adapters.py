@@ -23,7 +23,6 @@ very ŷ it decodes in service. These latents are computed once per (rate point, 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import math
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from facelink.cloud.serving import adapters as adapters_mod
 from facelink.cloud.serving.codec_model import build, load_synthesis
 from facelink.cloud.training import domains as domains_mod
+from facelink.cloud.training.train import open_log
 from facelink.shared import config as cfgmod
 from facelink.shared import registry
 from facelink.shared.paths import runs_dir
@@ -214,21 +214,6 @@ def base_synthesis(bundle: registry.ModelBundle) -> torch.nn.Sequential:
     return g_s.eval()
 
 
-def _open_log(path: Path, step: int):
-    rows = []
-    if step and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(LOG_COLUMNS)
-        w.writerows(rows)
-    tmp.replace(path)
-    log = open(path, "a", newline="")
-    return log, csv.writer(log)
-
-
 def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
     """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last."""
     from facelink.cloud.training.identity_loss import IdentityLoss
@@ -263,7 +248,7 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(step):  # a resumed run draws the batches the first run would have drawn next
         torch.randint(len(d_all), (cfg.batch_size,), generator=gen)
-    log, writer = _open_log(out / "log.csv", step)
+    log, writer = open_log(out / "log.csv", step, LOG_COLUMNS)
     t0, c0 = time.time(), time.process_time()
     module.train()
     module.g_s.eval()
