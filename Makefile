@@ -66,8 +66,9 @@ bench: install ## the accuracy-versus-bytes benchmark of the classical codecs (h
 # the default rate point and YuNet inside, torch and the cloud excluded, its archive checked for both.
 edge-binary: $(STAMP) ## the one-file edge binary dist/facelink-edge (PyInstaller; no torch inside), checked
 	@test -x $(BIN)/pyinstaller || $(BIN)/python -m pip install -q -e '.[build]'
-	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/edge-binary \
-	  edge/packaging/facelink-edge.spec
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/edge-binary/dist \
+	  --workpath build/edge-binary/work edge/packaging/facelink-edge.spec
+	$(BIN)/python edge/packaging/selfextract.py build/edge-binary/dist/facelink-edge dist/facelink-edge
 	$(BIN)/python edge/packaging/check_binary.py dist/facelink-edge
 
 # FUZZ_ITERATIONS / FUZZ_SECONDS bound the run; a bounded run is part of make test (tests/test_fuzz_containers.py).

@@ -2,9 +2,11 @@
 
   python edge/packaging/check_binary.py [dist/facelink-edge]
 
-Lists every entry of the PyInstaller archive (the PKG and the PYZ of Python modules inside it); exits 1 naming any
-entry that belongs to torch, CompressAI, the cloud side or the benchmarks, or when the default rate point or YuNet is
-missing. Needs PyInstaller (the [build] extra), not the binary's own Python.
+Lists every entry of the binary: the files of the packed folder build (edge/packaging/selfextract.py; ``_internal/``
+dropped from their names) and the Python modules in its launcher's PYZ archive, or, for a PyInstaller one-file
+binary, its PKG and PYZ. Exits 1 naming any entry that belongs to torch, CompressAI, the cloud side or the
+benchmarks, or when the default rate point or YuNet is missing. Needs PyInstaller (the [build] extra), not the
+binary's own Python.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ REQUIRED = ("facelink/shared/resources/detectors/face_detection_yunet.onnx", "fa
             "facelink/shared/resources/models/{default}/tables.npz")
 
 
-def archive_names(path: Path) -> list[str]:
-    """Every entry name in the binary: the PKG's files and, inside its PYZ archives, the Python modules."""
+def pyinstaller_names(path: Path) -> list[str]:
+    """A PyInstaller executable's PKG entries and, inside its PYZ archives, the Python modules."""
     from PyInstaller.archive.readers import CArchiveReader
 
     pkg = CArchiveReader(str(path))
@@ -30,6 +32,30 @@ def archive_names(path: Path) -> list[str]:
     for name, entry in pkg.toc.items():
         if entry[4] == "z":  # an embedded PYZ: Python modules
             names += list(pkg.open_embedded_archive(name).toc)
+    return names
+
+
+def archive_names(path: Path) -> list[str]:
+    """Every entry name in the binary (see the module's docstring)."""
+    import io
+    import tarfile
+    import tempfile
+
+    from selfextract import MARKER, read_payload
+
+    with open(path, "rb") as f:
+        packed = MARKER in f.read(1 << 16)
+    if not packed:
+        return pyinstaller_names(path)
+    names = []
+    with tarfile.open(fileobj=io.BytesIO(read_payload(path)), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            names.append(member.name.removeprefix("_internal/"))
+            if member.name == "facelink-edge":  # the folder build's launcher: its PYZ holds the Python modules
+                with tempfile.NamedTemporaryFile() as exe:
+                    exe.write(tar.extractfile(member).read())
+                    exe.flush()
+                    names += pyinstaller_names(Path(exe.name))
     return names
 
 
