@@ -84,6 +84,10 @@ def decode_symbols(tables: ModelTables, frame: bitstream.Frame) -> DecodedSymbol
     y_tables = (tables.y.cdfs, tables.y.cdf_lengths, tables.y.offsets)
     try:
         streams = [rans.StreamDecoder(s) for s in frame.streams]
+        # the cheap checks first: a stream too short for the symbols its header claims is refused before any work
+        # proportional to that claim (the indexes, the hyper-synthesis)
+        streams[0].check_capacity(tables.N * zh * zw, tables.z.cdfs, tables.z.cdf_lengths)
+        streams[-1].check_capacity(tables.M * ch * cw, tables.y.cdfs, tables.y.cdf_lengths)
         z_sym = streams[0].decode(z_indexes(z_shape), *z_tables).reshape(z_shape)
         idx, means = tables.entropy_parameters(z_sym)
         idx = idx.reshape(means.shape)

@@ -12,13 +12,25 @@ stream starts with the final 64-bit encoder state.
 The decoder is bounds-checked and, unlike CompressAI's, verifies that the stream ends exactly where the
 encoder began (state back at ``RANS_L``, every word consumed): a wrong table or a damaged stream is reported
 as :class:`RansError` instead of decoding to wrong values.
+
+Two backends, the same bytes and the same errors: the native core ``facelink.shared._rans`` (shared/_rans.c, built
+by ``pip install``, bounds-checked, GIL released while it codes) when it is importable, else the pure Python loops
+below. ``FACELINK_PURE_RANS=1`` in the environment forces pure Python; :data:`BACKEND` says which one is active.
 """
 from __future__ import annotations
 
+import os
 import struct
 from bisect import bisect_right
 
 import numpy as np
+
+try:
+    if os.environ.get("FACELINK_PURE_RANS", "") not in ("", "0"):
+        raise ImportError("FACELINK_PURE_RANS is set")
+    from facelink.shared import _rans as _native
+except ImportError:
+    _native = None
 
 PRECISION = 16
 BYPASS_BITS = 4
@@ -28,6 +40,12 @@ _MASK32 = 0xFFFFFFFF
 # Escaped values must fit in 28 bits: CompressAI's encoder loops forever on wider ones (a 32-bit shift by 32).
 _MAX_RAW_CHUNKS = 7
 MAX_ESCAPE = (1 << (BYPASS_BITS * _MAX_RAW_CHUNKS)) - 1
+
+
+#: "native" (the C core) or "python" (the pure Python loops): which backend codes in this process.
+BACKEND = "native" if _native is not None else "python"
+_TABLES_MSG = ("cdfs are not 16-bit CDFs (each row rising from 0 to 65536 within its cdf_length, 2 <= cdf_length <= "
+               "row width)")
 
 
 class RansError(ValueError):
@@ -43,23 +61,50 @@ _BITS_SLACK = 1e-4
 def max_symbols(n_bytes: int, cdfs, cdf_lengths) -> float:
     """The most symbols a stream of ``n_bytes`` can hold with these tables (inf when a CDF has a slot so wide that
     symbols may cost next to nothing): a stream that claims more is refused before any is decoded."""
-    cdfs = np.asarray(cdfs, dtype=np.int64)
-    lengths = np.asarray(cdf_lengths, dtype=np.int64).reshape(-1)
-    if not len(cdfs) or cdfs.shape[1] < 2:
+    cdfs = _ints(cdfs)
+    lengths = _ints(cdf_lengths).reshape(-1)
+    if cdfs.ndim != 2 or not len(cdfs) or cdfs.shape[1] < 2:
         return float("inf")
-    valid = np.arange(cdfs.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
-    widest = int(np.where(valid, np.diff(cdfs, axis=1), 0).max())
+    if _native is not None and len(lengths) == len(cdfs):
+        widest = _native.widest_slot(cdfs, lengths)
+    else:
+        valid = np.arange(cdfs.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
+        widest = int(np.where(valid, np.diff(cdfs.astype(np.int64), axis=1), 0).max())
     min_bits = PRECISION - np.log2(max(widest, 1)) - _BITS_SLACK
     return float("inf") if min_bits <= 0 else 8 * n_bytes / min_bits
 
 
-def _as_tables(cdfs, cdf_lengths, offsets):
-    cdfs = np.asarray(cdfs, dtype=np.int64)
-    cdf_lengths = np.asarray(cdf_lengths, dtype=np.int64).reshape(-1)
-    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+def _ints(a) -> np.ndarray:
+    """``a`` as a C-contiguous int32 or int64 array, copied only when it is neither (then as int64)."""
+    a = np.asarray(a)
+    if a.dtype not in (np.int32, np.int64) or not a.flags.c_contiguous or not a.dtype.isnative:
+        a = np.ascontiguousarray(a, dtype=np.int64)
+    return a
+
+
+def _as_tables(cdfs, cdf_lengths, offsets, check_rows: bool = True):
+    """The tables as the coders take them; ``check_rows``: refuse CDF lengths outside [2, row width] and rows that
+    do not run from 0 to 2^16 (what every coded slot relies on)."""
+    cdfs = _ints(cdfs)
+    cdf_lengths = _ints(cdf_lengths).reshape(-1)
+    offsets = _ints(offsets).reshape(-1)
     if cdfs.ndim != 2 or len(cdfs) != len(cdf_lengths) or len(cdfs) != len(offsets):
         raise ValueError("cdfs must be 2-D with one row per cdf_lengths/offsets entry")
+    if check_rows and len(cdfs):
+        if cdf_lengths.min() < 2 or cdf_lengths.max() > cdfs.shape[1]:
+            raise ValueError(_TABLES_MSG)
+        rows = np.arange(len(cdfs))
+        if (cdfs[:, 0] != 0).any() or (cdfs[rows, cdf_lengths - 1] != 1 << PRECISION).any():
+            raise ValueError(_TABLES_MSG)
     return cdfs, cdf_lengths, offsets
+
+
+def _check_values(cdfs, cdf_lengths) -> None:
+    """Every entry within the rows' lengths in [0, 2^16] (the pure Python decoder's arithmetic relies on it; the
+    native one checks the entries it reads)."""
+    valid = np.arange(cdfs.shape[1])[None, :] < cdf_lengths[:, None]
+    if ((cdfs < 0) | (cdfs > 1 << PRECISION))[valid].any():
+        raise ValueError(_TABLES_MSG)
 
 
 def _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets):
@@ -79,11 +124,13 @@ def _coding_terms(symbols, indexes, cdfs, cdf_lengths, offsets):
     over = value >= max_value
     raw[neg] = -2 * value[neg] - 1
     raw[over] = 2 * (value[over] - max_value[over])
-    if len(raw) and raw.max() > MAX_ESCAPE:
+    if len(raw) and (raw.max() > MAX_ESCAPE or raw.min() < 0):  # < 0: int64 wrapped round
         raise ValueError(f"symbol too far outside its CDF's support to code (escape > {MAX_ESCAPE})")
     value = np.where(neg | over, max_value, value)
-    start = cdfs[indexes, value]
+    start = cdfs[indexes, value].astype(np.int64)
     freq = cdfs[indexes, value + 1] - start
+    if len(freq) and ((start < 0) | (freq < 1) | (start + freq > 1 << PRECISION)).any():
+        raise ValueError(_TABLES_MSG)
     return value, max_value, raw, start, freq
 
 
@@ -123,6 +170,9 @@ def encode_parts(parts) -> bytes:
     its own tables. A :class:`StreamDecoder` reads the parts back in the same order, so a later part's indexes may
     depend on an earlier part's values (y's scales on z). The stream begins with one 64-bit state, not one per
     part. A single part gives exactly CompressAI's ``encode_with_indexes`` bytes."""
+    if _native is not None:
+        return _native.encode([(_ints(s).reshape(-1), _ints(i).reshape(-1), *_as_tables(c, n, o, check_rows=False))
+                               for s, i, c, n, o in parts])
     starts, freqs, shifts = [], [], []
     for part in parts:
         s, f, sh = _coded_slots(*part)
@@ -194,21 +244,29 @@ class StreamDecoder:
     def __init__(self, data: bytes):
         if len(data) % 4 or len(data) < 8:
             raise RansError(f"rANS stream of {len(data)} bytes: not a whole number of 32-bit words, or shorter than 8")
-        self.words = struct.unpack(f"<{len(data) // 4}I", data)
-        self.x = self.words[0] | (self.words[1] << 32)
+        self.data = bytes(data)
+        self.n_words = len(data) // 4
+        lo, hi = struct.unpack_from("<II", self.data)
+        self.x = lo | (hi << 32)
         self.p = 2
+        self._words = None  # the pure Python decoder's words, unpacked on first use
 
     def decode(self, indexes, cdfs, cdf_lengths, offsets) -> np.ndarray:
         """The next ``len(indexes)`` symbols, each with its CDF row ``indexes[i]`` of these tables."""
-        indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
+        indexes = _ints(indexes).reshape(-1)
         cdfs, cdf_lengths, offsets = _as_tables(cdfs, cdf_lengths, offsets)
         if len(indexes) and (indexes.min() < 0 or indexes.max() >= len(cdfs)):
             raise ValueError("CDF index out of range")
-        capacity = max_symbols(4 * len(self.words), cdfs, cdf_lengths)
-        if len(indexes) > capacity:  # before the work: a few bytes that claim a huge latent are refused at once
-            raise RansError(f"a rANS stream of {4 * len(self.words)} bytes cannot hold {len(indexes)} symbols of these "
-                            f"tables (at most {int(capacity)})")
-        words, n_words, x, p = self.words, len(self.words), self.x, self.p
+        self.check_capacity(len(indexes), cdfs, cdf_lengths)
+        if _native is not None:
+            out = np.empty(len(indexes), dtype=np.int64)
+            self.x, self.p = _native.decode(self.data, self.x, self.p, indexes, cdfs, cdf_lengths, offsets, out,
+                                            RansError)
+            return out
+        _check_values(cdfs, cdf_lengths)
+        if self._words is None:
+            self._words = struct.unpack(f"<{self.n_words}I", self.data)
+        words, n_words, x, p = self._words, self.n_words, self.x, self.p
         rows = [row[:n].tolist() for row, n in zip(cdfs, cdf_lengths.tolist())]
         max_values = (cdf_lengths - 2).tolist()
         offs = offsets.tolist()
@@ -240,6 +298,14 @@ class StreamDecoder:
         self.x, self.p = x, p
         return np.asarray(out, dtype=np.int64)
 
+    def check_capacity(self, n_symbols: int, cdfs, cdf_lengths) -> None:
+        """Refuse ``n_symbols`` symbols of these tables when this stream is too short to hold them
+        (:func:`max_symbols`): done before any work proportional to a count the stream's header only claims."""
+        capacity = max_symbols(4 * self.n_words, cdfs, cdf_lengths)
+        if n_symbols > capacity:
+            raise RansError(f"a rANS stream of {4 * self.n_words} bytes cannot hold {n_symbols} symbols of these "
+                            f"tables (at most {int(capacity)})")
+
     def finish(self) -> None:
-        if self.x != RANS_L or self.p != len(self.words):
+        if self.x != RANS_L or self.p != self.n_words:
             raise RansError("rANS stream does not end where its encoder began: damaged stream or wrong model tables")
