@@ -48,10 +48,19 @@ def _model_options(p: argparse.ArgumentParser, full_frame: bool = True) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="threads for the encoder (onnxruntime) and OpenCV (default %(default)s)")
     p.add_argument("--format-version", type=int, choices=bitstream.READABLE_VERSIONS,
-                   default=bitstream.FORMAT_VERSION,
-                   help=f"bitstream container version to write (default {bitstream.FORMAT_VERSION}; 1 for a "
-                        "server that reads only version 1: a larger container, about a fifth more bytes per "
-                        "face crop)")
+                   help=f"bitstream container version to write (default: {bitstream.FORMAT_VERSION} for a rate point, "
+                        f"{bitstream.VARIABLE_RATE_VERSION} for a variable-rate model, whose containers carry the "
+                        "quality; 1 for a server that reads only version 1: a larger container, about a fifth more "
+                        "bytes per face crop)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=float, metavar="Q",
+                      help="a variable-rate model's quality, continuous from 0 to its top (7 for eight trained "
+                           "qualities; higher: more bytes, more detail; default the model's middle); a rate point, "
+                           "such as the default model, has one quality and refuses this")
+    rate.add_argument("--max-bytes", type=int, metavar="B",
+                      help="a variable-rate model: code each face crop (each frame with --full-frame) at the "
+                           "highest quality whose whole container is at most B bytes, found by a short search "
+                           "(a few encodings per crop); a crop that does not fit even at quality 0 is not sent")
 
 
 def _max_pixels_option(p: argparse.ArgumentParser) -> None:
@@ -88,14 +97,18 @@ def _wait_for_server(client, args) -> None:
 
 
 def check_server_model(client, model_id: str, format_version: int, crop_template_id: int = 0) -> None:
-    """Refuse, before anything is sent, a server that could not read what this edge writes."""
+    """Refuse, before anything is sent, a server that could not read what this edge writes: the highest container
+    version it reports reading must be at least the one written (a server that predates the field is not asked)."""
+    from facelink.shared import bitstream
     from facelink.shared.alignment import TEMPLATE_IDS
 
     info = client.model_info()
     if info.bitstream_format_version and info.bitstream_format_version < format_version:
+        hint = (" (a variable-rate model writes version 3 only: update the server, or code with a rate point)"
+                if format_version == bitstream.VARIABLE_RATE_VERSION else " (or update the server)")
         raise EdgeError(f"the server reads bitstream format versions up to {info.bitstream_format_version}; this "
                         f"edge writes version {format_version}: pass --format-version "
-                        f"{info.bitstream_format_version} (or update the server)")
+                        f"{info.bitstream_format_version}{hint}")
     readable = set(info.crop_template_ids) or {1}  # a server that predates the field reads arcface-112 only
     if crop_template_id and crop_template_id not in readable:
         names = ", ".join(TEMPLATE_IDS[i].name for i in sorted(readable) if i in TEMPLATE_IDS)
@@ -112,6 +125,24 @@ def _result_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
 
 
+def check_rate_options(args) -> None:
+    """``--quality`` and ``--max-bytes`` need a variable-rate model: a clear error naming the ones this device has."""
+    if args.quality is None and args.max_bytes is None:
+        return
+    if args.max_bytes is not None and args.max_bytes <= 0:
+        raise EdgeError(f"--max-bytes must be a positive number of bytes, got {args.max_bytes}")
+    from facelink.shared import registry
+
+    bundle = registry.load(args.model)
+    if bundle.tables.variable_rate:
+        return
+    variable = [name for name in registry.available() if registry.load(name).tables.variable_rate]
+    option = "--quality" if args.quality is not None else "--max-bytes"
+    here = f"variable-rate models here: {', '.join(variable)}" if variable else "none is installed on this device"
+    raise EdgeError(f"{option} needs a variable-rate model (--model); {bundle.name} is a rate point with one quality "
+                    f"({here})")
+
+
 def _pipeline(args):
     from facelink.edge.encoder import EdgePipeline
     from facelink.shared.alignment import ARCFACE_112
@@ -122,8 +153,10 @@ def _pipeline(args):
     if args.crop_template is not None and args.full_frame:
         raise EdgeError("--crop-template applies to face crops, not --full-frame")
     blur = None if args.blur_background is None else BackgroundBlur(sigma=args.blur_background)
+    check_rate_options(args)
     return EdgePipeline(args.model, full_frame=args.full_frame, threads=args.threads, blur_background=blur,
-                        format_version=args.format_version, crop_template=args.crop_template or ARCFACE_112.name)
+                        format_version=args.format_version, crop_template=args.crop_template or ARCFACE_112.name,
+                        quality=args.quality, max_bytes=args.max_bytes)
 
 
 class _Printer:
@@ -187,6 +220,7 @@ def cmd_encode(args) -> int:
     import cv2
 
     from facelink.edge.sources import read_image
+    from facelink.shared import bitstream
 
     src = Path(args.image)
     rgb = cv2.cvtColor(read_image(src, args.max_pixels), cv2.COLOR_BGR2RGB)
@@ -208,6 +242,8 @@ def cmd_encode(args) -> int:
                       "crop_template": None if pipe.cropper is None else pipe.cropper.template.name,
                       "background_blur": args.blur_background,
                       "model": pipe.encoder.bundle.name, "model_id": pipe.encoder.model_id,
+                      "format_version": pipe.encoder.format_version,
+                      "codec_quality": bitstream.unpack(enc.data).quality if pipe.encoder.variable_rate else None,
                       "encode_ms": round(ms, 2)}))
     return 0
 
@@ -235,6 +271,7 @@ def cmd_stream(args) -> int:
     import grpc
 
     from facelink.edge.client import request
+    from facelink.edge.rate_control import BudgetError
     from facelink.edge.sources import list_images, read_image
     from facelink.shared.alignment import template_id
 
@@ -254,6 +291,9 @@ def cmd_stream(args) -> int:
             except EdgeError as e:
                 skipped.append((str(f), str(e).removeprefix(f"{f}: ")))
                 continue
+            except BudgetError as e:  # --max-bytes: not even the lowest quality fits
+                skipped.append((str(f), str(e)))
+                continue
             if enc is None:
                 skipped.append((str(f), "no face found"))
                 continue
@@ -267,7 +307,7 @@ def cmd_stream(args) -> int:
     client = _connect(args)
     with client:
         _wait_for_server(client, args)
-        check_server_model(client, pipe.encoder.model_id, args.format_version,
+        check_server_model(client, pipe.encoder.model_id, pipe.encoder.format_version,
                            0 if pipe.cropper is None else template_id(pipe.cropper.template))
         try:
             for resp in client.recognize_stream(requests()):
@@ -358,14 +398,15 @@ def cmd_run(args) -> int:
         raise EdgeError(str(e)) from None
     source = open_source(args.source, max_fps=args.max_fps, max_pixels=args.max_pixels, folder_fps=args.folder_fps)
     template = CROP_TEMPLATES[args.crop_template or ARCFACE_112.name]
-    encoder = EdgeEncoder(args.model, args.threads, args.format_version)
+    check_rate_options(args)
+    encoder = EdgeEncoder(args.model, args.threads, args.format_version, args.quality)
     sink = ResultSink(args.results)
     outbox = sender = None
     if not args.offline:
         from facelink.edge.outbox import Outbox
 
         connection = connection_from_args(args)
-        _check_if_reachable(connection, args, encoder.model_id, template_id(template))
+        _check_if_reachable(connection, args, encoder.model_id, encoder.format_version, template_id(template))
         outbox = Outbox(args.outbox, device=args.device, max_frames=args.max_outbox_frames,
                         max_bytes=args.max_outbox_bytes)
         sender = Sender(outbox, connection.client, sink, window=args.window, backoff=Backoff(cap=args.backoff_max),
@@ -376,7 +417,8 @@ def cmd_run(args) -> int:
             sink.write(row)
 
     loop = EdgeRun(encoder, template, None if args.every_face else CropSelector(policy), sender,
-                   ScaledDetector(args.detect_width), on_sent=printed if args.offline else None)
+                   ScaledDetector(args.detect_width), on_sent=printed if args.offline else None,
+                   max_bytes=args.max_bytes)
     stop = threading.Event()
     stopped_by: list[str] = []
 
@@ -423,7 +465,7 @@ def cmd_run(args) -> int:
     return 0 if waiting == 0 else 1  # 1: crops still wait in the outbox (the next start sends them)
 
 
-def _check_if_reachable(connection, args, model_id: str, crop_template_id: int) -> None:
+def _check_if_reachable(connection, args, model_id: str, format_version: int, crop_template_id: int) -> None:
     """A server that answers within --timeout must read this edge's containers (else a clear error now, not a
     stream of refusals later); one that does not answer yet is no error: the crops wait in the outbox."""
     import grpc
@@ -436,7 +478,7 @@ def _check_if_reachable(connection, args, model_id: str, crop_template_id: int) 
             print(json.dumps({"event": "server_unreachable", "server": args.server, "waited_s": args.timeout,
                               "note": "crops wait in the outbox until it answers"}), file=sys.stderr, flush=True)
             return
-        check_server_model(client, model_id, args.format_version, crop_template_id)
+        check_server_model(client, model_id, format_version, crop_template_id)
     finally:
         client.close()
 

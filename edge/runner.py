@@ -16,20 +16,24 @@ import cv2
 import numpy as np
 
 from facelink.edge.encoder import EdgeEncoder
+from facelink.edge.rate_control import BudgetError, encode_within
 from facelink.edge.sender import Outgoing, Sender
 from facelink.edge.sources import Source
 from facelink.edge.tracking import Candidate, CropSelector, Selected, crop_quality
 from facelink.shared.alignment import Template, align
 from facelink.shared.detection import Detection, YuNet
 
-DEFAULT_DETECT_WIDTH = 640
+# Detection looks at the frame shrunk to this width: on 640×480 frames (facelink bench edge-pipeline) it found 316 of
+# the 318 faces full-size detection finds in about a third of the time; the cost is the smallest face found, about
+# twice as wide as at full size (the same bench measures both).
+DEFAULT_DETECT_WIDTH = 320
 
 
 class ScaledDetector:
     """YuNet on the frame shrunk to at most ``width`` pixels wide (0: never shrunk); boxes and landmarks come back in
     the frame's own coordinates, so alignment still samples the full-resolution frame. Detection costs about the
-    pixels it looks at: 320 wide is about a fifth of 640's time, and finds faces down to about twice YuNet's
-    smallest."""
+    pixels it looks at; a face must be about as many pixels wide in the shrunk frame as YuNet needs at full size
+    (see :data:`DEFAULT_DETECT_WIDTH`)."""
 
     def __init__(self, width: int = DEFAULT_DETECT_WIDTH, detector: YuNet | None = None):
         if width < 0:
@@ -52,6 +56,7 @@ class RunStats:
     faces: int = 0
     crops_sent: int = 0
     bytes_sent: int = 0
+    over_budget: int = 0  # crops not sent: not even the lowest quality fits --max-bytes
     encode_ms: list[float] = field(default_factory=list)
 
     def report(self, selector: CropSelector | None, source: Source, seconds: float) -> dict:
@@ -62,6 +67,7 @@ class RunStats:
             "unreadable": [{"file": f, "why": why} for f, why in source.skipped],
             "faces_detected": self.faces, "faces_tracked": selector.tracks if selector else None,
             "crops_sent": self.crops_sent, "bytes_sent": self.bytes_sent, "mean_bytes_per_crop": round(mean, 1),
+            "crops_over_budget": self.over_budget,
             "sent_because": dict(selector.reasons) if selector else {"every-face": self.crops_sent},
             # every detected face, each at the mean size of the crops sent (they are all one crop template)
             "bytes_if_every_face_sent": round(every),
@@ -75,8 +81,12 @@ class EdgeRun:
     """The loop of ``facelink-edge run`` over one source (see the module's docstring)."""
 
     def __init__(self, encoder: EdgeEncoder, template: Template, selector: CropSelector | None,
-                 sender: Sender | None = None, detector: ScaledDetector | None = None, on_sent=None):
+                 sender: Sender | None = None, detector: ScaledDetector | None = None, on_sent=None,
+                 max_bytes: int | None = None):
+        if max_bytes is not None and not encoder.variable_rate:
+            raise ValueError(f"a byte budget needs a variable-rate model; {encoder.bundle.name} has one rate")
         self.encoder = encoder
+        self.max_bytes = max_bytes
         self.template = template
         self.selector = selector
         self.sender = sender
@@ -118,7 +128,16 @@ class EdgeRun:
     def _send(self, s: Selected) -> None:
         t0 = time.perf_counter()
         rgb = np.ascontiguousarray(s.candidate.crop[:, :, ::-1])
-        data = self.encoder.encode(rgb, self.template)
+        quality = self.encoder.quality  # a variable-rate model's (None for a rate point)
+        if self.max_bytes is None:
+            data = self.encoder.encode(rgb, self.template)
+        else:
+            try:
+                coded = encode_within(self.encoder, rgb, self.max_bytes, self.template)
+            except BudgetError:
+                self.stats.over_budget += 1
+                return
+            data, quality = coded.data, coded.quality
         ms = (time.perf_counter() - t0) * 1e3
         self.stats.encode_ms.append(ms)
         self.stats.crops_sent += 1
@@ -127,6 +146,8 @@ class EdgeRun:
         fields = {"frame": c.frame_index, "t": round(c.t, 3), "track": s.track, "reason": s.reason,
                   "bpp": round(8 * len(data) / (self.template.width * self.template.height), 4),
                   "quality": c.quality.as_dict()}
+        if quality is not None:
+            fields["codec_quality"] = quality
         item = Outgoing(str(self.stats.crops_sent), data, source=c.frame_name, fields=fields, encode_ms=ms)
         if self.sender is not None:
             self.sender.send(item)
