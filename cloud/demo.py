@@ -2,8 +2,13 @@
 
 1. starts ``facelink serve`` (a real grpc.aio server) on a free loopback port with a fresh SQLite gallery;
 2. enrolls the demo identities from their uncompressed photographs;
-3. runs the edge client (``facelink-edge stream``, its own process, no torch) on other photographs of them;
-4. prints file, bytes, bpp, predicted identity, similarity and latency per frame, then stops the server.
+3. runs the edge client (``facelink-edge run``, its own process, no torch) on a folder of other photographs of
+   them: each face is detected, aligned, coded, written to the client's outbox and delivered from there (exactly
+   once; ``--every-face``, as the photographs are of different people, not frames of one camera);
+4. prints file, bytes, bpp, predicted identity, similarity and the time each crop waited in the outbox for its
+   answer, the edge's own report (frames, faces, crops, bytes, what is left in the outbox), then stops the server.
+   ``--full-frame`` codes whole photographs instead and sends them with ``facelink-edge stream`` (no outbox: ``run``
+   sends face crops).
 """
 from __future__ import annotations
 
@@ -82,18 +87,28 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
                 enrolled.append(name)
                 print(f"[demo] enrolled {name:<22} from {f.name} ({r.samples} sample)", file=out, flush=True)
 
-        edge_cmd = _tool("facelink-edge", "facelink.edge.cli") + ["stream", str(faces / "probe"), "--server", target,
-                                                                   "--json"]
-        if model:
-            edge_cmd += ["--model", model]
         if full_frame:
-            edge_cmd.append("--full-frame")
-        print(f"[demo] edge client: facelink-edge stream {faces / 'probe'} --server {target}", file=out, flush=True)
-        res = subprocess.run(edge_cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            edge_args = ["stream", str(faces / "probe"), "--server", target, "--json", "--full-frame"]
+        else:
+            edge_args = ["run", str(faces / "probe"), "--every-face", "--server", target,
+                         "--outbox", str(work / "outbox.db"), "--results", str(work / "results.jsonl")]
+        if model:
+            edge_args += ["--model", model]
+        shown = " ".join(a if not a.startswith(str(work)) else Path(a).name for a in edge_args)
+        print(f"[demo] edge client: facelink-edge {shown}", file=out, flush=True)
+        res = subprocess.run(_tool("facelink-edge", "facelink.edge.cli") + edge_args, capture_output=True,
+                             text=True, timeout=timeout, env=env)
         if res.returncode not in (0, 1):
             raise RuntimeError(f"the edge client failed ({res.returncode}): {res.stderr.strip()}")
-        rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
-        results = [r for r in rows if "id" in r]
+        if full_frame:
+            rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+            results = [r for r in rows if "id" in r]
+            report = None
+        else:
+            rows = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+            results = [dict(r, file=r["source"], latency_ms=1e3 * r["queued_s"]) for r in rows if "sequence" in r
+                       and "dropped" not in r]
+            report = json.loads([line for line in res.stderr.splitlines() if '"event": "report"' in line][-1])
         print(
             f"\n{'file':<28} {'bytes':>6} {'bpp':>6}  {'predicted':<20} {'sim':>6} {'ms':>7}  {'expected':<20}",
             file=out,
@@ -117,6 +132,11 @@ def run(faces: Path = DEMO_FACES_DIR, model: str | None = None, full_frame: bool
         for r in rows:
             if "skipped" in r:
                 print(f"skipped {r['file']}: {r['skipped']}", file=out)
+        if report is not None:
+            left = report["delivery"]["outbox"]["frames"]
+            print(f"\n[demo] edge report: {report['frames']} frames, {report['faces_detected']} faces, "
+                  f"{report['crops_sent']} crops sent ({report['bytes_sent']} bytes), "
+                  f"{report['delivery']['answered']} answered, {left} left in the outbox", file=out)
         summary = {
             "frames": len(results),
             "correct": correct,
