@@ -46,6 +46,7 @@ BENCH_COMMANDS: dict[str, tuple[str, list[str], str]] = {
     "edge-pipeline": ("facelink.benchmarks.edge_pipeline", [],
                       "edge detection per frame and align+encode+entropy per face, one thread, against torch"),
     "edge-binary": ("facelink.benchmarks.edge_binary", [], "the one-file edge binary: size, contents, start-up time"),
+    "rans-speed": ("facelink.benchmarks.rans_speed", [], "entropy coding per face and decoding per frame: C vs Python"),
     "bit-allocation": ("facelink.benchmarks.bit_allocation", [], "where a rate point spends its bits on full frames"),
     "calibrate-threshold": ("facelink.benchmarks.calibrate_threshold", [], "the server's match threshold"),
     "serve": ("facelink.benchmarks.serve_load", [], "load on a real server: frames/s, p50/p99, RSS, batching off/on"),

@@ -42,6 +42,7 @@ _MAX_RAW_CHUNKS = 7
 MAX_ESCAPE = (1 << (BYPASS_BITS * _MAX_RAW_CHUNKS)) - 1
 
 
+_NATIVE = _native
 #: "native" (the C core) or "python" (the pure Python loops): which backend codes in this process.
 BACKEND = "native" if _native is not None else "python"
 _TABLES_MSG = ("cdfs are not 16-bit CDFs (each row rising from 0 to 65536 within its cdf_length, 2 <= cdf_length <= "
@@ -50,6 +51,21 @@ _TABLES_MSG = ("cdfs are not 16-bit CDFs (each row rising from 0 to 65536 within
 
 class RansError(ValueError):
     """A rANS stream that cannot have come from these tables: damaged, truncated or the wrong model."""
+
+
+def set_backend(name: str) -> str:
+    """Switch this process to the ``"native"`` or ``"python"`` backend (same bytes; for before/after measurements)
+    and return the previous one; ``"native"`` raises RuntimeError where the extension is not built or
+    FACELINK_PURE_RANS is set."""
+    global _native, BACKEND
+    if name not in ("native", "python"):
+        raise ValueError(f"rANS backend must be 'native' or 'python', not {name!r}")
+    if name == "native" and _NATIVE is None:
+        raise RuntimeError("the native rANS core facelink.shared._rans is not available (not built, or "
+                           "FACELINK_PURE_RANS is set)")
+    previous = BACKEND
+    _native, BACKEND = (_NATIVE if name == "native" else None), name
+    return previous
 
 
 # Each coded symbol grows the encoder's state (its words and final state read as one integer) by a factor of at least

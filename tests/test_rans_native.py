@@ -21,12 +21,11 @@ pytestmark = pytest.mark.skipif(native is None, reason="facelink.shared._rans is
 @contextlib.contextmanager
 def pure_python():
     """rans with its native core switched off for the duration."""
-    saved = rans._native
-    rans._native = None
+    previous = rans.set_backend("python")
     try:
         yield
     finally:
-        rans._native = saved
+        rans.set_backend(previous)
 
 
 def both(fn):
@@ -67,6 +66,11 @@ def random_symbols(rng, tables, n, spread=1.0):
 
 def test_backend_is_reported_and_can_be_forced_off():
     assert rans.BACKEND == "native"
+    with pure_python():
+        assert rans.BACKEND == "python" and rans._native is None
+    assert rans.BACKEND == "native" and rans._native is native
+    with pytest.raises(ValueError):
+        rans.set_backend("fast")
     code = "from facelink.shared import rans; print(rans.BACKEND, rans._native)"
     env = dict(os.environ, FACELINK_PURE_RANS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
