@@ -146,3 +146,20 @@ def test_one_stream_for_two_parts_reads_back_in_order(gaussian_tables, factorize
         wrong.decode(z_idx % len(gc), *gaussian_tables)
         wrong.decode(y_idx, *gaussian_tables)
         wrong.finish()
+
+
+def test_a_huge_claim_is_refused_before_work_proportional_to_it(monkeypatch):
+    """decode_symbols checks that the streams can hold the symbols the header claims before it builds the hyper-latent's
+    indexes or runs the hyper-synthesis: a 65535×65535 claim in a few bytes costs nothing."""
+    from facelink.shared import bitstream, codec, registry
+
+    tables = registry.load(registry.DEFAULT_MODEL).tables
+    frame = bitstream.Frame(tables.model_id, 65535, 65535, (b"\x00\x00\x00\x80\x00\x00\x00\x00" + b"\x01" * 56,), 0, 2)
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("work proportional to the claimed size was done before the capacity check")
+
+    monkeypatch.setattr(codec, "z_indexes", too_late)
+    monkeypatch.setattr(type(tables), "entropy_parameters", too_late)
+    with pytest.raises(bitstream.BitstreamError, match="cannot hold"):
+        codec.decode_symbols(tables, frame)
