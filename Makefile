@@ -41,7 +41,7 @@ system-deps: ## ffmpeg (Debian package), the classical codecs' encoder: HEVC/x26
 	  exit 1; \
 	fi
 
-demo: $(STAMP) ## the whole edge-to-cloud pipeline on loopback: enrol the demo faces, recognise the probes
+demo: $(STAMP) ## the whole pipeline on loopback: enrol the demo faces; facelink-edge run sends the probes via its outbox
 	$(BIN)/facelink demo
 
 test: install ## the test suite

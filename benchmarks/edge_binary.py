@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=DEMO_FACES_DIR / "probe" / "Colin_Powell_0002.jpg",
                     help="the photograph each launch codes (default: a demo face)")
     ap.add_argument("--out", type=Path, help="result JSON (with provenance)")
+    ap.add_argument("--conditions", help="how the machine was while this ran (e.g. other work paused), recorded in "
+                                         "the result")
     args = ap.parse_args(argv)
     if not args.binary.is_file():
         print(f"facelink bench edge-binary: {args.binary}: no such file (make edge-binary builds it)", file=sys.stderr)
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
     result = {
-        "command": "facelink bench edge-binary " + " ".join(argv or []),
+        "command": "facelink bench edge-binary " + shlex.join(argv or []),
+        "conditions": args.conditions,
         "binary": str(args.binary), "bytes": contents["bytes"], "mib": round(contents["bytes"] / 2**20, 1),
         "archive": {k: contents[k] for k in ("entries", "models", "forbidden", "missing", "ok")},
         "startup": {"binary": binary, "binary_first_launch": first, "python_console_script": script},

@@ -5,8 +5,8 @@
 Lists every entry of the binary: the files of the packed folder build (edge/packaging/selfextract.py; ``_internal/``
 dropped from their names) and the Python modules in its launcher's PYZ archive, or, for a PyInstaller one-file
 binary, its PKG and PYZ. Exits 1 naming any entry that belongs to torch, CompressAI, the cloud side or the
-benchmarks, or when the default rate point or YuNet is missing. Needs PyInstaller (the [build] extra), not the
-binary's own Python.
+benchmarks, or when the default rate point, YuNet or the native rANS core is missing. Needs PyInstaller (the
+[build] extra), not the binary's own Python.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ FORBIDDEN = re.compile(r"(^|[/.])(torch|torchvision|compressai|functorch)([/.]|$
 REQUIRED = ("facelink/shared/resources/detectors/face_detection_yunet.onnx", "facelink.edge.cli",
             "facelink/shared/resources/models/{default}/encoder.onnx",
             "facelink/shared/resources/models/{default}/tables.npz")
+# The native rANS core (shared/_rans.c): without it the edge entropy-codes in pure Python, several times slower.
+NATIVE_RANS = re.compile(r"^facelink[/.]shared[/.]_rans(\.[^/]*)?\.(so|pyd)$")
+NATIVE_RANS_NAME = "facelink/shared/_rans.*.so (the native rANS core: pip install -e . with a C compiler builds it)"
 
 
 def pyinstaller_names(path: Path) -> list[str]:
@@ -63,6 +66,8 @@ def check(path: Path, default_model: str) -> dict:
     names = archive_names(path)
     forbidden = sorted(n for n in names if FORBIDDEN.search(n))
     missing = [r.format(default=default_model) for r in REQUIRED if r.format(default=default_model) not in names]
+    if not any(NATIVE_RANS.match(n) for n in names):
+        missing.append(NATIVE_RANS_NAME)
     models = sorted({n.split("/")[4] for n in names if n.startswith("facelink/shared/resources/models/")})
     return {"binary": str(path), "bytes": path.stat().st_size, "entries": len(names), "models": models,
             "forbidden": forbidden, "missing": missing, "ok": not forbidden and not missing}
