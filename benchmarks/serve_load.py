@@ -6,11 +6,14 @@ counts, for the per-frame path and the batched one in one run.
 
 Each mode is its own server process on a fresh gallery with a few enrolled identities:
 
-- ``before``: ``--batching off --stream-window 1``, the server's per-frame path (what it did before micro-batching:
-  one frame of a stream at a time, each decoded and recognised alone in the worker pool);
+- ``before``: the server as it was before this work: ``--batching off --stream-window 1 --torch-threads 0`` (the
+  per-frame path: one frame of a stream at a time, each decoded and recognised alone in the worker pool, one network
+  call at a time with torch's default threads) and the pure-Python rANS decoder (``FACELINK_PURE_RANS=1`` in the
+  server's environment);
 - ``after``: the defaults (micro-batches of the synthesis and the recognizer across streams, 8 frames of a stream
-  in flight);
-- ``after-torch1``: the same with one torch thread (the batches on one core, Python's work on the other).
+  in flight, one torch thread per network so that the two run on two cores at once, the native rANS decoder where
+  it is built);
+- ``after-torch0``: the defaults with torch's default threads (one network call at a time, on every core).
 
 The load: N streams on one grpc.aio channel per stream, each a closed loop with ``--in-flight`` frames outstanding
 (default 1: send, wait for the answer, send the next), cycling through aligned face crops coded once by the edge
@@ -39,10 +42,12 @@ from facelink.cloud.evaluation.provenance import emit_json, stamp
 from facelink.shared.registry import DEFAULT_MODEL
 
 MODES = {
-    "before": ["--batching", "off", "--stream-window", "1"],
+    "before": ["--batching", "off", "--stream-window", "1", "--torch-threads", "0"],
     "after": [],
-    "after-torch1": ["--torch-threads", "1"],
+    "after-torch0": ["--torch-threads", "0"],
 }
+# Environment of a mode's server beyond this process's own
+MODE_ENV = {"before": {"FACELINK_PURE_RANS": "1"}}
 DEFAULT_OUT = Path("benchmarks/results/serve_load.json")
 
 
@@ -80,12 +85,13 @@ def crops(n: int) -> tuple[list[bytes], list[tuple[str, bytes]]]:
 
 
 class Server:
-    def __init__(self, work: Path, args: list[str]):
+    def __init__(self, work: Path, args: list[str], env: dict[str, str] | None = None):
         self.ready = work / "ready.json"
         self.err = open(work / "server.err", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "facelink.cloud.cli", "serve", "--port", "0", "--model",
                                       DEFAULT_MODEL, "--gallery", str(work / "gallery.db"), "--ready-file",
-                                      str(self.ready), *args], stdout=subprocess.DEVNULL, stderr=self.err)
+                                      str(self.ready), *args], stdout=subprocess.DEVNULL, stderr=self.err,
+                                     env={**os.environ, **(env or {})})
         t0 = time.time()
         while not self.ready.exists():
             if self.proc.poll() is not None or time.time() - t0 > 300:
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 work = Path(tmp) / mode
                 work.mkdir()
-                servers[mode] = Server(work, MODES[mode])
+                servers[mode] = Server(work, MODES[mode], MODE_ENV.get(mode))
                 from facelink.edge.client import Client
 
                 with Client(servers[mode].target) as c:
@@ -206,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                   for s in args.streams if ("before", s) in by and by["before", s]["frames_per_s"]}
               for m in args.modes if m != "before"}
     doc = stamp({"command": "facelink bench serve " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "modes": {m: MODES[m] for m in args.modes}, "seconds": args.seconds, "in_flight": args.in_flight,
+                 "modes": {m: MODES[m] for m in args.modes},
+                 "mode_env": {m: MODE_ENV[m] for m in args.modes if m in MODE_ENV},
+                 "seconds": args.seconds, "in_flight": args.in_flight,
                  "cpus": os.cpu_count(), "rows": rows, "throughput_ratio_over_before": ratios})
     emit_json(doc, args.out)
     return 0

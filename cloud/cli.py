@@ -12,7 +12,7 @@ from pathlib import Path
 
 # name -> (module with main(argv), one-line help). Modules load only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("facelink.cloud.serving.server", "run the gRPC recognition server"),
+    "serve": ("facelink.cloud.serving.serve_command", "run the gRPC recognition server"),
     "tokens": ("facelink.cloud.serving.auth", "server bearer tokens: add (shown once, stored hashed), list, remove"),
     "enroll": ("facelink.cloud.cli:enroll_main", "add face images to a running server's gallery under a name"),
     "gallery": ("facelink.cloud.serving.gallery_cli", "list a gallery's identities and samples; erase them"),
@@ -41,6 +41,8 @@ BENCH_COMMANDS: dict[str, tuple[str, list[str], str]] = {
     "estimate": ("facelink.benchmarks.bench", ["estimate"], "time a few images per codec setting; extrapolate"),
     "codecs": ("facelink.benchmarks.bench", ["codecs"], "list the codecs, their sweeps and availability"),
     "compare": ("facelink.benchmarks.compare", [], "two codec curves from two result folders at equal bytes"),
+    "core-v2-summary": ("facelink.benchmarks.core_v2_summary", [],
+                        "the variable-rate codec against HEVC, AVIF, JPEG XL and the ladder: summary.json and plot"),
     "recognizers": ("facelink.benchmarks.recognizers", [], "the recognizers on uncompressed faces"),
     "edge-speed": ("facelink.benchmarks.edge_speed", [], "edge encode time against torch's, one thread"),
     "edge-pipeline": ("facelink.benchmarks.edge_pipeline", [],
@@ -175,11 +177,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, read from the package metadata only when asked (that import costs every command ~0.1 s)."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(message=f"facelink {_version()}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = _table_parser("facelink", "facelink's cloud side: the recognition server, its gallery, codec training and "
                                    "export, benchmarks and the demo. The camera side is facelink-edge.", COMMANDS)
-    ap.add_argument("--version", action="version", version=f"facelink {_version()}", help="print the version and exit")
+    ap.add_argument("--version", action=_VersionAction, help="print the version and exit")
     if not argv or argv[0] not in COMMANDS:
         return _help_or_error(ap, argv)
     return int(_load(COMMANDS[argv[0]][0])(argv[1:]) or 0)

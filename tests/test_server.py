@@ -62,9 +62,23 @@ def test_health_and_reflection(server):
 def test_model_info_names_the_edge_model(client):
     info = client.model_info()
     assert registry.load().model_id in {m.model_id for m in info.models}
-    assert info.bitstream_format_version == bitstream.FORMAT_VERSION
+    # the newest container version the server reads (what an edge compares with what it writes), not the one it
+    # would write: version 3, a variable-rate model's, is read although fixed-rate models write version 2
+    assert info.bitstream_format_version == max(bitstream.READABLE_VERSIONS) == bitstream.VARIABLE_RATE_VERSION
     assert list(info.crop_template_ids) == [1, 2, 3]
     assert info.recognizer == "mobilefacenet" and info.max_frame_bytes == MAX_FRAME
+
+
+def test_an_edge_writing_any_readable_version_is_accepted(client):
+    """The edge's check before sending (facelink-edge) passes for every version the server reads, version 3
+    included, and refuses only a version newer than the server's."""
+    from facelink.edge.cli import EdgeError, check_server_model
+
+    model_id = registry.load().model_id
+    for version in bitstream.READABLE_VERSIONS:
+        check_server_model(client, model_id, version)
+    with pytest.raises(EdgeError, match="reads bitstream format versions up to 3"):
+        check_server_model(client, model_id, max(bitstream.READABLE_VERSIONS) + 1)
 
 
 def _recrc(body: bytes) -> bytes:

@@ -3,11 +3,13 @@
 Thread safety: the server calls one :class:`FacePipeline` from several worker threads at once. OpenCV's
 ``cv2.FaceDetectorYN`` keeps per-call state (its input size, its network's buffers) and is not safe to share, so
 each thread gets its own YuNet (made on first use); a detector passed in is shared and used under a lock.
-Network inference (the recognizer here, the codec's synthesis in the server) runs under :data:`inference_lock`, one
-call at a time, each with all of torch's threads, as when it runs alone (tests/test_server_concurrency.py requires
-bit-identical answers under load); a non-re-entrant recognizer (dlib) is safe under it too, and on a CPU the
-intra-op threads already use every core. The Python-side work of other frames (entropy decoding, detection,
-alignment, gallery match) goes on meanwhile.
+Network inference runs under a lock, one call of a network at a time, each with all of torch's threads, as when
+it runs alone (tests/test_server_concurrency.py requires bit-identical answers under load); a non-re-entrant
+recognizer (dlib) is safe under it too. By default that lock is :data:`inference_lock`, which the server's synthesis
+takes too (with several intra-op threads each call already uses every core); a server on one intra-op thread gives
+each network its own lock (``lock=``), so that the synthesis of some frames and the recognizer of others run on two
+cores at once. The Python-side work of other frames (entropy decoding, detection, alignment, gallery match) goes on
+meanwhile.
 """
 from __future__ import annotations
 
@@ -19,14 +21,9 @@ import numpy as np
 
 from facelink.cloud.serving.gallery import Gallery, Match
 from facelink.cloud.serving.recognizers import Recognizer
+from facelink.cloud.serving.settings import DEFAULT_THRESHOLD
 from facelink.shared.alignment import TEMPLATE_IDS, align
 from facelink.shared.detection import YuNet
-
-# Cosine similarity above which the best gallery match is reported as that person: the accuracy-maximising
-# threshold for MobileFaceNet in the deployed setting (uncompressed gallery photo, face crop coded by the default
-# model) on 600 pairs of LFW images outside View 2 — benchmarks/results/threshold.json, made by
-# `facelink bench calibrate-threshold --pairs 300 --out benchmarks/results/threshold.json`.
-DEFAULT_THRESHOLD = 0.285
 
 
 @dataclass
@@ -38,14 +35,15 @@ class Identification:
     embed_ms: float = 0.0
 
 
-# One network call at a time in this process (see the module's docstring); the server's synthesis takes it too.
+# One network call at a time in this process (see the module's docstring); the default lock of every pipeline.
 inference_lock = threading.Lock()
 
 
 class FacePipeline:
     def __init__(self, recognizer: Recognizer, gallery: Gallery, detector: YuNet | None = None,
-                 threshold: float = DEFAULT_THRESHOLD):
+                 threshold: float = DEFAULT_THRESHOLD, lock: threading.Lock | None = None):
         self.recognizer = recognizer
+        self.lock = lock or inference_lock  # held around each call of the recognizer
         self.gallery = gallery
         self.threshold = threshold
         self._shared_detector = detector
@@ -64,7 +62,7 @@ class FacePipeline:
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """``N×H×W×3`` crops aligned to the recognizer's template → ``N×dim`` unit-norm embeddings."""
-        with inference_lock:
+        with self.lock:
             return self.recognizer.embed(crops)
 
     def landmarks(self, image: np.ndarray, template_id: int = 0) -> np.ndarray | None:

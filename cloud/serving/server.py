@@ -26,22 +26,20 @@ period, streams ended with UNAVAILABLE (resend elsewhere), clean exit; SIGHUP re
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import importlib.metadata
-import ipaddress
 import json
 import logging
 import signal
-import sys
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import grpc
 import numpy as np
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -49,13 +47,20 @@ from facelink.cloud.serving import auth as authmod
 from facelink.cloud.serving import limits
 from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
-from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
+from facelink.cloud.serving.dedup import Deduplicator, DedupStore, path_beside
 from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError, is_postgres_url
 from facelink.cloud.serving.metrics import Metrics
-from facelink.cloud.serving.recognition import DEFAULT_THRESHOLD, FacePipeline, Identification, inference_lock
+from facelink.cloud.serving.recognition import FacePipeline, Identification, inference_lock
 from facelink.cloud.serving.recognizers import get_recognizer
-from facelink.shared import bitstream, codec, image_header, registry
-from facelink.shared import config as cfgmod
+from facelink.cloud.serving.settings import (  # noqa: F401 - importable from here too
+    MAX_LABEL,
+    ServerConfig,
+    ServeRefused,
+    check_exposure,
+    check_port_free,
+    is_loopback,
+)
+from facelink.shared import bitstream, codec, image_header
 from facelink.shared.alignment import TEMPLATE_IDS
 from facelink.shared.registry import DEFAULT_MODEL
 from facelink.v1 import facelink_pb2 as pb
@@ -74,88 +79,8 @@ def _package_version() -> str:
 
 
 SERVER_VERSION = _package_version()
-MAX_LABEL = 256  # characters of a request id, a frame's source or an enrolment's source_name
 MAX_TOP_K = 10  # matches one answer may list (an edge token must not page through the gallery)
 MAX_DETAILS = 300  # characters of a status message (gRPC sends it in trailing metadata)
-
-
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    gallery: str = "facelink-gallery.db"
-    recognizer: str = "mobilefacenet"
-    models: list[str] | None = None  # default: every model in the registry
-    default_model: str = DEFAULT_MODEL
-    threshold: float = DEFAULT_THRESHOLD
-    top_k: int = 3
-    # Limits (checked before the work they bound)
-    max_frame_bytes: int = 1 << 20  # a container's bytes
-    max_pixels: int = 1024 * 1024  # a container's declared (padded) pixels; also the detection size of Enroll images
-    max_image_bytes: int = 16 << 20  # an Enroll image file's bytes
-    max_image_pixels: int = 4096 * 4096  # an Enroll image's pixels, from its header
-    max_message_bytes: int = 32 << 20  # gRPC's own limit: above it a call is ended, not answered in-band
-    decode_pixel_budget: int = 2 * 1024 * 1024  # pixels of large frames decoding at once (≈320 MB per megapixel)
-    max_streams: int = 64  # concurrent Recognize streams
-    stream_window: int = 8  # unanswered frames per stream before the server stops reading it
-    workers: int = 2
-    torch_threads: int | None = None  # torch's intra-op threads (default: torch's own, one per core)
-    device: str | None = None
-    # Throughput: micro-batches of the synthesis and the recognizer across streams
-    batching: bool = True
-    batch_max: int = 16
-    batch_wait_ms: float = 2.0
-    # Decode with a rate point's face-domain adapters where its bundle has them (false: the base decoder).
-    adapters: bool = True
-    # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
-    dedup_max_age_s: float = 7 * 86400.0
-    dedup_max_entries: int = 1_000_000
-    # The de-duplication store (SQLite): default beside a gallery file; facelink-dedup.db in the working folder for a
-    # PostgreSQL gallery (replicas on one host share it).
-    dedup_store: str | None = None
-    # Security
-    auth_tokens: str | None = None  # token file (facelink tokens add NAME ROLE --file F)
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    client_ca: str | None = None  # mutual TLS: clients must present a certificate signed by this CA
-    insecure: bool = False  # allow plaintext or no tokens on a non-loopback address
-    # Operations
-    metrics_port: int | None = None  # Prometheus endpoint (0 picks a free port)
-    metrics_host: str = "127.0.0.1"
-    shutdown_grace_s: float = 10.0
-    health_interval_s: float = 5.0
-
-
-class ServeRefused(RuntimeError):
-    """The configuration would expose the server unsafely, or its port cannot be bound; the message says why."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(cfg: ServerConfig) -> list[str]:
-    """Refuse (:class:`ServeRefused`) what would be unsafe; returns warnings for what ``insecure`` lets through."""
-    if bool(cfg.tls_cert) != bool(cfg.tls_key):
-        raise ServeRefused("give both --tls-cert and --tls-key, or neither")
-    if cfg.client_ca and not cfg.tls_cert:
-        raise ServeRefused("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    if cfg.max_message_bytes < max(cfg.max_frame_bytes, cfg.max_image_bytes) + 4096:
-        raise ServeRefused("max_message_bytes must exceed max_frame_bytes and max_image_bytes (by 4 KiB), so that "
-                           "an oversize frame or image is answered, not cut off by gRPC")
-    if is_loopback(cfg.host):
-        return []
-    missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", cfg.tls_cert), ("--auth-tokens",
-                                                                                    cfg.auth_tokens)) if not ok]
-    if missing and not cfg.insecure:
-        raise ServeRefused(f"{cfg.host} is not a loopback address: serving on it needs {' and '.join(missing)}, or "
-                           "--insecure to serve without them")
-    return [f"serving {cfg.host} without {' and '.join(missing)} (--insecure)"] if missing else []
 
 
 def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
@@ -178,15 +103,25 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         self.cfg = cfg
         self.tokens = tokens
         self.metrics = metrics or Metrics()
+        if cfg.torch_threads < 0:
+            raise ServeRefused(f"torch_threads must be 0 (torch's default) or more, got {cfg.torch_threads}")
         if cfg.torch_threads:
-            import torch
-
             torch.set_num_threads(cfg.torch_threads)
+        # One lock for every network call when each call uses several cores; a lock per network on one thread each,
+        # and numpy's BLAS (the integer hyper-synthesis of entropy decoding) on one thread too: worker threads, not
+        # a library's spinning pool, use the cores.
+        one_core = torch.get_num_threads() == 1
+        if one_core:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1, user_api="blas")
+        self.synth_lock = threading.Lock() if one_core else inference_lock
         self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off",
-                                    max_pixels=cfg.max_pixels)
+                                    max_pixels=cfg.max_pixels, channels_last=cfg.batching)
         recognizer = get_recognizer(cfg.recognizer, cfg.device)
         self.gallery = Gallery(cfg.gallery, recognizer.name)
-        self.pipeline = FacePipeline(recognizer, self.gallery, threshold=cfg.threshold)
+        self.pipeline = FacePipeline(recognizer, self.gallery, threshold=cfg.threshold,
+                                     lock=threading.Lock() if one_core else inference_lock)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="facelink")
         # de-duplicated frames wait there for an earlier delivery's answer: never in the pool the work needs
         self.dedup_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="facelink-dedup")
@@ -298,16 +233,25 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
 
     def _synthesize(self, frame, y_hat):
         synthesis = self.decoder.synthesis(frame.model_id)
-        with inference_lock:
+        with self.synth_lock:
             return synthesis(y_hat, None, frame.quality)
 
     def _synthesize_batch(self, key, items):
         synthesis = self.decoder.synthesis(key[0])
-        with inference_lock:
+        with self.synth_lock:
             return synthesis.batch([y for y, _ in items], [q for _, q in items])
 
-    def _embed_batch(self, key, crops):
-        return list(self.pipeline.embed_crops(np.stack(crops)))
+    def _embed_batch(self, key, items):
+        """Embeddings of (crop, top_k, t0) items in one recognizer call, then each one's gallery match here (no
+        further hop through the worker pool): an :class:`Identification`, or the exception its match raised."""
+        embeddings = self.pipeline.embed_crops(np.stack([crop for crop, _, _ in items]))
+        out = []
+        for emb, (_, top_k, t0) in zip(embeddings, items):
+            try:
+                out.append(self.pipeline.identify_embedding(emb, top_k, t0))
+            except Exception as e:  # noqa: BLE001 - that frame's failure, answered in-band
+                out.append(e)
+        return out
 
     def _landmarks_crop(self, image, template_id):
         pts = self.pipeline.landmarks(image, template_id)
@@ -333,9 +277,10 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             if crop is None:
                 ident = Identification(False)
             else:
-                emb = await asyncio.wrap_future(self.embed_batcher.submit(crop.shape, crop))
-                ident = await loop.run_in_executor(self.pool, self.pipeline.identify_embedding, emb,
-                                                   req.top_k or self.cfg.top_k)
+                ident = await asyncio.wrap_future(self.embed_batcher.submit(crop.shape, (crop, req.top_k or
+                                                                                         self.cfg.top_k, t1)))
+                if isinstance(ident, Exception):
+                    raise ident
             return self._result(req, image, frame, weights, ident, t0, t1, time.perf_counter())
         except Exception as e:  # noqa: BLE001 - one frame's failure must not end the stream
             return self._error(req, e)
@@ -433,6 +378,7 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             nonlocal drained
             frames = request_iterator.__aiter__()
             drain = asyncio.ensure_future(self.draining.wait())
+            nxt = None
             try:
                 while True:
                     await window.acquire()  # back-pressure: not read past the window
@@ -449,6 +395,8 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
                     await answers.put(asyncio.ensure_future(self._answer(req)))
             finally:
                 drain.cancel()
+                if nxt is not None and not nxt.cancel() and not nxt.cancelled():
+                    nxt.exception()  # retrieved: the end of a cancelled stream is no error worth logging
                 await answers.put(None)
 
         reader = asyncio.ensure_future(read())
@@ -525,11 +473,11 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
 
     async def GetModelInfo(self, request, context):
         return pb.ModelInfoResponse(
-            server_version=SERVER_VERSION, bitstream_format_version=bitstream.FORMAT_VERSION,
+            server_version=SERVER_VERSION, bitstream_format_version=max(bitstream.READABLE_VERSIONS),  # newest it reads
             models=[pb.CodecModel(name=b.name, model_id=b.model_id, architecture=b.manifest["architecture"],
                                   domains=self.decoder.domains(b.model_id))
                     for b in self.decoder.bundles.values()],
-            default_model=self.cfg.default_model, recognizer=self.gallery.recognizer, detector="yunet",
+            default_model=self.cfg.default_model or DEFAULT_MODEL, recognizer=self.gallery.recognizer, detector="yunet",
             match_threshold=self.cfg.threshold, max_frame_bytes=self.cfg.max_frame_bytes,
             crop_template_ids=sorted(TEMPLATE_IDS))
 
@@ -652,77 +600,16 @@ async def _serve(cfg: ServerConfig, ready_file: Path | None) -> None:
     print(json.dumps({"event": "stopped"}), flush=True)
 
 
-_FLAGS = ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "max_pixels",
-          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "torch_threads", "device",
-          "batch_max", "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port",
-          "metrics_host", "shutdown_grace_s")
+def run(cfg: ServerConfig, ready_file: Path | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (then drain and stop); raises what refuses the start."""
+    asyncio.run(_serve(cfg, ready_file))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="facelink serve", description="Run the facelink cloud server (gRPC).")
-    ap.add_argument("--config", help="YAML/JSON server configuration (unknown keys are errors)")
-    ap.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs TLS and tokens, or "
-                    "--insecure)")
-    ap.add_argument("--port", type=int, help="0 picks a free port (printed, and written to --ready-file)")
-    ap.add_argument("--gallery", help="SQLite gallery file (created if absent) or a postgresql:// URL")
-    ap.add_argument("--recognizer", help="face recognizer (default mobilefacenet)")
-    ap.add_argument("--model", action="append", dest="models", help="codec model to serve (repeatable)")
-    ap.add_argument("--threshold", type=float, help="cosine similarity from which a match is reported as the person")
-    ap.add_argument("--max-frame-bytes", type=int, help="bytes a container may have (default 1048576)")
-    ap.add_argument("--max-pixels", type=int, help="pixels a container may declare (default 1048576)")
-    ap.add_argument("--max-image-pixels", type=int, help="pixels an Enroll image may declare in its header")
-    ap.add_argument("--max-message-bytes", type=int, help="gRPC's message limit (above the frame and image limits)")
-    ap.add_argument("--max-streams", type=int, help="concurrent Recognize streams (more: RESOURCE_EXHAUSTED)")
-    ap.add_argument("--stream-window", type=int, help="unanswered frames per stream before it is not read further")
-    ap.add_argument("--workers", type=int, help="worker threads for decoding, detection and the gallery (default 2)")
-    ap.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default: one per core)")
-    ap.add_argument("--device", help="torch device for the synthesis and the recognizer (default: cuda if present)")
-    ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
-    ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 16)")
-    ap.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more frames (default 2)")
-    ap.add_argument("--no-adapters", action="store_true",
-                    help="decode with the base decoders, not the rate points' face-domain adapters (to compare)")
-    ap.add_argument("--auth-tokens", help="token file: sha256:<hex> ROLE NAME per line (facelink tokens add)")
-    ap.add_argument("--tls-cert", help="PEM certificate chain")
-    ap.add_argument("--tls-key", help="PEM private key")
-    ap.add_argument("--client-ca", help="PEM CA: require client certificates signed by it (mutual TLS)")
-    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS or tokens")
-    ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
-    ap.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
-    ap.add_argument("--shutdown-grace-s", type=float, help="seconds to answer frames in flight after SIGTERM")
-    ap.add_argument("--ready-file", type=Path, help="written once the server is serving: JSON with the port")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log every call (INFO) on stderr")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
-        for key in _FLAGS:
-            if getattr(args, key) is not None:
-                data[key] = getattr(args, key)
-        if args.no_adapters:
-            data["adapters"] = False
-        if args.insecure:
-            data["insecure"] = True
-        if args.batching is not None:
-            data["batching"] = args.batching == "on"
-        cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
-        check_exposure(cfg)
-    except (OSError, cfgmod.ConfigError, ServeRefused) as e:
-        print(f"facelink serve: {e}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(cfg, args.ready_file))
-    except (registry.UnknownModelError, GalleryError, DedupError, ServeRefused, authmod.TokenFileError) as e:
-        print(f"facelink serve: {e}", file=sys.stderr)
-        return 2
-    except GalleryUnavailable as e:
-        print(f"facelink serve: the gallery cannot be reached: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    """``facelink serve`` (:mod:`.serve_command`, which checks options and the port before this module loads)."""
+    from facelink.cloud.serving.serve_command import main as serve_main
 
+    return serve_main(argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""``facelink serve``: the server's command line. Options are read and checked (exposure, the port) before torch
+and the models load, so a refusal is answered in a fraction of a second; then :func:`facelink.cloud.serving.server.run`
+serves until SIGTERM or SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facelink.cloud.serving.settings import ServerConfig, ServeRefused, check_exposure, check_port_free
+from facelink.shared import config as cfgmod
+
+_FLAGS = ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "max_pixels",
+          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "torch_threads", "device",
+          "batch_max", "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port",
+          "metrics_host", "shutdown_grace_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="facelink serve", description="Run the facelink cloud server (gRPC).")
+    ap.add_argument("--config", help="YAML/JSON server configuration (unknown keys are errors)")
+    ap.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs TLS and tokens, or "
+                    "--insecure)")
+    ap.add_argument("--port", type=int, help="0 picks a free port (printed, and written to --ready-file)")
+    ap.add_argument("--gallery", help="SQLite gallery file (created if absent) or a postgresql:// URL")
+    ap.add_argument("--recognizer", help="face recognizer (default mobilefacenet)")
+    ap.add_argument("--model", action="append", dest="models", help="codec model to serve (repeatable)")
+    ap.add_argument("--threshold", type=float, help="cosine similarity from which a match is reported as the person")
+    ap.add_argument("--max-frame-bytes", type=int, help="bytes a container may have (default 1048576)")
+    ap.add_argument("--max-pixels", type=int, help="pixels a container may declare (default 1048576)")
+    ap.add_argument("--max-image-pixels", type=int, help="pixels an Enroll image may declare in its header")
+    ap.add_argument("--max-message-bytes", type=int, help="gRPC's message limit (above the frame and image limits)")
+    ap.add_argument("--max-streams", type=int, help="concurrent Recognize streams (more: RESOURCE_EXHAUSTED)")
+    ap.add_argument("--stream-window", type=int, help="unanswered frames per stream before it is not read further")
+    ap.add_argument("--workers", type=int, help="worker threads for decoding, detection and the gallery (default 2)")
+    ap.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default 1: the synthesis and the "
+                    "recognizer each on one core, at once; 0: torch's default, one network call at a time)")
+    ap.add_argument("--device", help="torch device for the synthesis and the recognizer (default: cuda if present)")
+    ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
+    ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 16)")
+    ap.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more frames (default 2)")
+    ap.add_argument("--no-adapters", action="store_true",
+                    help="decode with the base decoders, not the rate points' face-domain adapters (to compare)")
+    ap.add_argument("--auth-tokens", help="token file: sha256:<hex> ROLE NAME per line (facelink tokens add)")
+    ap.add_argument("--tls-cert", help="PEM certificate chain")
+    ap.add_argument("--tls-key", help="PEM private key")
+    ap.add_argument("--client-ca", help="PEM CA: require client certificates signed by it (mutual TLS)")
+    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS or tokens")
+    ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
+    ap.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
+    ap.add_argument("--shutdown-grace-s", type=float, help="seconds to answer frames in flight after SIGTERM")
+    ap.add_argument("--ready-file", type=Path, help="written once the server is serving: JSON with the port")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every call (INFO) on stderr")
+    args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
+        for key in _FLAGS:
+            if getattr(args, key) is not None:
+                data[key] = getattr(args, key)
+        if args.no_adapters:
+            data["adapters"] = False
+        if args.insecure:
+            data["insecure"] = True
+        if args.batching is not None:
+            data["batching"] = args.batching == "on"
+        cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
+        check_exposure(cfg)
+        check_port_free(cfg.host, cfg.port)  # before torch and the models load: a port in use is refused at once
+    except (OSError, cfgmod.ConfigError, ServeRefused) as e:
+        print(f"facelink serve: {e}", file=sys.stderr)
+        return 2
+    from facelink.cloud.serving import auth as authmod
+    from facelink.cloud.serving.dedup import DedupError
+    from facelink.cloud.serving.gallery import GalleryError, GalleryUnavailable
+    from facelink.cloud.serving.server import run
+    from facelink.shared import registry
+
+    try:
+        run(cfg, args.ready_file)
+    except (registry.UnknownModelError, GalleryError, DedupError, ServeRefused, authmod.TokenFileError) as e:
+        print(f"facelink serve: {e}", file=sys.stderr)
+        return 2
+    except GalleryUnavailable as e:
+        print(f"facelink serve: the gallery cannot be reached: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

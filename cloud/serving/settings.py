@@ -1,0 +1,124 @@
+"""The server's configuration and the checks made before anything heavy loads: ``facelink serve`` reads its
+options into a :class:`ServerConfig`, refuses an unsafe exposure and a port in use (:func:`check_port_free`) in a
+fraction of a second, and only then imports torch and loads the models (:mod:`.server`).
+
+Imports here stay light (no numpy, torch, OpenCV or gRPC).
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+MAX_LABEL = 256  # characters of a request id, a frame's source or an enrolment's source_name
+
+# Cosine similarity above which the best gallery match is reported as that person: the accuracy-maximising
+# threshold for MobileFaceNet in the deployed setting (uncompressed gallery photo, face crop coded by the default
+# model, face-ipr-q1) on 600 pairs of LFW images outside View 2 (98.0 % accuracy there) —
+# benchmarks/results/threshold.json, made by
+# `facelink bench calibrate-threshold --pairs 300 --out benchmarks/results/threshold.json`.
+DEFAULT_THRESHOLD = 0.277
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    gallery: str = "facelink-gallery.db"
+    recognizer: str = "mobilefacenet"
+    models: list[str] | None = None  # default: every model in the registry
+    default_model: str | None = None  # the model an edge should use (GetModelInfo); default: the registry's default
+    threshold: float = DEFAULT_THRESHOLD
+    top_k: int = 3
+    # Limits (checked before the work they bound)
+    max_frame_bytes: int = 1 << 20  # a container's bytes
+    max_pixels: int = 1024 * 1024  # a container's declared (padded) pixels; also the detection size of Enroll images
+    max_image_bytes: int = 16 << 20  # an Enroll image file's bytes
+    max_image_pixels: int = 4096 * 4096  # an Enroll image's pixels, from its header
+    max_message_bytes: int = 32 << 20  # gRPC's own limit: above it a call is ended, not answered in-band
+    decode_pixel_budget: int = 2 * 1024 * 1024  # pixels of large frames decoding at once (≈320 MB per megapixel)
+    max_streams: int = 64  # concurrent Recognize streams
+    stream_window: int = 8  # unanswered frames per stream before the server stops reading it
+    workers: int = 2
+    # torch's intra-op threads. 1 (the default): each network call on one core, and the synthesis and the recognizer
+    # (each under its own lock) on two cores at once; 0: torch's own default (one per core), one network call at a
+    # time in the process (what the server did before micro-batching)
+    torch_threads: int = 1
+    device: str | None = None
+    # Throughput: micro-batches of the synthesis and the recognizer across streams
+    batching: bool = True
+    batch_max: int = 16
+    batch_wait_ms: float = 2.0
+    # Decode with a rate point's face-domain adapters where its bundle has them (false: the base decoder).
+    adapters: bool = True
+    # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
+    dedup_max_age_s: float = 7 * 86400.0
+    dedup_max_entries: int = 1_000_000
+    # The de-duplication store (SQLite): default beside a gallery file; facelink-dedup.db in the working folder for a
+    # PostgreSQL gallery (replicas on one host share it).
+    dedup_store: str | None = None
+    # Security
+    auth_tokens: str | None = None  # token file (facelink tokens add NAME ROLE --file F)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None  # mutual TLS: clients must present a certificate signed by this CA
+    insecure: bool = False  # allow plaintext or no tokens on a non-loopback address
+    # Operations
+    metrics_port: int | None = None  # Prometheus endpoint (0 picks a free port)
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: float = 10.0
+    health_interval_s: float = 5.0
+
+
+class ServeRefused(RuntimeError):
+    """The configuration would expose the server unsafely, or its port cannot be bound; the message says why."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(cfg: ServerConfig) -> list[str]:
+    """Refuse (:class:`ServeRefused`) what would be unsafe; returns warnings for what ``insecure`` lets through."""
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ServeRefused("give both --tls-cert and --tls-key, or neither")
+    if cfg.client_ca and not cfg.tls_cert:
+        raise ServeRefused("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if cfg.max_message_bytes < max(cfg.max_frame_bytes, cfg.max_image_bytes) + 4096:
+        raise ServeRefused("max_message_bytes must exceed max_frame_bytes and max_image_bytes (by 4 KiB), so that "
+                           "an oversize frame or image is answered, not cut off by gRPC")
+    if is_loopback(cfg.host):
+        return []
+    missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", cfg.tls_cert), ("--auth-tokens",
+                                                                                    cfg.auth_tokens)) if not ok]
+    if missing and not cfg.insecure:
+        raise ServeRefused(f"{cfg.host} is not a loopback address: serving on it needs {' and '.join(missing)}, or "
+                           "--insecure to serve without them")
+    return [f"serving {cfg.host} without {' and '.join(missing)} (--insecure)"] if missing else []
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (:class:`ServeRefused`) at once when ``host:port`` cannot be bound: another process listens there (a
+    server never shares its port) or the address is not this machine's. Port 0 (any free port) always passes. The
+    server's own bind checks again; this one only answers before the models load."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ServeRefused(f"cannot bind {host}:{port}: {e.strerror}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+            try:
+                probe.bind(address)
+            except OSError as e:
+                why = ("the port is in use (facelink never shares a port)" if e.errno == errno.EADDRINUSE else
+                       "the address is not this machine's" if e.errno == errno.EADDRNOTAVAIL else e.strerror)
+                raise ServeRefused(f"cannot bind {host}:{port}: {why}") from None
