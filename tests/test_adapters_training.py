@@ -128,3 +128,42 @@ def test_the_fast_latent_is_what_the_cloud_decodes_from_the_edges_container(face
     data = enc.encode(crop, ARCFACE_112)
     decoded = codec.decompress_latents(enc.bundle.tables, bitstream.unpack(data))
     assert np.array_equal(ta.EdgeLatents(enc.bundle)(crop), decoded)
+
+
+def test_holdout_keeps_every_domain_of_an_image_on_one_side():
+    import numpy as np
+
+    train, held = ta.holdout_split(40, 4, 0.3, seed=3)
+    assert len(held) == 12 and len(train) == 28 and not set(train) & set(held)
+    assert set(np.unique(held // 4)) == set(held // 4) and all(np.bincount(held // 4)[held // 4] == 4)
+    assert np.array_equal(ta.holdout_split(40, 4, 0.3, seed=3)[1], held)
+    assert len(ta.holdout_split(40, 4, 0.0, seed=3)[1]) == 0
+    with pytest.raises(cfgmod.ConfigError, match="holdout"):
+        _cfg(holdout=1.0)
+    with pytest.raises(cfgmod.ConfigError, match="freeze_gate"):
+        _cfg(freeze_gate=True)
+
+
+def test_gate_pretraining_learns_separable_domains_and_reports_held_out_accuracy():
+    torch.manual_seed(0)
+    d = torch.arange(400) % 4
+    y = torch.randn(400, 8, 4, 4) * 0.2 + (d.float() - 1.5)[:, None, None, None] * torch.linspace(-1, 1, 8)[None, :,
+                                                                                                         None, None]
+    gate = adapters.DomainGate(8, 4, 8, 3)
+    result = ta.pretrain_gate(gate, y[:320], d[:320], _cfg(gate_epochs=30, gate_batch_size=32), (y[320:], d[320:]))
+    assert result["holdout_accuracy"] >= 0.95 and result["holdout_crops"] == 80
+    assert sum(map(sum, result["holdout_confusion"])) == 80
+
+
+def test_a_frozen_pretrained_gate_stays_and_the_held_out_images_are_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path))
+    cfg = _cfg(images=4, gate_epochs=2, gate_batch_size=4, freeze_gate=True, holdout=0.25)
+    final = ta.train(cfg, tmp_path / "frozen")
+    gate = json.loads((tmp_path / "frozen" / "gate.json").read_text())
+    assert gate["epochs"] == 2 and "holdout_accuracy" in gate
+    held = json.loads((tmp_path / "frozen" / "holdout.json").read_text())
+    assert held["crops"] == 4 and set(held["psnr_adapters"]) == {"source", "nir", "far", "jpeg"}
+    ckpt = torch.load(tmp_path / "frozen" / "checkpoint.pt", weights_only=False)
+    assert len(ckpt["opt"]["param_groups"][0]["params"]) == 4 * len(cfg.sites)  # the adapters' tensors, no gate's
+    _, info = adapters.read_config(final)
+    assert info["holdout_images"] == 1 and held["crops"] == 4 * info["holdout_images"]

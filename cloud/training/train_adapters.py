@@ -66,6 +66,11 @@ class AdapterTrainConfig:
     lr: float = 1e-3
     lr_drop_at: float = 0.85  # fraction of steps after which lr is divided by 10
     teacher_forcing: float = 0.2  # share of the first steps that blend by the true domain instead of the gate
+    gate_epochs: int = 0  # epochs of training the gate alone on the cached ŷ (CE only) before the adapters; 0: none
+    gate_lr: float = 3e-3  # the gate pre-training's peak learning rate (one-cycle schedule)
+    gate_batch_size: int = 64
+    freeze_gate: bool = False  # the gate keeps its pre-trained weights while the adapters train (no CE term)
+    holdout: float = 0.0  # share of the images kept out of all training, to measure the gate and the decoder on
     images: int = 1000  # training images drawn (seeded) from the data sets; each appears in every domain
     datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
     seed: int = 0
@@ -90,6 +95,12 @@ class AdapterTrainConfig:
             raise cfgmod.ConfigError("teacher_forcing and lr_drop_at must lie in [0, 1]")
         if self.steps < 1 or self.batch_size < 1 or self.images < 1 or self.checkpoint_every < 1:
             raise cfgmod.ConfigError("steps, batch_size, images and checkpoint_every must be ≥ 1")
+        if self.gate_epochs < 0 or self.gate_batch_size < 1 or not (self.gate_lr > 0 and math.isfinite(self.gate_lr)):
+            raise cfgmod.ConfigError("gate_epochs must be ≥ 0, gate_batch_size ≥ 1 and gate_lr a finite number > 0")
+        if not 0.0 <= self.holdout < 1.0:
+            raise cfgmod.ConfigError(f"holdout must lie in [0, 1), got {self.holdout}")
+        if self.freeze_gate and self.gate_epochs == 0:
+            raise cfgmod.ConfigError("freeze_gate keeps a pre-trained gate: set gate_epochs > 0")
         try:
             self.adapter_config()
         except ValueError as e:
@@ -214,6 +225,87 @@ def base_synthesis(bundle: registry.ModelBundle) -> torch.nn.Sequential:
     return g_s.eval()
 
 
+def holdout_split(n_crops: int, domains: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) crop indices: whole images held out (every domain of an image on the same side), a
+    seeded share ``holdout`` of them. The cache holds each image's domains consecutively."""
+    images = n_crops // domains
+    held = np.zeros(images, bool)
+    held[np.random.default_rng(seed).permutation(images)[: round(holdout * images)]] = True
+    per_crop = np.repeat(held, domains)
+    return np.flatnonzero(~per_crop), np.flatnonzero(per_crop)
+
+
+def _confusion(logits: torch.Tensor, d: torch.Tensor, domains: int) -> list[list[int]]:
+    m = torch.zeros(domains, domains, dtype=torch.long)
+    m.index_put_((d, logits.argmax(1)), torch.ones(len(d), dtype=torch.long), accumulate=True)
+    return m.tolist()
+
+
+def _batched(fn, *tensors, size: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(*(t[i : i + size] for t in tensors)) for i in range(0, len(tensors[0]), size)])
+
+
+def pretrain_gate(gate: torch.nn.Module, y: torch.Tensor, d: torch.Tensor, cfg: AdapterTrainConfig,
+                  held: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Train the gate alone on cached latents (cross-entropy on the domain label; AdamW, one-cycle schedule,
+    ``cfg.gate_epochs`` passes over ``y``); returns its accuracy on the training crops and, given ``held`` (ŷ,
+    domain), on the held-out ones with the confusion matrix (rows: true domain, columns: the gate's argmax)."""
+    frozen = [p for p in gate.parameters() if not p.requires_grad]  # a gate frozen for the adapters' training
+    for p in frozen:
+        p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    batches = math.ceil(len(d) / cfg.gate_batch_size)
+    opt = torch.optim.AdamW(gate.parameters(), lr=cfg.gate_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.gate_lr, total_steps=cfg.gate_epochs * batches)
+    c0 = time.process_time()
+    gate.train()
+    for epoch in range(cfg.gate_epochs):
+        order = torch.randperm(len(d), generator=gen)
+        total = 0.0
+        for i in range(0, len(d), cfg.gate_batch_size):
+            b = order[i : i + cfg.gate_batch_size]
+            loss = F.cross_entropy(gate(y[b]), d[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.gate_epochs:
+            print(f"gate epoch {epoch + 1}/{cfg.gate_epochs} ce {total / len(d):.4f}", flush=True)
+    gate.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    result = {"epochs": cfg.gate_epochs, "train_crops": len(d),
+              "train_accuracy": float((_batched(gate, y).argmax(1) == d).float().mean()),
+              "cpu_seconds": round(time.process_time() - c0, 1)}
+    if held is not None and len(held[1]):
+        logits = _batched(gate, held[0])
+        result.update(holdout_crops=len(held[1]), holdout_accuracy=float((logits.argmax(1) == held[1]).float().mean()),
+                      holdout_confusion=_confusion(logits, held[1], logits.shape[1]))
+    return result
+
+
+def evaluate_holdout(module: adapters_mod.AdaptedSynthesis, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor
+                     ) -> dict:
+    """On held-out crops: the gate's accuracy and confusion, and per domain the mean PSNR of the base decoder and of
+    the adapters with the gate against the coded crop."""
+    h, w = x.shape[2:]
+    module.eval()
+    logits = _batched(module.gate, y)
+
+    def psnr(fn):
+        mse = _batched(lambda xx, yy: ((fn(yy)[:, :, :h, :w] - xx.float() / 255.0) ** 2).mean(dim=(1, 2, 3)), x, y)
+        return -10 * torch.log10(mse.clamp_min(1e-10))
+
+    base, adapted = psnr(module.g_s), psnr(lambda yy: module(yy)[0])
+    names = module.domains
+    return {"crops": len(d), "gate_accuracy": float((logits.argmax(1) == d).float().mean()),
+            "gate_confusion": _confusion(logits, d, len(names)),
+            "psnr_base": {n: float(base[d == i].mean()) for i, n in enumerate(names)},
+            "psnr_adapters": {n: float(adapted[d == i].mean()) for i, n in enumerate(names)}}
+
+
 def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
     """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last."""
     from facelink.cloud.training.identity_loss import IdentityLoss
@@ -225,7 +317,9 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     bundle = registry.load(cfg.model)
     lmbda, alpha = loss_weights(cfg, bundle)
     module = adapters_mod.AdaptedSynthesis(base_synthesis(bundle), cfg.adapter_config(), bundle.manifest["M"])
-    params = [p for n, p in module.named_parameters() if not n.startswith("g_s.")]
+    if cfg.freeze_gate:
+        module.gate.requires_grad_(False)
+    params = [p for n, p in module.named_parameters() if not n.startswith("g_s.") and p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     step, cpu_before = 0, 0.0
     ckpt = out / "checkpoint.pt"
@@ -242,26 +336,35 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     x_all = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)  # uint8, K×3×112×112
     y_all = torch.from_numpy(data["y_hat"])
     d_all = torch.from_numpy(data["domain"])
+    train_idx, held_idx = (torch.from_numpy(i) for i in holdout_split(len(d_all), len(cfg.domains), cfg.holdout,
+                                                                       cfg.seed))
+    if step == 0 and cfg.gate_epochs > 0:
+        gate_result = pretrain_gate(module.gate, y_all[train_idx], d_all[train_idx], cfg,
+                                    (y_all[held_idx], d_all[held_idx]))
+        (out / "gate.json").write_text(json.dumps(gate_result, indent=2) + "\n")
+        print(f"gate pre-trained: accuracy {gate_result['train_accuracy']:.3f} on training crops, "
+              f"{gate_result.get('holdout_accuracy', float('nan')):.3f} held out", flush=True)
     h, w = x_all.shape[2:]
     identity = IdentityLoss(cfg.recognizer) if alpha > 0 else None
     to_template = similarity_transform(ARCFACE_112.points, identity.template.points) if identity else None
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(step):  # a resumed run draws the batches the first run would have drawn next
-        torch.randint(len(d_all), (cfg.batch_size,), generator=gen)
+        torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)
     log, writer = open_log(out / "log.csv", step, LOG_COLUMNS)
     t0, c0 = time.time(), time.process_time()
     module.train()
     module.g_s.eval()
     print(
         f"{bundle.name}: λ {lmbda}, α {alpha}, γ {cfg.gamma}; {len(d_all)} coded crops "
-        f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains); adapters + gate "
+        f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains, {len(held_idx)} held out); "
+        f"adapters + gate "
         f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s"
     )
     while step < cfg.steps:
         lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(len(d_all), (cfg.batch_size,), generator=gen)
+        idx = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)]
         x = x_all[idx].float() / 255.0
         y, d = y_all[idx], d_all[idx]
         logits = module.gate(y)
@@ -279,7 +382,7 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
             distortion = distortion + alpha * d_id
             ident = d_id.item()
         ce = F.cross_entropy(logits, d)
-        loss = lmbda * distortion + cfg.gamma * ce
+        loss = lmbda * distortion + (0.0 if cfg.freeze_gate else cfg.gamma) * ce
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -329,10 +432,17 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         "gamma": cfg.gamma,
         "steps": step,
         "cpu_seconds": round(state["cpu_seconds"], 1),
-        "images": len(d_all) // len(cfg.domains),
+        "images": len(train_idx) // len(cfg.domains),
         "unseen_domain": domains_mod.UNSEEN,
         "config": cfgmod.to_dict(cfg),
     }
+    if len(held_idx):
+        held = evaluate_holdout(module, x_all[held_idx], y_all[held_idx], d_all[held_idx])
+        (out / "holdout.json").write_text(json.dumps(held, indent=2) + "\n")
+        info["holdout_images"] = len(held_idx) // len(cfg.domains)
+        info["holdout_gate_accuracy"] = round(held["gate_accuracy"], 4)
+        print(f"held out ({len(held_idx)} crops): gate accuracy {held['gate_accuracy']:.3f}; PSNR base → adapters "
+              + ", ".join(f"{n} {held['psnr_base'][n]:.2f} → {held['psnr_adapters'][n]:.2f}" for n in module.domains))
     final = out / "adapters.safetensors"
     module.eval()
     adapters_mod.save(module, final, info)
