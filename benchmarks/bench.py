@@ -9,6 +9,8 @@ Subcommands:
   results in DIR's JSON files, and rewrite them with the CSV, markdown and plots.
 - ``estimate``: time the pipeline on a few images per codec setting and extrapolate the full suite's time.
 - ``codecs``: list the codecs, their sweeps and whether they run here.
+- ``compare``: two codec curves from two result folders at equal bytes per face.
+- ``core-v2-summary``: the variable-rate codec's summary (facelink.benchmarks.core_v2_summary).
 
 ``facelink bench recognizers`` (the recognizer benchmark) is a different program: facelink.benchmarks.recognizers.
 """
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("codecs", help="list codecs, sweeps and availability")
     sub.add_parser("compare", add_help=False,
                    help="two codec curves from two result folders at equal bytes per face (see compare --help)")
+    sub.add_parser("core-v2-summary", add_help=False,
+                   help="the variable-rate codec against HEVC, AVIF, JPEG XL and the ladder from result folders, "
+                        "with PSNR and training progress (see core-v2-summary --help)")
     return ap
 
 
@@ -422,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         from facelink.benchmarks import compare
 
         return compare.main(argv[1:])
+    if argv[:1] == ["core-v2-summary"]:
+        from facelink.benchmarks import core_v2_summary
+
+        return core_v2_summary.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "run":
         try:

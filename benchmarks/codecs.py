@@ -458,9 +458,7 @@ class FacelinkCodec(Codec):
         # The rate point's own artifacts (a digest of its manifest's sha256s): re-exporting a model under the same
         # name is a different setting, never a stale cache hit; adding a rate point to the family changes nothing.
         # The container format the edge writes is part of it too: a new version codes the same image in other bytes.
-        from facelink.shared.bitstream import FORMAT_VERSION
-
-        return {"model_digest": _model_digest(str(quality)), "format_version": FORMAT_VERSION}
+        return {"model_digest": _model_digest(str(quality)), "format_version": _format_version(str(quality))}
 
     def version(self):
         try:
@@ -469,6 +467,17 @@ class FacelinkCodec(Codec):
             return f"facelink {version('facelink')}"
         except Exception:  # noqa: BLE001
             return "facelink ?"
+
+
+def _format_version(name: str) -> int:
+    """The container version model ``name`` writes: its own (a rate point version 2, a variable-rate model 3)."""
+    from facelink.shared import bitstream, registry
+
+    try:
+        vr = registry.load(name, verify=False).tables.variable_rate
+    except Exception:  # noqa: BLE001 - an unknown model is reported by check_available, not here
+        vr = False
+    return bitstream.VARIABLE_RATE_VERSION if vr else bitstream.FORMAT_VERSION
 
 
 def _model_digest(name: str) -> str | None:
@@ -557,6 +566,101 @@ class AdaptedFacelinkCodec(FacelinkCodec):
         }
 
 
+class VariableRateFacelinkCodec(Codec):
+    """facelink's variable-rate learned codec (core v2): one registry model whose quality is a continuous knob, so
+    the sweep is a list of qualities (``facelink-v2`` is registry model ``face-v2``; ``facelink-v2:0,0.5,1,...``
+    chooses the qualities, default each integer quality of the model). Coded as the edge codes a face (container
+    version 3, which carries the quality, on its 1/256 grid) and decoded as the cloud does; charged for the whole
+    container."""
+
+    quality_name = "q"
+    PREFIX = "face-"
+
+    def __init__(self, model: str, name: str | None = None, label: str | None = None, qualities=None):
+        from facelink.shared import registry
+
+        manifest = registry.load(model, verify=False).manifest
+        self.model = model
+        self.name = name or f"facelink-{model.removeprefix(self.PREFIX)}"
+        step = (manifest.get("training") or {}).get("step")
+        self.label = label or manifest.get("label") or (
+            f"facelink {model.removeprefix(self.PREFIX)} (variable rate{f', step {step:,}' if step else ''})")
+        self.qualities = tuple(qualities) if qualities is not None else tuple(range(int(manifest["qualities"])))
+        self._learned = None
+
+    def _codec(self):
+        if self._learned is None:
+            from facelink.cloud.evaluation.codec import LearnedCodec
+
+            self._learned = LearnedCodec(self.model)
+        return self._learned
+
+    def check_available(self):
+        if not self.qualities:
+            raise CodecUnavailable(f"{self.name}: no qualities to sweep")
+        codec = self._codec()
+        for q in self.qualities:
+            try:
+                codec.encoder.check_quality(float(q))
+            except (TypeError, ValueError) as e:
+                raise CodecUnavailable(f"{self.name}: {e}") from e
+
+    def encode(self, rgb, quality):
+        return self._codec().encode(_check_rgb(rgb), None, float(quality))
+
+    def encode_crops(self, crops, quality, template):
+        from facelink.shared.alignment import TEMPLATES
+
+        return [self._codec().encode(_check_rgb(c), TEMPLATES[template], float(quality)) for c in crops]
+
+    def decode(self, data):
+        return np.asarray(self._codec().decode(data), dtype=np.uint8)
+
+    def settings(self):
+        return {"model": self.model, "model_digest": _model_digest(self.model),
+                "format_version": _format_version(self.model)}
+
+    def settings_for(self, quality):
+        # The model's own artifacts and the container version it writes (as for a rate point); the quality is the
+        # condition's own field.
+        return {"model_digest": _model_digest(self.model), "format_version": _format_version(self.model)}
+
+    def version(self):
+        from facelink.shared import registry
+
+        training = registry.load(self.model, verify=False).manifest.get("training") or {}
+        try:
+            from importlib.metadata import version
+
+            facelink = f"facelink {version('facelink')}"
+        except Exception:  # noqa: BLE001
+            facelink = "facelink ?"
+        return f"{facelink}; {self.model} at step {training.get('step', '?')} ({training.get('source', '?')})"
+
+
+def variable_rate_models() -> list[str]:
+    """The registry's variable-rate models (those whose tables hold a gain table)."""
+    from facelink.shared import registry
+
+    out = []
+    for name in registry.available():
+        try:
+            if registry.load(name, verify=False).tables.variable_rate:
+                out.append(name)
+        except Exception:  # noqa: BLE001 - a broken model is reported when it is used
+            continue
+    return out
+
+
+def _variable_rate_model(codec_name: str) -> str | None:
+    """The registry model behind a variable-rate codec name (``facelink-v2`` → ``face-v2``), else None."""
+    model = VariableRateFacelinkCodec.PREFIX + codec_name.removeprefix("facelink-")
+    try:
+        return model if model in variable_rate_models() else None
+    except Exception:  # noqa: BLE001 - no registry (an edge-only install)
+        return None
+
+
 # Learned-codec families: rate points are named face-<family>-q<k>; each family is one curve. What a family is — its
 # curve label, its pixel-loss ablation (same chain, data and budget, α = 0), the family each of its points was
 # fine-tuned from (the report compares them at equal bits) — is data, not code: the research ladders say it
@@ -618,11 +722,21 @@ def _registry_models(family: str | None = None) -> list[str]:
 
 
 def learned_families() -> list[str]:
-    """Codec names of the learned families in the registry (``facelink-ipr``, ...)."""
+    """Codec names of the learned families in the registry (``facelink-ipr``, ...) and of its variable-rate models
+    (``facelink-v2``)."""
     try:
-        return sorted({f"facelink-{f}" for f in map(_family, _registry_models()) if f})
+        families = {f"facelink-{f}" for f in map(_family, _registry_models()) if f}
+        return sorted(families | {f"facelink-{m.removeprefix(VariableRateFacelinkCodec.PREFIX)}"
+                                  for m in variable_rate_models()})
     except Exception:  # noqa: BLE001 - no registry (an edge-only install): no learned families
         return []
+
+
+def _rate_points() -> list[str]:
+    """Every fixed-rate model of the registry (the ``facelink`` codec's sweep); variable-rate models are their own
+    codecs."""
+    vr = set(variable_rate_models())
+    return [n for n in _registry_models() if n not in vr]
 
 
 def _family_codec(family: str) -> Callable[[], Codec]:
@@ -706,8 +820,9 @@ REGISTRY: dict[str, Callable[[], Codec]] = {
     "jxl": JPEGXL,
     "hevc": HEVC,
     # facelink's learned codecs: every rate point in the registry ("facelink"), and one entry per family
-    # ("facelink-ipr", ...; added below), the sweep being its models' names.
-    "facelink": lambda: FacelinkCodec(models=tuple(_registry_models())),
+    # ("facelink-ipr", ...; added below), the sweep being its models' names; a variable-rate model face-<x> is
+    # codec facelink-<x>, its sweep being qualities.
+    "facelink": lambda: FacelinkCodec(models=tuple(_rate_points())),
 }
 CLASSICAL = ("jpeg", "webp", "avif", "jxl", "hevc")
 
@@ -725,6 +840,8 @@ def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
         codec = AdaptedFacelinkCodec(base, variant)
     elif name in REGISTRY:
         codec = REGISTRY[name]()
+    elif name.startswith("facelink-") and (vr_model := _variable_rate_model(name)) is not None:
+        codec = VariableRateFacelinkCodec(vr_model, name)
     elif name.startswith("facelink-"):
         codec = _family_codec(name.removeprefix("facelink-"))()
     else:
@@ -735,7 +852,8 @@ def get_codec(name: str, qualities: Sequence | None = None) -> Codec:
 
 
 def parse_codec_spec(spec: str) -> Codec:
-    """``name`` or ``name:q1,q2,...`` (e.g. ``hevc:23,33,43`` or ``facelink:face-q1,face-q4``)."""
+    """``name`` or ``name:q1,q2,...`` (e.g. ``hevc:23,33,43``, ``facelink:face-q1,face-q4`` or a variable-rate
+    model's qualities ``facelink-v2:0,0.5,1``): whole numbers as int, other numbers as float, else the text."""
     name, _, qs = spec.partition(":")
     if not qs:
         return get_codec(name)
@@ -745,5 +863,8 @@ def parse_codec_spec(spec: str) -> Codec:
         try:
             vals.append(int(q))
         except ValueError:
-            vals.append(q)
+            try:
+                vals.append(float(q))
+            except ValueError:
+                vals.append(q)
     return get_codec(name, vals)

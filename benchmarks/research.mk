@@ -238,3 +238,40 @@ milestone-core-v2: $(STAMP) ## export core v2's checkpoint as the committed floa
 	$(BIN)/facelink core-v2 milestone --config cloud/training/configs/core-v2.yaml
 pack-core-v2: $(STAMP) ## core v2's aligned training crops in one file for an accelerator (runs/core-v2-pack.npz)
 	$(BIN)/facelink core-v2 pack --config cloud/training/configs/core-v2.yaml --out runs/core-v2-pack.npz
+
+# Core v2 measured as the committed ladders were (probe coded; LFW View 2 and the CelebA test protocol; 112x112
+# crops, and full frames behind the edge's ROI; MobileFaceNet, SFace and dlib, the latter two never flipped), beside
+# HEVC, AVIF, JPEG XL and the committed face-ipr ladder on the same pairs, then benchmarks/results/core-v2/summary.json
+# and summary.png (facelink bench core-v2-summary). The model is the committed milestone (V2_SOURCE=checkpoint: the
+# local run's checkpoint) exported as face-v2 into runs/models. V2_LIMIT=N: N pairs per fold (empty: 6,000 pairs);
+# V2_PROTOCOLS=crop or full: one protocol; V2_DATASETS, V2_RECOGNIZERS, V2_QUALITIES (the sweep) likewise.
+V2_SOURCE ?= milestone
+V2_QUALITIES ?= 0,1,2,3,4,5,6,7
+V2_DATASETS ?= lfw celeba
+V2_RECOGNIZERS ?= mobilefacenet sface dlib-resnet
+V2_LIMIT ?=
+V2_PROTOCOLS ?= crop full
+V2_WORKERS ?= 2
+V2_OUT := benchmarks/results/core-v2
+V2_CROP_CODECS := uncompressed facelink-v2:$(V2_QUALITIES) hevc avif jxl facelink-ipr
+V2_FULL_CODECS := facelink-v2+roi:$(V2_QUALITIES) hevc+roi hevc avif+roi jxl+roi facelink-ipr+roi
+V2_RUN = FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --settings asymmetric \
+  --recognizers $(V2_RECOGNIZERS) $(if $(filter-out mobilefacenet,$(V2_RECOGNIZERS)),--no-flip-for \
+  $(filter-out mobilefacenet,$(V2_RECOGNIZERS))) \
+  $(if $(V2_LIMIT),--limit $(V2_LIMIT)) --workers $(V2_WORKERS)
+V2_SUFFIX := $(if $(V2_LIMIT),-limit$(V2_LIMIT))
+.PHONY: bench-core-v2
+bench-core-v2: install ## core v2's quality sweep against HEVC, AVIF, JPEG XL, face-ipr -> results/core-v2/summary.json
+	$(BIN)/facelink core-v2 export --config cloud/training/configs/core-v2.yaml --source $(V2_SOURCE) --name face-v2 \
+	  --out-root runs/models > /dev/null
+	@set -e; for ds in $(V2_DATASETS); do \
+	  $(if $(filter crop,$(V2_PROTOCOLS)),$(V2_RUN) --datasets $$ds --protocols face-crop \
+	    --codecs $(V2_CROP_CODECS) --out $(V2_OUT)/$$ds-crop$(V2_SUFFIX);) \
+	  $(if $(filter full,$(V2_PROTOCOLS)),$(V2_RUN) --datasets $$ds --protocols full-frame \
+	    --codecs $(V2_FULL_CODECS) --out $(V2_OUT)/$$ds-full$(V2_SUFFIX);) \
+	done
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench core-v2-summary \
+	  $(foreach ds,$(V2_DATASETS),$(foreach p,$(V2_PROTOCOLS),$(V2_OUT)/$(ds)-$(p)$(V2_SUFFIX))) \
+	  --made-by "make -f benchmarks/research.mk bench-core-v2 $(strip $(foreach v,V2_SOURCE V2_QUALITIES \
+	    V2_DATASETS V2_RECOGNIZERS V2_LIMIT V2_PROTOCOLS,$(v)='$($(v))'))" \
+	  --out $(V2_OUT)/summary.json
