@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     photo = (DEMO_FACES_DIR / "enroll" / "Colin_Powell_0001.jpg").read_bytes()
     bomb_4096 = container(4096, 792 << 10)
     at_budget = container(1024, 64 << 10)
+    # legal work, for scale: real full frames coded by the edge (the face photo resized), VGA and the pixel budget
+    full_frame = EdgePipeline(DEFAULT_MODEL, full_frame=True)
+    vga = full_frame.process(cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_CUBIC)).data
+    megapixel = full_frame.process(cv2.resize(rgb, (1024, 1024), interpolation=cv2.INTER_CUBIC)).data
     png30, png40 = png_of_zeros(30000), png_of_zeros(40000)
     rows = []
     with tempfile.TemporaryDirectory(prefix="facelink-attacks-") as tmp:
@@ -207,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 ("container declaring 4096x4096, valid CRC, 792 KB", one, bomb_4096),
                 ("two such containers at once, then a normal crop (its answer)", two_bombs_and_a_crop),
                 ("container declaring 1024x1024 (the budget), random 64 KB payload", one, at_budget),
-                ("frame of 17 MiB, then a crop on the same stream", stream_goes_on, os.urandom(17 << 20)),
+                ("legal work: a real 640x480 full frame", one, vga),
+                ("legal work: a real 1024x1024 full frame (the pixel budget)", one, megapixel),
+                ("frame of 4 MiB (over the frame limit, under gRPC's), then a crop on the same stream",
+                 stream_goes_on, os.urandom(4 << 20)),
+                ("frame of 17 MiB (over gRPC's message limit)", one, os.urandom(17 << 20)),
                 ("top_k 1000 (paging through the gallery)", lambda: one(crop, top_k=1000)),
                 (f"Enroll: valid PNG of 30000x30000 ({len(png30) >> 10} KB)",
                  lambda: c.enroll("Bomb", image=png30)),
@@ -221,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("Enroll: '\\u202eColin Powell' (right-to-left override)",
                  lambda: c.enroll("\u202eColin Powell", image=photo)),
                 ("Enroll: identity name of 1 MB", lambda: c.enroll("n" * (1 << 20), image=photo)),
+                ("Enroll: source_name of 300 characters", lambda: c.enroll("Colin Powell", image=photo,
+                                                                           source_name="s" * 300)),
                 ("Enroll: source_name of 10 MB", lambda: c.enroll("Colin Powell", image=photo,
                                                                   source_name="s" * (10 << 20))),
                 ("Enroll without a token", lambda: with_token(None, lambda o: o.enroll("Mallory", image=photo))),

@@ -3,6 +3,8 @@ counts, for the per-frame path and the batched one in one run.
 
   facelink bench serve [--streams 1 8 32] [--seconds 20] [--modes before after]
                        [--out benchmarks/results/serve_load.json]
+  facelink bench serve --streams 8 --seconds 600 --warmup 30 --modes after --rss-every 30
+                       --out benchmarks/results/serve_soak.json          (a soak: RSS over 10 minutes)
 
 Each mode is its own server process on a fresh gallery with a few enrolled identities:
 
@@ -119,7 +121,10 @@ class Server:
         self.err.close()
 
 
-async def load(target: str, frames: list[bytes], streams: int, seconds: float, warmup: float, in_flight: int):
+async def load(target: str, frames: list[bytes], streams: int, seconds: float, warmup: float, in_flight: int,
+               rss=None, rss_every: float = 10.0):
+    """One point; ``rss``: a callable giving the server's resident MB, sampled every ``rss_every`` s of the measured
+    window (the soak's series: its first sample, at the window's start, against its last)."""
     import grpc
 
     from facelink.v1 import facelink_pb2 as pb
@@ -162,10 +167,26 @@ async def load(target: str, frames: list[bytes], streams: int, seconds: float, w
             await call.done_writing()
             call.cancel()
 
-    await asyncio.gather(*(one(k) for k in range(streams)))
+    series: list[list[float]] = []
+
+    async def sample():
+        await asyncio.sleep(max(0.0, t_measure - time.perf_counter()))
+        while True:
+            now = time.perf_counter()
+            series.append([round(now - t_measure, 1), round(rss(), 1)])
+            if now >= t_end:
+                return
+            await asyncio.sleep(min(rss_every, max(0.0, t_end - now)))
+
+    samplers = [sample()] if rss is not None else []
+    await asyncio.gather(*(one(k) for k in range(streams)), *samplers)
     lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
-    return {"frames_per_s": round(answered / seconds, 2), "answered": answered, "errors": errors, "total": total,
-            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+    row = {"frames_per_s": round(answered / seconds, 2), "answered": answered, "errors": errors, "total": total,
+           "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+    if series:
+        row["rss_growth_pct"] = round(100.0 * (series[-1][1] - series[0][1]) / series[0][1], 2)
+        row["rss_series_mb"] = series
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["before", "after"],
                     help="server configurations to measure (default before after)")
     ap.add_argument("--crops", type=int, default=64, help="distinct coded crops cycled through (default 64)")
+    ap.add_argument("--rss-every", type=float, default=0.0,
+                    help="sample the server's RSS every this many seconds of each point (a soak: --streams 8 "
+                         "--seconds 600 --modes after --rss-every 30); default 0: only at the end")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (default %(default)s)")
     args = ap.parse_args(argv)
     frames, enroll = crops(args.crops)
@@ -196,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             for streams in args.streams:
                 for mode in args.modes:
                     cpu0 = servers[mode].cpu_s()
+                    rss = (lambda m=mode: servers[m].rss_mb()[0]) if args.rss_every > 0 else None
                     row = asyncio.run(load(servers[mode].target, frames, streams, args.seconds, args.warmup,
-                                           args.in_flight))
+                                           args.in_flight, rss, args.rss_every))
                     row["server_cpu_ms_per_frame"] = round((servers[mode].cpu_s() - cpu0) * 1e3 / row.pop("total"), 1)
                     rss, peak = servers[mode].rss_mb()
                     row = {"mode": mode, "streams": streams, **row, "rss_mb": round(rss, 1),

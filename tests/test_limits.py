@@ -119,7 +119,7 @@ def test_hostile_frames_are_answered_in_band_and_the_stream_goes_on(server, crop
     bomb = oversize_container(4096, 792 << 10)
     big = cv2.resize(face_rgb, (500, 500), interpolation=cv2.INTER_CUBIC)  # 512×512 padded: takes from the budget
     large = EdgePipeline(DEFAULT_MODEL, full_frame=True).process(big).data
-    huge = os.urandom(17 << 20)  # over max_frame_bytes (1 MiB), under gRPC's limit (32 MiB)
+    huge = os.urandom(4 << 20)  # over max_frame_bytes (1 MiB), under gRPC's limit (8 MiB + 64 KiB)
     frames = [("bomb", bomb, 0), ("ok-1", crop, 0), ("huge", huge, 0), ("top-k", crop, 1000), ("large", large, 0),
               ("ok-2", crop, 0)]
     with Client(server.target) as c:
@@ -134,6 +134,17 @@ def test_hostile_frames_are_answered_in_band_and_the_stream_goes_on(server, crop
     assert long_id.error.code == pb.Error.INVALID_ARGUMENT and len(long_id.id) == 256
 
 
+def test_a_message_over_grpcs_limit_ends_its_call_with_a_clear_code(server, crop):
+    """Over max_message_bytes gRPC itself refuses the message (nothing is parsed); the server serves on."""
+    with Client(server.target) as c:
+        assert _code(lambda: list(c.recognize_stream([request("x", os.urandom(17 << 20))]))) == \
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _code(lambda: c.enroll("Tony Blair", image=os.urandom(1 << 10), source_name="s" * (10 << 20))) == \
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        (ok,) = c.recognize_stream([request("after", crop)])
+    assert ok.WhichOneof("outcome") == "result"
+
+
 def test_hostile_enrolments_are_refused_with_clear_codes(server, crop, demo_faces):
     photo = (demo_faces / "enroll" / "Tony_Blair_0001.jpg").read_bytes()
     with Client(server.target) as c:
@@ -143,8 +154,8 @@ def test_hostile_enrolments_are_refused_with_clear_codes(server, crop, demo_face
         assert _code(lambda: c.enroll("Junk", image=b"GIF89a" + bytes(100))) == grpc.StatusCode.INVALID_ARGUMENT
         for name in ("  Tony Blair  ", "Tony\u200bBlair", "T\u043eny Blair", "\u202eTony Blair", "n" * (1 << 20)):
             assert _code(lambda n=name: c.enroll(n, image=photo)) == grpc.StatusCode.INVALID_ARGUMENT
-        assert _code(lambda: c.enroll("Tony Blair", image=photo, source_name="s" * (10 << 20))
-                     ) == grpc.StatusCode.INVALID_ARGUMENT
+        assert _code(lambda: c.enroll("Tony Blair", image=photo, source_name="s" * 300)
+                     ) == grpc.StatusCode.INVALID_ARGUMENT  # over 256 characters (10 MB: gRPC's limit, above)
         assert c.enroll("Tony Blair", image=photo, source_name="tb.jpg").samples == 1
         assert [i.name for i in c.identities().identities] == ["Tony Blair"]
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                     "recognizer each on one core, at once; 0: torch's default, one network call at a time)")
     ap.add_argument("--device", help="torch device for the synthesis and the recognizer (default: cuda if present)")
     ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
-    ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 16)")
+    ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 8)")
     ap.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more frames (default 2)")
     ap.add_argument("--no-adapters", action="store_true",
                     help="decode with the base decoders, not the rate points' face-domain adapters (to compare)")

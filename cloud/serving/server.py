@@ -12,9 +12,11 @@ frame per stream at a time unless ``--stream-window`` says otherwise.
 Limits before work (:mod:`.limits`): a container over ``max_frame_bytes`` or declaring more than ``max_pixels``
 (padded) pixels is refused from its header, before entropy decoding; frames over 256×256 take their pixels from a
 shared decode budget; an Enroll image is sized from its PNG/JPEG/WebP header (:mod:`facelink.shared.image_header`)
-before it is decoded; gRPC's message limit (``max_message_bytes``) sits above ``max_frame_bytes`` so that an oversize
-frame gets its own FRAME_TOO_LARGE answer and the stream goes on; at most ``max_streams`` Recognize streams
-(more: RESOURCE_EXHAUSTED); a stream is not read past ``stream_window`` unanswered frames (back-pressure).
+before it is decoded; gRPC's message limit (``max_message_bytes``) sits just above ``max_frame_bytes`` and
+``max_image_bytes``, so that an oversize frame gets its own FRAME_TOO_LARGE answer and the stream goes on, while a
+message over gRPC's limit ends its call with RESOURCE_EXHAUSTED before it is read into memory; at most
+``max_streams`` Recognize streams (more: RESOURCE_EXHAUSTED); a stream is not read past ``stream_window``
+unanswered frames (back-pressure).
 
 Security: TLS (``--tls-cert/--tls-key``), mutual TLS (``--client-ca``), bearer tokens with roles (``--auth-tokens``,
 :mod:`.auth`). Plaintext or unauthenticated service only on a loopback address unless ``--insecure``. The port is
