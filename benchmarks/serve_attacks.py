@@ -57,10 +57,15 @@ def jpeg_header(width: int, height: int) -> bytes:
 
 def container(side: int, payload_bytes: int) -> bytes:
     """A well-formed container (valid CRC, the server's model) declaring side×side pixels, random payload."""
+    return bitstream_of(DEFAULT_MODEL, side, side, payload_bytes)
+
+
+def bitstream_of(model: str, width: int, height: int, payload_bytes: int) -> bytes:
+    """A well-formed container of ``model`` (valid CRC) declaring width×height pixels, random payload."""
     from facelink.shared import bitstream, registry
 
     payload = np.random.default_rng(0).integers(0, 256, payload_bytes // 4 * 4, dtype=np.uint8).tobytes()
-    return bitstream.pack(bitstream.Frame(registry.load(DEFAULT_MODEL).model_id, side, side, (payload,), 0, 2))
+    return bitstream.pack(bitstream.Frame(registry.load(model).model_id, height, width, (payload,), 0, 2))
 
 
 class Server:
@@ -113,6 +118,7 @@ def measure(server: Server, attack, *args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench attacks", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (default %(default)s)")
+    ap.add_argument("--note", default="", help="how the machine was when this ran (kept in the result)")
     ap.add_argument("--idle-streams", type=int, default=300, help="idle streams opened at once (default 300)")
     args = ap.parse_args(argv)
 
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     crop = EdgePipeline(DEFAULT_MODEL).process(rgb).data
     photo = (DEMO_FACES_DIR / "enroll" / "Colin_Powell_0001.jpg").read_bytes()
     bomb_4096 = container(4096, 792 << 10)
-    at_budget = container(1024, 64 << 10)
+    at_budget = container(640, 64 << 10)  # 409,600 pixels: over the default budget (640x512 = 327,680)
+    within_budget = bitstream_of(DEFAULT_MODEL, 640, 512, 64 << 10)
     # legal work, for scale: real full frames coded by the edge (the face photo resized), VGA and the pixel budget
     full_frame = EdgePipeline(DEFAULT_MODEL, full_frame=True)
     vga = full_frame.process(cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_CUBIC)).data
@@ -168,25 +175,43 @@ def main(argv: list[str] | None = None) -> int:
                 with Client(server.target, timeout=60, token=token) as other:
                     return fn(other)
 
-            def idle_streams(n):
+            def idle_streams(n, send_a_crop=False):
+                """n streams at once; idle (nothing sent: a stream still open after 3 s was accepted), or each
+                sending one crop (then it is the load of as many frames at once: work, not idleness)."""
                 release = threading.Event()
 
                 def held():
-                    yield request("idle", crop)
+                    if send_a_crop:
+                        yield request("idle", crop)
                     release.wait(120)
+                    yield from ()
 
+                t0 = time.perf_counter()
                 calls = [c.recognize_stream(held()) for _ in range(n)]
                 codes: dict[str, int] = {}
-                for call in calls:
-                    try:
-                        next(call)
-                        codes["OK (served)"] = codes.get("OK (served)", 0) + 1
-                    except grpc.RpcError as e:
-                        codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                refused_by = ""
+                if send_a_crop:
+                    for call in calls:
+                        try:
+                            next(call)
+                            codes["OK (served)"] = codes.get("OK (served)", 0) + 1
+                        except grpc.RpcError as e:
+                            codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                else:  # watch for 3 s: when did the last refusal arrive?
+                    done, last = 0, t0
+                    while time.perf_counter() - t0 < 3:
+                        now_done = sum(call.done() for call in calls)
+                        if now_done > done:
+                            done, last = now_done, time.perf_counter()
+                        time.sleep(0.005)
+                    refused_by = f" (the last refusal {(last - t0) * 1e3:.0f} ms after the first stream opened)"
+                    for call in calls:
+                        name = call.code().name if call.done() else "open (accepted)"
+                        codes[name] = codes.get(name, 0) + 1
                 release.set()
                 for call in calls:
                     call.cancel()
-                return ", ".join(f"{v} {k}" for k, v in sorted(codes.items()))
+                return ", ".join(f"{v} {k}" for k, v in sorted(codes.items())) + refused_by
 
             def flood(n):
                 """One stream sends n frames as fast as it can; its answers are read only after all are sent."""
@@ -210,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             attacks = [
                 ("container declaring 4096x4096, valid CRC, 792 KB", one, bomb_4096),
                 ("two such containers at once, then a normal crop (its answer)", two_bombs_and_a_crop),
-                ("container declaring 1024x1024 (the budget), random 64 KB payload", one, at_budget),
+                ("container declaring 640x640, just over the pixel budget (640x512)", one, at_budget),
+                ("container declaring 640x512 (the pixel budget), random 64 KB payload", one, within_budget),
                 ("legal work: a real 640x480 full frame", one, vga),
-                ("legal work: a real 1024x1024 full frame (the pixel budget)", one, megapixel),
+                ("a real 1024x1024 full frame (over the default pixel budget)", one, megapixel),
                 ("frame of 4 MiB (over the frame limit, under gRPC's), then a crop on the same stream",
                  stream_goes_on, os.urandom(4 << 20)),
                 ("frame of 17 MiB (over gRPC's message limit)", one, os.urandom(17 << 20)),
@@ -239,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("Recognize without a token", lambda: with_token(None, lambda o: list(o.recognize_stream(
                     [request("x", crop)])))),
                 (f"{args.idle_streams} idle streams at once (limit 64)", idle_streams, args.idle_streams),
+                (f"{args.idle_streams} streams at once, each sending a crop (64 frames of work at once)", idle_streams,
+                 args.idle_streams, True),
                 ("one stream sending 2000 crops without reading answers", flood, 2000),
                 ("a second server on the same port", second_server),
             ]
@@ -255,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     doc = stamp({"command": "facelink bench attacks " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "server": "facelink serve defaults + --auth-tokens (attacks that need a role use the admin token)",
-                 "rows": rows})
+                 "rows": rows, **({"note": args.note} if args.note else {})})
     emit_json(doc, args.out)
     return 0
 

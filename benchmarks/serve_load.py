@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sample the server's RSS every this many seconds of each point (a soak: --streams 8 "
                          "--seconds 600 --modes after --rss-every 30); default 0: only at the end")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (default %(default)s)")
+    ap.add_argument("--note", default="", help="how the machine was when this ran (kept in the result)")
     args = ap.parse_args(argv)
     frames, enroll = crops(args.crops)
     rows = []
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                  "modes": {m: MODES[m] for m in args.modes},
                  "mode_env": {m: MODE_ENV[m] for m in args.modes if m in MODE_ENV},
                  "seconds": args.seconds, "in_flight": args.in_flight,
-                 "cpus": os.cpu_count(), "rows": rows, "throughput_ratio_over_before": ratios})
+                 "cpus": os.cpu_count(), "rows": rows, "throughput_ratio_over_before": ratios,
+                 **({"note": args.note} if args.note else {})})
     emit_json(doc, args.out)
     return 0
 

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
+from facelink.cloud.serving.dedup_postgres import PostgresDedupStore
 from facelink.v1 import facelink_pb2 as pb
 
 
@@ -91,3 +92,53 @@ def test_server_faults_are_not_stored_and_bad_device_ids_refused(tmp_path):
     assert faults == ["a", "a"]  # a server fault is not the frame's answer: a repeat is recognised again
     long = pb.RecognizeRequest(id="b", device_id="x" * 300, sequence=1)
     assert dedup.answer(long, failing).error.code == pb.Error.INVALID_ARGUMENT
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request, tmp_path):
+    """Opens a store on one place: a SQLite file, or a PostgreSQL database (a real server, conftest)."""
+    if request.param == "sqlite":
+        return lambda **bounds: DedupStore(tmp_path / "d.db", **bounds)
+    url = request.getfixturevalue("postgres_url")
+    return lambda **bounds: PostgresDedupStore(url, **bounds)
+
+
+def test_both_backends_keep_the_first_answer_count_and_bound(open_store):
+    store = open_store()
+    assert store.get("cam/1", 5) is None
+    assert store.put("cam/1", 5, _answer("A")) == _answer("A")
+    assert store.put("cam/1", 5, _answer("B")) == _answer("A")
+    assert store.get("cam/1", 5) == _answer("A") and store.get("cam/2", 5) is None
+    (d,) = store.deliveries("cam/1")
+    assert (d.sequence, d.recognised, d.replays) == (5, 2, 1)
+    store.close()
+    store = open_store(max_entries=3)  # reopened: the answer is still there; the count bound applies
+    for seq in range(6, 10):
+        store.put("cam/1", seq, _answer(str(seq)))
+    store.prune()
+    assert [d.sequence for d in store.deliveries()] == [7, 8, 9]
+    store.close()
+    time.sleep(0.01)
+    store = open_store(max_age_s=1e-3)  # opening prunes by age
+    assert store.deliveries() == []
+    store.close()
+
+
+def test_replicas_on_one_database_share_their_answers(postgres_url):
+    """Two servers on one PostgreSQL gallery (two stores on its database): a key answered by one is replayed by the
+    other, and two recognitions of one key at once on both keep one answer."""
+    a, b = PostgresDedupStore(postgres_url), PostgresDedupStore(postgres_url)
+    assert a.put("cam/1", 1, _answer("A")) == _answer("A")
+    assert b.get("cam/1", 1) == _answer("A")
+    results = []
+    threads = [threading.Thread(target=lambda s=s, n=n: results.append(s.put("cam/1", 2, _answer(n))))
+               for s, n in ((a, "X"), (b, "Y"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0] in (_answer("X"), _answer("Y"))
+    (d,) = a.deliveries("cam/1")[1:]
+    assert d.recognised == 2  # counted: what de-duplication within one server (Deduplicator) prevents
+    a.close()
+    b.close()

@@ -12,6 +12,7 @@ from server_support import serve_process
 from facelink.edge.client import Client, request
 from facelink.edge.encoder import EdgePipeline
 from facelink.shared.registry import DEFAULT_MODEL
+from facelink.v1 import facelink_pb2 as pb
 
 
 def _streams_active(port: int) -> float:
@@ -25,7 +26,7 @@ def _frames_answered(port: int) -> float:
 
 
 def test_two_replicas_enrol_recognise_and_survive_a_kill(tmp_path, postgres_url, demo_faces, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the replicas' shared de-duplication store lands here
+    monkeypatch.chdir(tmp_path)  # nothing of the replicas' may land in the working folder (see the end)
     replicas = []
     try:
         for name in ("a", "b"):
@@ -44,6 +45,14 @@ def test_two_replicas_enrol_recognise_and_survive_a_kill(tmp_path, postgres_url,
             (r,) = through_b.recognize_stream([request("b", crop)])
             assert r.result.identity == "Colin Powell"  # B sees what was enrolled through A
             assert [i.name for i in through_b.identities().identities] == ["Colin Powell", "Tony Blair"]
+
+        # an edge's frame answered by A and resent to B (its answer was lost): B replays A's answer, once
+        keyed = pb.RecognizeRequest(id="k", bitstream=crop, device_id="cam-1/0", sequence=7)
+        with Client(f"127.0.0.1:{a['port']}") as through_a, Client(f"127.0.0.1:{b['port']}") as through_b:
+            (first,) = through_a.recognize_stream([keyed])
+            (again,) = through_b.recognize_stream([keyed])
+        assert first.result.identity == "Colin Powell" and not first.replayed
+        assert again.replayed and again.result.similarity == first.result.similarity
 
         both = [f"127.0.0.1:{a['port']}", f"127.0.0.1:{b['port']}"]
         with Client(both, timeout=30) as balanced:
@@ -81,6 +90,7 @@ def test_two_replicas_enrol_recognise_and_survive_a_kill(tmp_path, postgres_url,
               f" after 10 answers; stream broken {broken}x, resent; {len(answered)}/{len(ids)} answered, "
               f"identities {sorted(set(answered.values()))}")
         assert sorted(answered) == sorted(ids) and set(answered.values()) == {"Colin Powell"}
+        assert not list(tmp_path.glob("*.db"))  # the de-duplication store is the gallery's database, not a file
     finally:
         for proc, _ in replicas:
             if proc.poll() is None:

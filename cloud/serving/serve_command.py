@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs TLS and tokens, or "
                     "--insecure)")
     ap.add_argument("--port", type=int, help="0 picks a free port (printed, and written to --ready-file)")
-    ap.add_argument("--gallery", help="SQLite gallery file (created if absent) or a postgresql:// URL")
+    ap.add_argument("--gallery", help="SQLite gallery file (created if absent), or a postgresql://user@host/db URL "
+                    "(PostgreSQL with pgvector: replicas share it, de-duplication of resent frames included)")
     ap.add_argument("--recognizer", help="face recognizer (default mobilefacenet)")
     ap.add_argument("--model", action="append", dest="models", help="codec model to serve (repeatable)")
     ap.add_argument("--threshold", type=float, help="cosine similarity from which a match is reported as the person")
     ap.add_argument("--max-frame-bytes", type=int, help="bytes a container may have (default 1048576)")
-    ap.add_argument("--max-pixels", type=int, help="pixels a container may declare (default 1048576)")
+    ap.add_argument("--max-pixels", type=int, help="pixels a container may declare, padded (default 327680: "
+                    "640x512, VGA full frames either way round; larger frames cost time and memory in proportion)")
     ap.add_argument("--max-image-pixels", type=int, help="pixels an Enroll image may declare in its header")
     ap.add_argument("--max-message-bytes", type=int, help="gRPC's message limit (above the frame and image limits)")
     ap.add_argument("--max-streams", type=int, help="concurrent Recognize streams (more: RESOURCE_EXHAUSTED)")

@@ -49,7 +49,7 @@ from facelink.cloud.serving import auth as authmod
 from facelink.cloud.serving import limits
 from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
-from facelink.cloud.serving.dedup import Deduplicator, DedupStore, path_beside
+from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
 from facelink.cloud.serving.gallery import Gallery, GalleryError, GalleryUnavailable, NotFoundError, is_postgres_url
 from facelink.cloud.serving.metrics import Metrics
 from facelink.cloud.serving.recognition import FacePipeline, Identification, inference_lock
@@ -127,8 +127,13 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="facelink")
         # de-duplicated frames wait there for an earlier delivery's answer: never in the pool the work needs
         self.dedup_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="facelink-dedup")
-        store = cfg.dedup_store or ("facelink-dedup.db" if is_postgres_url(cfg.gallery) else path_beside(cfg.gallery))
-        self.dedup = Deduplicator(DedupStore(store, cfg.dedup_max_age_s, cfg.dedup_max_entries))
+        store = cfg.dedup_store or (cfg.gallery if is_postgres_url(cfg.gallery) else path_beside(cfg.gallery))
+        if is_postgres_url(store):  # the replicas' shared database: a resend to any of them is answered once
+            from facelink.cloud.serving.dedup_postgres import PostgresDedupStore
+
+            self.dedup = Deduplicator(PostgresDedupStore(store, cfg.dedup_max_age_s, cfg.dedup_max_entries))
+        else:
+            self.dedup = Deduplicator(DedupStore(store, cfg.dedup_max_age_s, cfg.dedup_max_entries))
         self.budget = limits.PixelBudget(max(cfg.decode_pixel_budget, cfg.max_pixels))
         self.synth_batcher = self.embed_batcher = None
         if cfg.batching:
@@ -299,7 +304,13 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
                         return asyncio.run_coroutine_threadsafe(self._recognize_batched(r), loop).result()
                 else:
                     recognize = self._recognize
-                resp = await loop.run_in_executor(self.dedup_pool, self.dedup.answer, req, recognize)
+                try:
+                    resp = await loop.run_in_executor(self.dedup_pool, self.dedup.answer, req, recognize)
+                except (GalleryUnavailable, DedupError) as e:  # the store is unreachable: the edge sends it again
+                    log.error("de-duplication store: %s", e)
+                    resp = self._base(req)
+                    resp.error.CopyFrom(pb.Error(code=pb.Error.INTERNAL,
+                                                 message=_short(f"the de-duplication store is unavailable: {e}")))
             elif self.cfg.batching:
                 resp = await self._recognize_batched(req)
             else:

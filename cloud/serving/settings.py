@@ -33,7 +33,12 @@ class ServerConfig:
     top_k: int = 3
     # Limits (checked before the work they bound)
     max_frame_bytes: int = 1 << 20  # a container's bytes
-    max_pixels: int = 1024 * 1024  # a container's declared (padded) pixels; also the detection size of Enroll images
+    # A container's declared (padded) pixels; also the detection size of Enroll images. Sized for faces: aligned
+    # crops and VGA full frames either way round (640x480 pads to 640x512), the largest the edge's benchmarks send.
+    # Every pixel is legal work before a container can be found bad (the integer hyper-synthesis runs on the whole
+    # declared size before the latent is read), time and memory in proportion (facelink bench attacks measures a
+    # VGA frame and the largest container within this budget). Larger camera frames need --max-pixels.
+    max_pixels: int = 640 * 512
     max_image_bytes: int = 8 << 20  # an Enroll image file's bytes
     max_image_pixels: int = 4096 * 4096  # an Enroll image's pixels, from its header
     # gRPC's own limit: above it a call is ended (RESOURCE_EXHAUSTED) as soon as the message's length is read, not
@@ -57,8 +62,8 @@ class ServerConfig:
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
     dedup_max_age_s: float = 7 * 86400.0
     dedup_max_entries: int = 1_000_000
-    # The de-duplication store (SQLite): default beside a gallery file; facelink-dedup.db in the working folder for a
-    # PostgreSQL gallery (replicas on one host share it).
+    # The de-duplication store: default beside a gallery file (SQLite), or in the gallery's own database for a
+    # postgresql:// gallery (every replica shares it); a file path or a postgresql:// URL to put it elsewhere.
     dedup_store: str | None = None
     # Security
     auth_tokens: str | None = None  # token file (facelink tokens add NAME ROLE --file F)
