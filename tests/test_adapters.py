@@ -39,6 +39,19 @@ def test_adapters_and_gate_stay_within_ten_percent_of_g_s(name):
     assert 0 < module.params_ratio() <= 0.10
 
 
+@pytest.mark.parametrize("name", RATE_POINTS)
+def test_the_training_configurations_adapters_and_gate_stay_within_ten_percent_of_g_s(name):
+    from pathlib import Path
+
+    from facelink.cloud.training.train_adapters import AdapterTrainConfig
+    from facelink.shared import config as cfgmod
+
+    yaml = Path(__file__).resolve().parents[1] / "cloud" / "training" / "configs" / "adapters.yaml"
+    g_s, m = _g_s(name)
+    module = adapters.AdaptedSynthesis(g_s, cfgmod.load(AdapterTrainConfig, yaml).adapter_config(), m)
+    assert 0 < module.params_ratio() <= 0.10
+
+
 def test_stacked_adapters_compute_the_gate_weighted_sum_of_each_domains_adapter():
     torch.manual_seed(0)
     st = adapters.StackedAdapters(channels=6, domains=3, width=2, kernel=3)
