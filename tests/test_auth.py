@@ -162,6 +162,31 @@ def test_second_server_on_a_bound_port_refuses_to_start(secured, tmp_path):
     assert srv.main(["--port", str(port), "--gallery", str(tmp_path / "g.db"), "--model", DEFAULT_MODEL]) == 2
 
 
+def test_the_port_is_checked_before_anything_loads():
+    """facelink serve asks the port first (settings.check_port_free, no torch): a listener there refuses the start,
+    a free port, port 0 and a port in TIME_WAIT pass; serve_command imports nothing heavy before it."""
+    import socket
+    import subprocess
+    import sys
+
+    from facelink.cloud.serving.settings import check_port_free
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeRefused, match="in use"):
+            check_port_free("127.0.0.1", port)
+        with pytest.raises(ServeRefused, match="in use"):
+            check_port_free("localhost", port)
+    check_port_free("127.0.0.1", port)  # closed: free again
+    check_port_free("127.0.0.1", 0)
+    probe = ("import sys; from facelink.cloud.serving import serve_command; "
+             "print(sorted(m for m in ('torch', 'numpy', 'cv2', 'grpc') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("host, extra, ok", [
     ("127.0.0.1", {}, True), ("::1", {}, True), ("localhost", {}, True),
     ("0.0.0.0", {}, False), ("192.0.2.10", {"auth_tokens": "t"}, False),

@@ -126,6 +126,8 @@ def check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as e:
-                why = ("the port is in use (facelink never shares a port)" if e.errno == errno.EADDRINUSE else
-                       "the address is not this machine's" if e.errno == errno.EADDRNOTAVAIL else e.strerror)
-                raise ServeRefused(f"cannot bind {host}:{port}: {why}") from None
+                if e.errno == errno.EADDRINUSE:
+                    raise ServeRefused(f"cannot bind {host}:{port}: the port is in use (facelink never shares a "
+                                       "port)") from None
+                if len(infos) == 1:  # one address, and not this machine's (a name with several: gRPC binds any)
+                    raise ServeRefused(f"cannot bind {host}:{port}: {e.strerror}") from None
