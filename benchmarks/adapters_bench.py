@@ -196,7 +196,12 @@ def _training(models: list[str]) -> dict:
         for kind, name in runs.items():
             if name:
                 _, info = adapters.read_config(b.path / name)
-                out[m][kind] = {k: info.get(k) for k in ("steps", "cpu_seconds", "lambda", "alpha", "gamma", "images")}
+                out[m][kind] = {k: info.get(k) for k in ("steps", "cpu_seconds", "lambda", "alpha", "gamma", "images",
+                                                         "holdout_images", "holdout_gate_accuracy")}
+                out[m][kind]["gate"] = {k: (info.get("config") or {}).get(k) for k in
+                                        ("gate_channels", "gate_kernel", "gate_epochs", "freeze_gate")}
+                if kind == "ipr":
+                    out[m][kind]["gate_cpu_seconds"] = (entry.get("gate_pretraining") or {}).get("cpu_seconds")
     return out
 
 
@@ -225,6 +230,10 @@ def summarize(args, docs_by_domain: dict, measures: dict, timing: dict, command:
                 row["gate_weights"] = dict(zip(m["adapter_domains"], m["gate_weights"]))
                 rows.append(row)
     hits = [h for domain in measures for m in measures[domain].values() for h in m["gate_hits"]]
+    by_domain = {d: float(np.mean([h for m in measures[d].values() for h in m["gate_hits"]]))
+                 for d in measures if any(m["gate_hits"] for m in measures[d].values())}
+    by_rate = {model: float(np.mean([h for d in measures for (_, mm), m in measures[d].items() if mm == model
+                                     for h in m["gate_hits"]])) for model in args.models}
     ratios = {}
     for model in args.models:
         b = registry.load(model)
@@ -247,6 +256,7 @@ def summarize(args, docs_by_domain: dict, measures: dict, timing: dict, command:
             "limit_pairs_per_fold": args.limit, "flip": not args.no_flip, "recognizers": args.recognizers,
             "rate_points": args.models, "unseen_domain": dm.UNSEEN, "trained_domains": list(dm.TRAINED),
             "gate_accuracy": float(np.mean(hits)) if hits else None, "gate_accuracy_probes": len(hits),
+            "gate_accuracy_by_domain": by_domain, "gate_accuracy_by_rate_point": by_rate,
             "params_ratio": max(ratios.values()), "params_ratio_by_rate_point": ratios,
             "decode_time_ratio": timing["ratio"], "decode_time": timing, "gate_heat_map": heat,
             "training": _training(args.models), "rows": rows}
@@ -287,7 +297,11 @@ def readme(summary: dict) -> str:
                      f"{r['psnr_base']:.2f} | {r['psnr_adapters']:.2f} |")
     t = summary["decode_time"]
     lines += ["", f"Gate accuracy (trained domains, test probes, argmax of the gate): "
-                  f"{_pct(summary['gate_accuracy'])} % over {summary['gate_accuracy_probes']} probe decodes.",
+                  f"{_pct(summary['gate_accuracy'])} % over {summary['gate_accuracy_probes']} probe decodes; by domain "
+                  + ", ".join(f"{d} {_pct(a)} %" for d, a in summary.get("gate_accuracy_by_domain", {}).items())
+                  + "; by rate point "
+                  + ", ".join(f"{m} {_pct(a)} %" for m, a in summary.get("gate_accuracy_by_rate_point", {}).items())
+                  + ".",
               f"Adapters + gate parameters over g_s: {100 * summary['params_ratio']:.2f} % (largest over the rate "
               "points).",
               f"Decode time with adapters over without (whole cloud decode, {t['containers']} containers × "
@@ -296,13 +310,18 @@ def readme(summary: dict) -> str:
     for ds, h in summary["gate_heat_map"].items():
         lines += [f"Mean gate weights, {ds} (rows: true domain; columns: adapter):", "",
                   f"![gate weights]({h['png']})", ""]
-    lines += ["Training (one thread, niced, on two shared cores):", "",
-              "| rate point | run | steps | CPU min | λ | α |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["Training (one thread each, on two cores shared with other work). CPU min: the adapters' steps, plus "
+              "for the IPR run the gate's pre-training (the α = 0 run pre-trains the same gate: same data and "
+              "seed). Held-out gate accuracy: training-set images kept out of all training.", "",
+              "| rate point | run | steps | CPU min | λ | α | gate (channels, epochs, frozen) | held-out gate acc. |",
+              "|---|---|---:|---:|---:|---:|---|---:|"]
     for m, runs in summary["training"].items():
         for kind, info in runs.items():
-            cpu = info.get("cpu_seconds")
+            cpu, g, acc = info.get("cpu_seconds"), info.get("gate") or {}, info.get("holdout_gate_accuracy")
+            cpu = None if cpu is None else cpu + (info.get("gate_cpu_seconds") or 0.0)
             lines.append(f"| {m} | {kind} | {info.get('steps')} | {'—' if cpu is None else f'{cpu / 60:.1f}'} | "
-                         f"{info.get('lambda')} | {info.get('alpha')} |")
+                         f"{info.get('lambda')} | {info.get('alpha')} | {g.get('gate_channels')}, "
+                         f"{g.get('gate_epochs')}, {g.get('freeze_gate')} | {_pct(acc)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -477,6 +477,9 @@ def install(run: Path, ablation: Path | None = None, folder: Path | None = None)
         "unseen_domain": info["unseen_domain"],
         "training": {k: v for k, v in info.items() if k != "config"},
     }
+    gate_json = Path(run) / "gate.json"
+    if gate_json.exists():  # the gate's pre-training on the cached latents (its CPU time and held-out accuracy)
+        entry["gate_pretraining"] = json.loads(gate_json.read_text())
     copies = [(src, ADAPTERS_FILE)]
     if ablation is not None:
         abl = Path(ablation) / ADAPTERS_FILE
