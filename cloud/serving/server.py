@@ -118,6 +118,7 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
 
             threadpool_limits(1, user_api="blas")
         self.synth_lock = threading.Lock() if one_core else inference_lock
+        # channels_last with batching on; batching off is the per-frame path as it was (torch's default layout)
         self.decoder = CloudDecoder(cfg.models, device=cfg.device, adapters="on" if cfg.adapters else "off",
                                     max_pixels=cfg.max_pixels, channels_last=cfg.batching)
         recognizer = get_recognizer(cfg.recognizer, cfg.device)
