@@ -654,10 +654,14 @@ def variable_rate_models() -> list[str]:
 
 def _variable_rate_model(codec_name: str) -> str | None:
     """The registry model behind a variable-rate codec name (``facelink-v2`` → ``face-v2``), else None."""
+    from facelink.shared import registry
+
     model = VariableRateFacelinkCodec.PREFIX + codec_name.removeprefix("facelink-")
-    try:
-        return model if model in variable_rate_models() else None
-    except Exception:  # noqa: BLE001 - no registry (an edge-only install)
+    try:  # that one model's tables only (a family name names no model: no scan of the whole registry)
+        if model not in registry.available():
+            return None
+        return model if registry.load(model, verify=False).tables.variable_rate else None
+    except Exception:  # noqa: BLE001 - no registry (an edge-only install), or a broken model
         return None
 
 

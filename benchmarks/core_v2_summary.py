@@ -429,6 +429,54 @@ def plot(summary: dict, path: Path) -> Path:
     return path
 
 
+def _cell(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(summary: dict) -> str:
+    """The summary as tables: the figures per row and codec, PSNR per data set, and the targets."""
+    lines = ["# Core v2 against HEVC and the committed ladder", "", f"**{summary['status']}.**", "",
+             (f"Results made by `{summary['made_by']}`; " if summary.get("made_by") else "")
+             + f"summary written by `{summary.get('command')}`. Accuracy in %, sizes in bytes per face; "
+             "definitions in summary.json.", "",
+             "| data set | protocol | recognizer | pairs | codec | BD-rate vs HEVC % | bytes within 0.5 pt | "
+             "parity % of HEVC CRF 23 | best accuracy (bytes) | uncompressed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        for role in ("v2", "hevc", "ladder"):
+            c = r.get(role)
+            if c is None:
+                continue
+            best = c["best_accuracy"]
+            lines.append(f"| {r['dataset']} | {r['protocol']} | {r['recognizer']} | {r['pairs']} | {c['codec']} | "
+                         f"{_cell(c['bd_rate_vs_hevc'], '+.1f')} | {_cell(c['bytes_within_half_point'], '.0f')} | "
+                         f"{_cell(c['parity_pct_of_hevc_crf23'], '.1f')} | "
+                         f"{_cell(best and 100 * best, '.2f')} ({_cell(c['best_accuracy_bytes'], '.0f')}) | "
+                         f"{100 * r['uncompressed_accuracy']:.2f} |")
+    if summary["psnr"]:
+        lines += ["", "| data set | crops decoded | BD-PSNR vs HEVC dB | v2 PSNR at 0.6 bpp | v2 (bytes: dB) | "
+                  "HEVC (bytes: dB) |", "|---|---|---|---|---|---|"]
+        for p in summary["psnr"]:
+            curves = {role: ", ".join(f"{c['bytes_per_face']:.0f}: {c['psnr_db']:.2f}" for c in (v.get("curve") or []))
+                      for role, v in p["curves"].items()}
+            lines.append(f"| {p['dataset']} | {p['curves']['v2']['images']} | "
+                         f"{_cell(p['bd_psnr_vs_hevc_db'], '+.2f')} | "
+                         f"{_cell(p.get(f'v2_psnr_at_{PSNR_BPP}_bpp_db'), '.2f')} | {curves.get('v2', '')} | "
+                         f"{curves.get('hevc', '')} |")
+    lines += ["", "| target | where | value | threshold | met | distance |", "|---|---|---|---|---|---|"]
+    for t in summary["targets"]:
+        where = " / ".join(str(t[k]) for k in ("dataset", "protocol", "recognizer") if t.get(k))
+        lines.append(f"| {t['target']} | {where} | {_cell(t['value'], '.2f')} | {t.get('kind', '')} "
+                     f"{_cell(t['threshold'], 'g')} | {t['met']} | {_cell(t['distance'], '.2f')} |")
+    tr = summary.get("training")
+    if tr:
+        lines += ["", f"Training ({tr['progress']}): step {tr['step']:,} of {_cell(tr.get('total_steps'), ',')}, "
+                      f"stage {tr.get('stage')}, {tr.get('cpu_hours')} CPU hours ({tr.get('hours_note')}) "
+                      f"at {tr.get('time_utc')}."]
+    lines += ["", f"![summary]({summary['plot']})", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench core-v2-summary", description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", type=Path,
@@ -448,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--made-by", default=None, help="how the result folders were made (recorded), e.g. a make recipe")
     ap.add_argument("--assets", default=None, help="assets folder (default ../shared/assets or $FACELINK_ASSETS)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="the summary JSON (default benchmarks/results/core-v2/summary.json); the plot beside it")
+                    help="the summary JSON (default benchmarks/results/core-v2/summary.json); its tables (.md) and "
+                         "plot (.png) beside it")
     args = ap.parse_args(argv)
     from facelink.shared.paths import REPO_ROOT
 
@@ -470,10 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     summary["plot"] = plot(summary, out.with_suffix(".png")).name
     out.write_text(json.dumps(summary, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(summary))
     for t in summary["targets"]:
         where = " / ".join(str(t[k]) for k in ("dataset", "protocol", "recognizer") if t.get(k))
         print(f"{where}: {t['target']} = {t['value']} (target {t.get('kind', '')} {t['threshold']}; met {t['met']})")
-    print(f"wrote {out} and {summary['plot']}")
+    print(f"wrote {out}, {out.with_suffix('.md').name} and {summary['plot']}")
     return 0
 
 

@@ -102,6 +102,7 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
                                  "--out", str(summary_path)]) == 0
     s = json.loads(summary_path.read_text())
     assert (tmp_path / s["plot"]).is_file()
+    assert "| lfw | face-crop | mobilefacenet | 4 | facelink-v2 |" in (tmp_path / "summary.md").read_text()
     assert s["model"]["model"] == "face-v2" and s["model"]["step"] is not None and "limited protocol" in s["status"]
     assert s["training"]["step"] == 20 and s["training"]["cpu_hours"] == pytest.approx(1.5)
     (row,) = s["rows"]
