@@ -168,3 +168,24 @@ def test_summary_refuses_folders_without_core_v2(models_path, tmp_path, capsys):
     assert core_v2_summary.main([str(tmp_path / "a"), "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
     assert "no codec 'facelink-v2'" in capsys.readouterr().err
     assert core_v2_summary.main([str(tmp_path / "empty"), "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
+
+
+def test_full_frames_behind_the_roi_and_their_summary_row(models_path, suite, tmp_path):
+    """The full-frame protocol as bench-core-v2 runs it: core v2 and HEVC behind the edge's ROI, plain HEVC CRF 23
+    the parity reference."""
+    cfg = engine.RunConfig(datasets=["lfw"], protocols=["full-frame"], recognizers=["mobilefacenet"],
+                           settings=["asymmetric"], limit=2, chunk=8, flip=False, progress=False,
+                           cache=tmp_path / "cache.sqlite",
+                           codecs=[parse_codec_spec("facelink-v2+roi:0,7"), get_codec("hevc+roi", [43, 23]),
+                                   get_codec("hevc", [23])])
+    suites = {"lfw": suite}
+    stats = engine.compute(cfg, suites, log=lambda *a: None)
+    docs = bench.build_docs(cfg, suites, bench.provenance(cfg, suites, stats, engine.all_codecs(cfg)))
+    bench.write_outputs(docs, tmp_path / "run", "test")
+    s = core_v2_summary.summarize([tmp_path / "run"], cache=tmp_path / "cache.sqlite", progress=None)
+    (row,) = s["rows"]
+    assert row["protocol"] == "full-frame" and row["v2"]["codec"] == "facelink-v2+roi"
+    assert row["hevc"]["codec"] == "hevc+roi" and set(row["v2_against"]) == {"hevc+roi"}
+    hevc23 = next(c for c in docs[0]["codecs"] if c["codec"] == "hevc")["results"]
+    assert row["hevc_crf23"]["bytes_per_face"] == pytest.approx(hevc23["bytes_per_face"][0])
+    assert [p["quality"] for p in row["v2"]["curve"]] == [0, 7] and s["psnr"] == []  # PSNR: crops only
