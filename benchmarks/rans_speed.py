@@ -22,6 +22,7 @@ Both backends must write the same bytes and read back the same symbols; the resu
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if rans.BACKEND != "native":
         ap.error("the native rANS core is not in use (not built, or FACELINK_PURE_RANS is set): nothing to compare")
     cv2.setNumThreads(1)
+    load_before = os.getloadavg()[0]
     enc = EdgeEncoder(args.model, threads=1)
     tables, tmpl, tid = enc.bundle.tables, ARCFACE_112, template_id(ARCFACE_112)
     crops, names = edge_crops(args.faces, args.assets)
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "format_version": enc.format_version,
         "threads": 1,
+        # the machine's other work inflates absolute times (the ratios are of one run); a quiet run shows ~0-1
+        "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
         "container_bytes_median": float(np.median(sizes)),
         "coded_symbols_per_face": int(np.median(symbols)),
         "backends_identical": bool(identical),
