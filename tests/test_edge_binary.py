@@ -3,6 +3,7 @@ it unpacks itself once per build into its cache folder (edge/packaging/selfextra
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,13 @@ def test_binary_runs_a_video_against_a_server(tmp_path, demo_faces, cache):
     assert report["frames"] == 45 and report["faces_tracked"] == 1
     assert len(rows) == report["crops_sent"] == report["delivery"]["answered"] >= 1
     assert all(row["face_found"] and row["track"] == 1 for row in rows)
+
+
+def test_binary_archive_holds_the_native_rans_core_and_nothing_of_torch():
+    pytest.importorskip("PyInstaller", reason="the archive check reads PyInstaller archives (the [build] extra)")
+    sys.path.insert(0, str((REPO_ROOT or Path.cwd()) / "edge" / "packaging"))
+    from check_binary import check
+
+    result = check(BINARY, DEFAULT_MODEL)
+    assert result["ok"] and result["forbidden"] == [] and result["missing"] == [], result
+    assert result["models"] == [DEFAULT_MODEL]
