@@ -1,7 +1,7 @@
 """rANS entropy coder, byte-compatible with CompressAI's ``compressai.ans`` (ryg_rans, 64-bit state).
 
-Pure Python + numpy, no torch: the edge encodes with it. ``tests/test_rans.py`` checks that its bytes equal
-CompressAI's ``RansEncoder.encode_with_indexes`` on the same symbols and tables, and that CompressAI's
+No torch (the edge encodes with it). ``tests/test_rans.py`` and ``tests/test_rans_native.py`` check that its bytes
+equal CompressAI's ``RansEncoder.encode_with_indexes`` on the same symbols and tables, and that CompressAI's
 decoder reads what it writes.
 
 The format (CompressAI's): 16-bit CDF precision; each symbol value is offset by its CDF's ``offset``; a value
