@@ -167,3 +167,15 @@ def test_a_frozen_pretrained_gate_stays_and_the_held_out_images_are_measured(tmp
     assert len(ckpt["opt"]["param_groups"][0]["params"]) == 4 * len(cfg.sites)  # the adapters' tensors, no gate's
     _, info = adapters.read_config(final)
     assert info["holdout_images"] == 1 and held["crops"] == 4 * info["holdout_images"]
+
+
+def test_the_gate_command_trains_a_gate_alone_and_reports_held_out_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path))
+    out = tmp_path / "gate.json"
+    args = ["gate", "--set", "model=face-ipr-q0", "images=4", "holdout=0.25", "gate_epochs=2", "gate_batch_size=4",
+            "gate_channels=4", "--out", str(out)]
+    assert ta.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["gate_channels"] == 4 and result["epochs"] == 2 and result["holdout_crops"] == 4
+    assert 0.0 <= result["holdout_accuracy"] <= 1.0 and result["parameters"] > 0
+    assert ta.main(["gate", "--set", "model=face-ipr-q0", "gate_epochs=0"]) == 2

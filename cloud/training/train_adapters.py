@@ -17,7 +17,9 @@ very ŷ it decodes in service. These latents are computed once per (rate point, 
 ``runs/cache``.
 
 ``facelink train-adapters run --config C --out RUN`` trains (``--resume`` continues from RUN/checkpoint.pt);
-``facelink train-adapters install --run RUN --ablation RUN0`` puts the result into the rate point's bundle.
+``facelink train-adapters install --run RUN --ablation RUN0`` puts the result into the rate point's bundle;
+``facelink train-adapters gate --config C --set ...`` trains a gate alone on the cached latents and prints its
+held-out accuracy (how its accuracy depends on the images, its width and its epochs).
 """
 
 from __future__ import annotations
@@ -306,6 +308,21 @@ def evaluate_holdout(module: adapters_mod.AdaptedSynthesis, x: torch.Tensor, y: 
             "psnr_adapters": {n: float(adapted[d == i].mean()) for i, n in enumerate(names)}}
 
 
+def gate_only(cfg: AdapterTrainConfig, assets=None) -> dict:
+    """Pre-train a fresh gate alone as :func:`train` would (same cache, split and schedule) and measure it on the
+    held-out images: how the gate's accuracy depends on the data, its width and its epochs, in seconds to minutes."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    bundle = registry.load(cfg.model)
+    data = coded_latents(cfg, bundle, assets)
+    y, d = torch.from_numpy(data["y_hat"]), torch.from_numpy(data["domain"])
+    tr, held = (torch.from_numpy(i) for i in holdout_split(len(d), len(cfg.domains), cfg.holdout, cfg.seed))
+    gate = adapters_mod.DomainGate(bundle.manifest["M"], len(cfg.domains), cfg.gate_channels, cfg.gate_kernel)
+    result = pretrain_gate(gate, y[tr], d[tr], cfg, (y[held], d[held]))
+    return {"model": bundle.name, "images": len(d) // len(cfg.domains), "gate_channels": cfg.gate_channels,
+            "gate_kernel": cfg.gate_kernel, "parameters": sum(p.numel() for p in gate.parameters()), **result}
+
+
 def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
     """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last."""
     from facelink.cloud.training.identity_loss import IdentityLoss
@@ -510,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     run.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
     run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys (JSON values)")
+    gate = sub.add_parser("gate", help="pre-train a gate alone on the cached latents and print its held-out accuracy")
+    gate.add_argument("--config", help="YAML or JSON configuration (unknown keys are errors)")
+    gate.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
+    gate.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys (JSON values)")
+    gate.add_argument("--out", type=Path, help="also write the result here (JSON)")
     ins = sub.add_parser("install", help="add a run's adapters to its rate point's bundle and manifest")
     ins.add_argument("--run", required=True, type=Path, help="the IPR-trained run folder")
     ins.add_argument("--ablation", type=Path, help="the α = 0 run folder of the same rate point")
@@ -529,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
             except json.JSONDecodeError:
                 data[k] = v
         cfg = cfgmod.from_mapping(AdapterTrainConfig, data, "adapter training config")
+        if args.command == "gate":
+            if cfg.gate_epochs < 1:
+                raise cfgmod.ConfigError("facelink train-adapters gate needs gate_epochs ≥ 1")
+            result = json.dumps(gate_only(cfg, assets=args.assets), indent=2)
+            print(result)
+            if args.out:
+                args.out.write_text(result + "\n")
+            return 0
         train(cfg, Path(args.out), resume=args.resume, assets=args.assets)
     except (OSError, ValueError, cfgmod.ConfigError, registry.UnknownModelError) as e:
         print(f"facelink train-adapters: {e}", file=sys.stderr)
