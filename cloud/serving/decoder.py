@@ -15,6 +15,7 @@ import torch
 from facelink.cloud.serving import adapters as adapters_mod
 from facelink.cloud.serving import limits, variable_rate
 from facelink.cloud.serving.codec_model import build, load_synthesis
+from facelink.cloud.serving.frozen import frozen_copy
 from facelink.shared import bitstream, codec, registry
 
 # How a decoder uses a rate point's adapters: "on" (the manifest's adapters and gate), "off" (the base g_s),
@@ -57,6 +58,13 @@ class _Synthesis:
             self.g_s.to(memory_format=self.memory_format)
             if self.adapted is not None:
                 self.adapted.to(memory_format=self.memory_format)
+        # What runs the base g_s: with channels_last on a CPU and no adapters (the server's path), a frozen
+        # TorchScript copy (one call instead of one per layer; equal up to float rounding), else g_s itself.
+        self.run_g_s, self.frozen = self.g_s, False
+        if channels_last and self.adapted is None and self.vr is None and self.device.type == "cpu":
+            examples = [torch.randn((n, m["M"], h, w), generator=torch.Generator().manual_seed(n)).contiguous(
+                memory_format=self.memory_format) for n, h, w in ((2, 8, 8), (1, 5, 7))]
+            self.run_g_s, self.frozen = frozen_copy(self.g_s, examples, f"g_s of {bundle.name}")
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -75,7 +83,7 @@ class _Synthesis:
         if self.adapted is None:
             if domain is not None:
                 raise ValueError(f"domain {domain!r} asked of a decoder without adapters")
-            x = self.g_s(y)
+            x = self.run_g_s(y)
         else:
             forced = None
             if domain is not None:
@@ -97,7 +105,7 @@ class _Synthesis:
             return [self(y, None, q) for y, q in zip(y_hats, qualities)]
         y = torch.from_numpy(np.stack(y_hats)).to(self.device).contiguous(memory_format=self.memory_format)
         if self.adapted is None:
-            x, w = self.g_s(y), None
+            x, w = self.run_g_s(y), None
         else:
             x, w = self.adapted(y, None)
         images = (x.clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
