@@ -6,9 +6,11 @@ the server's own objects, CPU time (user + system of this process) per frame, me
 Stages, in the server's order: container parse; entropy decoding (rANS, and the integer hyper-synthesis that gives
 the entropy parameters), with the native rANS core and with the pure-Python one; synthesis ``g_s`` at batch 1 and
 at the server's micro-batch (default layout and channels_last); alignment (a warp to the recognizer's template);
-the recognizer at batch 1 and at the micro-batch; the gallery match (SQLite, a few identities). Torch and numpy's
-BLAS run on one thread, as the server runs them by default. What this leaves out (gRPC, protobuf, asyncio and the
-hand-offs between threads) is the server's CPU per frame (``facelink bench serve``) minus the sum of these.
+the recognizer at batch 1 and at the micro-batch; the frozen TorchScript graphs the server runs (g_s in
+channels_last, the recognizer) beside the same networks eager, layer by layer; the gallery match (SQLite, a few
+identities). Torch and numpy's BLAS run on one thread, as the server runs them by default. What this leaves out
+(gRPC, protobuf, asyncio and the hand-offs between threads) is the server's CPU per frame (``facelink bench
+serve``) minus the sum of these.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from facelink.benchmarks.serve_load import crops
     from facelink.cloud.serving.decoder import CloudDecoder
     from facelink.cloud.serving.gallery import Gallery
-    from facelink.cloud.serving.recognizers import get_recognizer
+    from facelink.cloud.serving.recognizers import MobileFaceNetRecognizer, get_recognizer
     from facelink.shared import bitstream, codec, rans
     from facelink.shared.alignment import TEMPLATE_IDS, align
 
@@ -85,12 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         for b in (1, args.batch):
             stages[f"synthesis g_s, batch {b}{layout}"] = _per_item_ms(
                 lambda c, g=synthesis: g.batch(c, [None] * len(c)), latents, b)
+        if synthesis.frozen:  # the server's frozen graph (above) against the same g_s layer by layer
+            frozen_g_s, synthesis.run_g_s = synthesis.run_g_s, synthesis.g_s
+            stages[f"synthesis g_s, batch {args.batch}{layout}, eager"] = _per_item_ms(
+                lambda c, g=synthesis: g.batch(c, [None] * len(c)), latents, args.batch)
+            synthesis.run_g_s = frozen_g_s
     images = [synthesis(y)[0][: f.height, : f.width] for y, f in zip(latents, parsed)]
     template = TEMPLATE_IDS[parsed[0].template_id]
     stages["alignment"] = _per_item_ms(lambda c: [align(im, template.points, recognizer.template) for im in c], images)
     aligned = [align(im, template.points, recognizer.template) for im in images]
+    eager = MobileFaceNetRecognizer("cpu", frozen=False)
     for b in (1, args.batch):
         stages[f"recognizer, batch {b}"] = _per_item_ms(lambda c: recognizer.embed(np.stack(c)), aligned, b)
+        stages[f"recognizer, batch {b}, eager"] = _per_item_ms(lambda c: eager.embed(np.stack(c)), aligned, b)
     embeddings = list(recognizer.embed(np.stack(aligned)))
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Gallery(str(Path(tmp) / "g.db"), recognizer.name)
