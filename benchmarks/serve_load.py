@@ -11,7 +11,7 @@ Each mode is its own server process on a fresh gallery with a few enrolled ident
 - ``before``: the server as it was before this work: ``--batching off --stream-window 1 --torch-threads 0`` (the
   per-frame path: one frame of a stream at a time, each decoded and recognised alone in the worker pool, one network
   call at a time with torch's default threads) and the pure-Python rANS decoder (``FACELINK_PURE_RANS=1`` in the
-  server's environment);
+  server's environment); its recognizer is today's (the frozen TorchScript MobileFaceNet), its synthesis eager;
 - ``after``: the defaults (micro-batches of the synthesis and the recognizer across streams, 8 frames of a stream
   in flight, one torch thread per network so that the two run on two cores at once, the native rANS decoder where
   it is built);
