@@ -44,21 +44,22 @@ def archive_names(path: Path) -> list[str]:
     import tarfile
     import tempfile
 
-    from selfextract import MARKER, read_payload
+    from selfextract import MARKER, read_shards
 
     with open(path, "rb") as f:
         packed = MARKER in f.read(1 << 16)
     if not packed:
         return pyinstaller_names(path)
     names = []
-    with tarfile.open(fileobj=io.BytesIO(read_payload(path)), mode="r:gz") as tar:
-        for member in tar.getmembers():
-            names.append(member.name.removeprefix("_internal/"))
-            if member.name == "facelink-edge":  # the folder build's launcher: its PYZ holds the Python modules
-                with tempfile.NamedTemporaryFile() as exe:
-                    exe.write(tar.extractfile(member).read())
-                    exe.flush()
-                    names += pyinstaller_names(Path(exe.name))
+    for shard in read_shards(path):
+        with tarfile.open(fileobj=io.BytesIO(shard), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                names.append(member.name.removeprefix("_internal/"))
+                if member.name == "facelink-edge":  # the folder build's launcher: its PYZ holds the Python modules
+                    with tempfile.NamedTemporaryFile() as exe:
+                        exe.write(tar.extractfile(member).read())
+                        exe.flush()
+                        names += pyinstaller_names(Path(exe.name))
     return names
 
 
