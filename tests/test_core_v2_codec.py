@@ -4,16 +4,10 @@ container version 3, and decoded bit-exactly in the cloud with the inverse gain 
 import numpy as np
 import pytest
 import torch
+from vr_support import tiny_vr_model
 
 from facelink.cloud.serving.decoder import CloudDecoder
-from facelink.cloud.serving.variable_rate import (
-    VariableRateFaceCodec,
-    apply_inverse_gain,
-    forward_vr,
-    lmbda,
-    per_sample_terms,
-)
-from facelink.cloud.training import export_v2
+from facelink.cloud.serving.variable_rate import apply_inverse_gain
 from facelink.edge.encoder import EdgeEncoder, EdgePipeline
 from facelink.edge.rate_control import BudgetError, encode_within
 from facelink.shared import bitstream, codec, registry
@@ -26,20 +20,7 @@ from facelink.shared.bitstream import BitstreamError, Frame, pack, unpack
 def vr_model(tmp_path_factory):
     """A 16/24 variable-rate model with an 8-channel analysis transform after a few training steps on random
     patches, exported to a temporary registry folder."""
-    torch.manual_seed(3)
-    model = VariableRateFaceCodec(16, 24, N_analysis=8).train()
-    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.endswith(".quantiles")], lr=1e-3)
-    for _ in range(3):
-        x = torch.rand(4, 3, 128, 128)
-        q = torch.tensor([0.0, 2.5, 5.0, 7.0])
-        bpp, mse = per_sample_terms(forward_vr(model, x, q), x)
-        loss = (bpp + lmbda(q) * 255**2 * mse).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    root = tmp_path_factory.mktemp("registry")
-    folder = export_v2.export(model, "tiny-vr", root, description="test", weights="float32")
-    return model.eval(), folder
+    return tiny_vr_model(tmp_path_factory.mktemp("registry"), description="test")
 
 
 @pytest.fixture(scope="module")

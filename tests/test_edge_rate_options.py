@@ -4,11 +4,9 @@ refused only when the highest container version it reads is below the one this e
 import json
 
 import pytest
-import torch
 from edge_support import standing_person, write_video
+from vr_support import tiny_vr_model
 
-from facelink.cloud.serving.variable_rate import VariableRateFaceCodec, forward_vr, lmbda, per_sample_terms
-from facelink.cloud.training import export_v2
 from facelink.edge import cli as edge_cli
 from facelink.shared import bitstream
 from facelink.v1 import facelink_pb2 as pb
@@ -17,19 +15,7 @@ from facelink.v1 import facelink_pb2 as pb
 @pytest.fixture(scope="module")
 def vr_model(tmp_path_factory):
     """A small variable-rate model after a few training steps on random patches, exported as a registry folder."""
-    torch.manual_seed(3)
-    model = VariableRateFaceCodec(16, 24, N_analysis=8).train()
-    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.endswith(".quantiles")], lr=1e-3)
-    for _ in range(3):
-        x = torch.rand(4, 3, 128, 128)
-        q = torch.tensor([0.0, 2.5, 5.0, 7.0])
-        bpp, mse = per_sample_terms(forward_vr(model, x, q), x)
-        loss = (bpp + lmbda(q) * 255**2 * mse).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return str(export_v2.export(model, "tiny-vr", tmp_path_factory.mktemp("registry"), weights="float32"))
+    return str(tiny_vr_model(tmp_path_factory.mktemp("registry"))[1])
 
 
 @pytest.fixture(scope="module")
