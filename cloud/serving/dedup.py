@@ -65,15 +65,38 @@ class Delivery:
     replays: int
 
 
-class DedupStore:
-    def __init__(self, path: str | Path, max_age_s: float = 7 * 86400.0, max_entries: int = 1_000_000):
+class AnswerStoreBase:
+    """What every answer store shares (this SQLite one and the PostgreSQL one in ``dedup_postgres``): the age and
+    count bounds, the schema-version check, and a prune every ``PRUNE_EVERY`` answers stored."""
+
+    def __init__(self, path: str, max_age_s: float, max_entries: int):
         if max_age_s <= 0 or max_entries < 1:
             raise DedupError(f"de-duplication bounds must be positive, got {max_age_s} s and {max_entries} entries")
-        self.path = str(path)
+        self.path = path
         self.max_age_s = max_age_s
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._puts = 0
+
+    def _check_schema(self, version: str) -> None:
+        if int(version) != SCHEMA_VERSION:
+            raise DedupError(f"{self.path}: de-duplication schema {version}, this facelink reads {SCHEMA_VERSION}")
+
+    def _stored(self) -> None:
+        """Count one answer stored; every ``PRUNE_EVERY``-th prunes the store."""
+        with self._lock:
+            self._puts += 1
+            prune = self._puts % PRUNE_EVERY == 0
+        if prune:
+            self.prune()
+
+    def prune(self) -> int:
+        raise NotImplementedError
+
+
+class DedupStore(AnswerStoreBase):
+    def __init__(self, path: str | Path, max_age_s: float = 7 * 86400.0, max_entries: int = 1_000_000):
+        super().__init__(str(path), max_age_s, max_entries)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             if self.path != ":memory:":
@@ -89,8 +112,7 @@ class DedupStore:
                 self._db.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise DedupError(f"{self.path}: not a usable de-duplication store ({e})") from e
-        if int(version) != SCHEMA_VERSION:
-            raise DedupError(f"{self.path}: de-duplication schema {version}, this facelink reads {SCHEMA_VERSION}")
+        self._check_schema(version)
         self.prune()
 
     def get(self, device_id: str, sequence: int) -> bytes | None:
@@ -119,10 +141,7 @@ class DedupStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._puts += 1
-            prune = self._puts % PRUNE_EVERY == 0
-        if prune:
-            self.prune()
+        self._stored()
         return bytes(stored)
 
     def prune(self) -> int:

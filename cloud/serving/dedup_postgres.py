@@ -9,10 +9,9 @@ by age and count. An answer is committed (autocommit) before it is sent.
 """
 from __future__ import annotations
 
-import threading
 import time
 
-from facelink.cloud.serving.dedup import PRUNE_EVERY, SCHEMA_VERSION, DedupError, Delivery
+from facelink.cloud.serving.dedup import SCHEMA_VERSION, AnswerStoreBase, DedupError, Delivery
 from facelink.cloud.serving.gallery import GalleryUnavailable
 from facelink.cloud.serving.gallery_postgres import _Pool, _psycopg, redact
 
@@ -32,16 +31,10 @@ _SCHEMA = [
 _VERSION_KEY = "dedup_schema_version"
 
 
-class PostgresDedupStore:
+class PostgresDedupStore(AnswerStoreBase):
     def __init__(self, url: str, max_age_s: float = 7 * 86400.0, max_entries: int = 1_000_000):
-        if max_age_s <= 0 or max_entries < 1:
-            raise DedupError(f"de-duplication bounds must be positive, got {max_age_s} s and {max_entries} entries")
-        self.path = redact(url)
-        self.max_age_s = max_age_s
-        self.max_entries = max_entries
+        super().__init__(redact(url), max_age_s, max_entries)
         self._pool = _Pool(url)
-        self._puts = 0
-        self._lock = threading.Lock()
         psycopg = _psycopg()
         try:
             with self._pool.connection() as conn, conn.transaction():
@@ -54,8 +47,7 @@ class PostgresDedupStore:
                                           (_VERSION_KEY,)).fetchone()
         except psycopg.Error as e:
             raise DedupError(f"{self.path}: not a usable de-duplication store ({e})") from e
-        if int(version) != SCHEMA_VERSION:
-            raise DedupError(f"{self.path}: de-duplication schema {version}, this facelink reads {SCHEMA_VERSION}")
+        self._check_schema(version)
         self.prune()
 
     def _run(self, work):
@@ -79,11 +71,7 @@ class PostgresDedupStore:
             "INSERT INTO facelink_dedup_answers(device_id, sequence, response, answered_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (device_id, sequence) DO UPDATE SET recognised = facelink_dedup_answers.recognised + 1 "
             "RETURNING response", (device_id, sequence, response, time.time())).fetchone())
-        with self._lock:
-            self._puts += 1
-            prune = self._puts % PRUNE_EVERY == 0
-        if prune:
-            self.prune()
+        self._stored()
         return bytes(stored)
 
     def prune(self) -> int:
