@@ -22,6 +22,7 @@ import numpy as np
 
 from facelink.benchmarks import bench, engine
 from facelink.benchmarks.codecs import AdaptedFacelinkCodec, get_codec
+from facelink.benchmarks.metrics import psnr
 
 FAMILY = "facelink-ipr"  # the learned family whose rate points carry the adapters (--family)
 VARIANT_KEYS = {"base": "acc_base", "adapters": "acc_adapters", "oracle": "acc_oracle", "pixel": "acc_pixel_adapters"}
@@ -67,11 +68,6 @@ def _probe_crops(suite: engine.Suite, keys: list[str], domain: str) -> dict[str,
     return out
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
-
-
 def _measures_path(args, ds: str, model: str, domain: str) -> Path:
     """Where one (data set, rate point, domain)'s decode measures are kept, keyed by what decides them: the probe
     bytes' condition and the adapters' files."""
@@ -113,8 +109,8 @@ def decode_measures(args, domain: str, trained: tuple[str, ...]) -> dict:
             p_base, p_ad, weights, hits = [], [], [], []
             for k, data in datas.items():
                 b, a = base.decode(data), adapted.decode(data)
-                p_base.append(_psnr(b.image, crops[k]))
-                p_ad.append(_psnr(a.image, crops[k]))
+                p_base.append(psnr(b.image, crops[k]))
+                p_ad.append(psnr(a.image, crops[k]))
                 w = np.array(list(a.domain_weights.values()))
                 weights.append(w)
                 if domain in trained:

@@ -184,12 +184,6 @@ def row_summary(key: tuple, entries: list[tuple[Path, dict]], codec: str, ladder
 # --------------------------------------------------------------------------------------------------------------
 # PSNR on face crops, from the cached bytes
 # --------------------------------------------------------------------------------------------------------------
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (peak 255)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
-
-
 def _source_crops(suite: engine.Suite, keys: list[str], template: str) -> dict[str, np.ndarray]:
     """The crops the face-crop protocol coded: each source's largest face aligned to ``template``."""
     from facelink.shared.alignment import TEMPLATES, align
@@ -237,7 +231,7 @@ def psnr_curves(doc: dict, codecs: dict[str, str], cache_path: Path, max_images:
             curve = []
             for q in codec.qualities:
                 decoded = codec.decode_many([datas[q][k] for k in keys])
-                values = [psnr(im, crops[k]) for im, k in zip(decoded, keys)]
+                values = [metrics.psnr(im, crops[k]) for im, k in zip(decoded, keys)]
                 nbytes = np.mean([codec.bits(datas[q][k]) / 8 for k in keys])
                 pixels = np.mean([crops[k].shape[0] * crops[k].shape[1] for k in keys])
                 curve.append({"quality": q, "bytes_per_face": float(nbytes), "bpp": float(8 * nbytes / pixels),

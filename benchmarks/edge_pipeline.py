@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelink.benchmarks.metrics import timing_stats
 from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 WIDTH, HEIGHT = 640, 480
@@ -204,12 +205,6 @@ def session_options(model: str | None, crops: list[np.ndarray], repeats: int = 3
             "encoder_default": "all/sequential (onnxruntime's defaults; edge/encoder.py)"}
 
 
-def _stats(ms: list[float]) -> dict:
-    a = np.asarray(ms, dtype=np.float64)
-    return {"median": round(float(np.median(a)), 3), "p99": round(float(np.percentile(a, 99)), 3),
-            "mean": round(float(a.mean()), 3), "n": int(a.size)}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="facelink bench edge-pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 "align_encode_entropy_median_ratio":
                 round(med["align_encode_entropy_per_face"] / med["align_torch_compress_per_face"], 3)}
 
-    cpu = {k: _stats(v) for k, v in timer.cpu.items()}
+    cpu = {k: timing_stats(v) for k, v in timer.cpu.items()}
     from facelink.cloud.training import datasets
 
     lfw = [im.path for im in datasets.lfw_train_images(args.assets)]
@@ -306,16 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         "model": enc.bundle.name, "model_id": enc.model_id, "format_version": enc.format_version,
         "rans_backend": rans.BACKEND,
         "frames": len(frames), "frame_size": f"{WIDTH}x{HEIGHT}", "faces": len(sizes),
-        "faces_per_frame": _stats(faces_per_frame), "threads": 1, "detector": "YuNet (cv2.FaceDetectorYN)",
+        "faces_per_frame": timing_stats(faces_per_frame), "threads": 1, "detector": "YuNet (cv2.FaceDetectorYN)",
         "default_detect_width": DEFAULT_DETECT_WIDTH,
         "faces_found": {"detect_per_frame": len(sizes), "detect_per_frame_at_default_width": found_at_default},
         "small_faces": small, "standing_person": standing, "analysis_session_options": options,
         "crop": "112x112 aligned (ArcFace template)",
-        "cpu_ms": cpu, "wall_ms": {k: _stats(v) for k, v in timer.wall.items()},
+        "cpu_ms": cpu, "wall_ms": {k: timing_stats(v) for k, v in timer.wall.items()},
         "edge_over_torch": {"cpu": ratios("cpu"), "wall": ratios("wall")},
         "targets_ms": TARGET_MS,
         "meets_targets_cpu": {k: bool(cpu[k]["median"] <= TARGET_MS[k]) for k in TARGET_MS},
-        "bytes_per_face": _stats(sizes),
+        "bytes_per_face": timing_stats(sizes),
         "note": "one thread throughout (onnxruntime intra-op 1, cv2.setNumThreads(1), torch.set_num_threads(1)), so "
                 "cpu_ms (the thread's CPU time, time.thread_time) is what each stage costs whatever else the machine "
                 "runs, and wall_ms what it took here; on a shared machine wall time is an upper bound. The torch "

@@ -20,6 +20,9 @@ Interpolation is monotone piecewise-cubic (PCHIP, the default) or Akima, of log(
   HEVC at CRF 23), interpolated on the codec's own Pareto curve, also as a percentage of the reference bpp.
   If the codec's lowest setting already reaches the reference, the answer is an upper bound (its lowest bpp);
   if its highest setting never reaches it, there is no parity.
+
+Also the per-image and per-call figures the benchmarks share: :func:`psnr` of two uint8 images and
+:func:`timing_stats` of a list of times.
 """
 from __future__ import annotations
 
@@ -31,6 +34,19 @@ import numpy as np
 
 METHODS = ("pchip", "akima")
 QUALITY_DECIMALS = 9
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (peak 255; identical images give 100 dB, the MSE floored at 1e-10)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def timing_stats(ms: Sequence[float]) -> dict:
+    """Median, 99th percentile and mean (3 decimals) and the count of a list of times."""
+    a = np.asarray(ms, dtype=np.float64)
+    return {"median": round(float(np.median(a)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+            "mean": round(float(a.mean()), 3), "n": int(a.size)}
 
 
 def pareto_curve(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelink.benchmarks.metrics import timing_stats
 from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 BACKENDS = ("native", "python")
@@ -56,12 +57,6 @@ def edge_crops(n: int, assets=None) -> tuple[list[np.ndarray], list[str]]:
             crops.append(np.ascontiguousarray(found[0]))
             names.append(path.name)
     return crops, names
-
-
-def _stats(ms: list[float]) -> dict:
-    a = np.asarray(ms, dtype=np.float64)
-    return {"median": round(float(np.median(a)), 3), "p99": round(float(np.percentile(a, 99)), 3),
-            "mean": round(float(a.mean()), 3), "n": int(a.size)}
 
 
 def _best_ms(fn, repeats: int):
@@ -134,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         symbols.append(sum(len(p[0]) for p in _parts(tables, syms)))
     rans.set_backend("native")
 
-    stats = {b: {s: _stats(v) for s, v in times[b].items()} for b in BACKENDS}
+    stats = {b: {s: timing_stats(v) for s, v in times[b].items()} for b in BACKENDS}
     ratios = {s: round(stats["python"][s]["median"] / stats["native"][s]["median"], 1) for s in STAGES}
     doc = {
         "command": "facelink bench rans-speed " + " ".join(argv if argv is not None else []),
@@ -150,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "backends_identical": bool(identical),
         "ms": stats,
         "median_ratio_python_over_native": ratios,
-        "hyper_synthesis_per_face_ms": _stats(hyper),
+        "hyper_synthesis_per_face_ms": timing_stats(hyper),
         "face_files": names,
     }
     emit_json(stamp(doc), args.out)
