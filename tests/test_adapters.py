@@ -114,3 +114,30 @@ def test_bad_configurations_and_files_are_clear_errors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a facelink adapters file"):
         adapters.load(tmp_path / "other.safetensors", g_s, m)
+
+
+def test_a_gate_that_pools_mean_and_std_on_normalised_latents_round_trips(tmp_path):
+    g_s, m = _g_s()
+    cfg = adapters.AdapterConfig(gate_pool="meanstd", gate_norm=True)
+    module = adapters.AdaptedSynthesis(g_s, cfg, m).eval()
+    y = _y_hat(m, 2)
+    module.gate.set_normalisation(y * 3 + 1)
+    assert torch.allclose(module.gate.in_mean, (y * 3 + 1).mean(dim=(0, 2, 3)))
+    assert module.gate.fc.in_features == 2 * cfg.gate_channels and 0 < module.params_ratio() <= 0.10
+    path = tmp_path / "adapters.safetensors"
+    adapters.save(module, path)
+    loaded = adapters.load(path, _g_s()[0], m).eval()
+    with torch.no_grad():
+        assert torch.equal(module.gate_weights(y), loaded.gate_weights(y))
+    assert adapters.read_config(path)[0] == cfg
+    with pytest.raises(ValueError, match="gate_pool"):
+        adapters.AdapterConfig(gate_pool="max")
+
+
+def test_a_file_written_before_the_gate_options_reads_with_their_defaults():
+    import json
+
+    old = {k: v for k, v in json.loads(adapters.AdapterConfig().to_json()).items() if not k.startswith("gate_p")
+           and k != "gate_norm"}
+    cfg = adapters.AdapterConfig.from_json(json.dumps(old))
+    assert cfg.gate_pool == "mean" and cfg.gate_norm is False

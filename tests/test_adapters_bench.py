@@ -131,3 +131,31 @@ def test_bench_run_refuses_an_unknown_probe_domain_or_a_symmetric_one(capsys):
     assert "unknown domain 'fog'" in capsys.readouterr().err
     assert bench.main(["run", "--probe-domain", "nir", "--settings", "symmetric", "--codecs", "jpeg"]) == 2
     assert "asymmetric" in capsys.readouterr().err
+
+
+def test_the_batched_variants_decode_as_the_cloud_decoder_does_one_by_one(adapted, face_rgb):
+    from facelink.benchmarks.adapters_bench import Variants, domain_crops
+    from facelink.cloud.evaluation.codec import LearnedCodec
+    from facelink.cloud.serving.decoder import CloudDecoder
+    from facelink.edge.encoder import FaceCropper
+    from facelink.shared.alignment import ARCFACE_112
+
+    q = str(adapted["adapted"])
+    crop = FaceCropper().crop(face_rgb)[0]
+    crops = [crop, *domain_crops({"a/x.jpg": crop}, "nir").values(), *domain_crops({"a/y.jpg": crop}, "jpeg").values()]
+    datas = [LearnedCodec(q).encode(c, ARCFACE_112) for c in crops]
+    variants = Variants(q)
+    y, frames = variants.latents(datas)
+    images, weights = variants.decode(y, frames, "nir")
+    assert set(images) == {"base", "adapters", "oracle", "pixel"} and weights.shape == (3, 4)
+    one_by_one = {"base": CloudDecoder([q], adapters="off"), "adapters": CloudDecoder([q]),
+                  "pixel": CloudDecoder([q], adapters="ablation")}
+    for i, data in enumerate(datas):
+        for v, dec in one_by_one.items():
+            got = dec.decode(data)
+            # one forward pass for the batch instead of one per container: equal up to float rounding
+            assert np.abs(images[v][i].astype(int) - got.image.astype(int)).max() <= 1, v
+            if v == "adapters":
+                assert np.allclose(weights[i], list(got.domain_weights.values()), atol=1e-5)
+        oracle = one_by_one["adapters"].decode(data, "nir").image
+        assert np.abs(images["oracle"][i].astype(int) - oracle.astype(int)).max() <= 1

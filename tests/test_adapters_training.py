@@ -179,3 +179,27 @@ def test_the_gate_command_trains_a_gate_alone_and_reports_held_out_accuracy(tmp_
     assert result["gate_channels"] == 4 and result["epochs"] == 2 and result["holdout_crops"] == 4
     assert 0.0 <= result["holdout_accuracy"] <= 1.0 and result["parameters"] > 0
     assert ta.main(["gate", "--set", "model=face-ipr-q0", "gate_epochs=0"]) == 2
+
+
+def test_whole_mode_fine_tunes_g_s_on_one_domain_and_logs_held_out_psnr(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path))
+    cfg = _cfg(images=4, holdout=0.25, mode="whole", train_domains=["nir"], lr=1e-4, alpha=0.0, eval_every=2,
+               eval_images=1)
+    path = ta.train(cfg, tmp_path / "whole")
+    assert path.name == ta.WHOLE_FILE and not (tmp_path / "whole" / ta.ADAPTERS_FILE).exists()
+    bundle = registry.load("face-ipr-q0")
+    g_s, info = ta.load_whole(path, bundle)
+    assert info["train_domains"] == ["nir"] and info["mode"] == "whole" and info["steps"] == 4
+    base = ta.base_synthesis(bundle)
+    assert any(not torch.equal(a, b) for a, b in zip(g_s.state_dict().values(), base.state_dict().values()))
+    rows = (tmp_path / "whole" / "eval.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["step", "cpu_seconds", "source", "nir", "far", "jpeg"]
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
+    with pytest.raises(ValueError, match="fine-tuned from model id"):
+        ta.load_whole(path, registry.load("face-ipr-q2"))
+    with pytest.raises(cfgmod.ConfigError, match="mode"):
+        _cfg(mode="half")
+    with pytest.raises(cfgmod.ConfigError, match="train_domains"):
+        _cfg(train_domains=["webcam"])
+    with pytest.raises(cfgmod.ConfigError, match="held-out"):
+        _cfg(eval_every=5)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 FORMAT = "facelink-adapters-v1"
 METADATA_KEY = "facelink_adapters"
+GATE_POOLS = ("mean", "meanstd")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class AdapterConfig:
     kernel: int = 1
     gate_channels: int = 16
     gate_kernel: int = 3
+    # What the gate pools over the latent's positions: "mean" of its convolution's features, or "meanstd" (their
+    # mean and standard deviation: how much each feature varies across the face, texture that a mean averages away)
+    gate_pool: str = "mean"
+    gate_norm: bool = False  # normalise ŷ per channel (statistics of the training latents, stored) before the gate
 
     def __post_init__(self):
         if len(self.domains) < 2 or len(set(self.domains)) != len(self.domains):
@@ -50,6 +55,8 @@ class AdapterConfig:
         for name in ("width", "gate_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.gate_pool not in GATE_POOLS:
+            raise ValueError(f"gate_pool must be one of {', '.join(GATE_POOLS)}, got {self.gate_pool!r}")
         for name in ("kernel", "gate_kernel"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd and ≥ 1, got {getattr(self, name)}")
@@ -91,15 +98,33 @@ class StackedAdapters(nn.Module):
 
 
 class DomainGate(nn.Module):
-    """ŷ → logits over the domains: conv → GELU → global average pooling → linear."""
+    """ŷ → logits over the domains: (per-channel normalisation →) conv → GELU → global pooling (mean, or mean and
+    standard deviation) → linear."""
 
-    def __init__(self, latent_channels: int, domains: int, channels: int, kernel: int):
+    def __init__(self, latent_channels: int, domains: int, channels: int, kernel: int, pool: str = "mean",
+                 norm: bool = False):
         super().__init__()
+        self.pool, self.norm = pool, norm
+        if norm:  # set from the training latents (set_normalisation); stored with the weights
+            self.register_buffer("in_mean", torch.zeros(latent_channels))
+            self.register_buffer("in_std", torch.ones(latent_channels))
         self.conv = nn.Conv2d(latent_channels, channels, kernel, padding=kernel // 2)
-        self.fc = nn.Linear(channels, domains)
+        self.fc = nn.Linear(channels * (2 if pool == "meanstd" else 1), domains)
+
+    def set_normalisation(self, y_hat: torch.Tensor) -> None:
+        """Per-channel mean and standard deviation of training latents (N×M×H×W) as the gate's input scale."""
+        if self.norm:
+            self.in_mean.copy_(y_hat.mean(dim=(0, 2, 3)))
+            self.in_std.copy_(y_hat.std(dim=(0, 2, 3)).clamp_min(1e-3))
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.gelu(self.conv(y_hat)).mean(dim=(2, 3)))
+        if self.norm:
+            y_hat = (y_hat - self.in_mean[:, None, None]) / self.in_std[:, None, None]
+        f = F.gelu(self.conv(y_hat))
+        pooled = f.mean(dim=(2, 3))
+        if self.pool == "meanstd":
+            pooled = torch.cat([pooled, f.std(dim=(2, 3), unbiased=False)], dim=1)
+        return self.fc(pooled)
 
 
 class AdaptedSynthesis(nn.Module):
@@ -112,7 +137,8 @@ class AdaptedSynthesis(nn.Module):
         self.adapters = nn.ModuleDict({
             str(s): StackedAdapters(_stage_channels(g_s, s), len(config.domains), config.width, config.kernel)
             for s in config.sites})
-        self.gate = DomainGate(latent_channels, len(config.domains), config.gate_channels, config.gate_kernel)
+        self.gate = DomainGate(latent_channels, len(config.domains), config.gate_channels, config.gate_kernel,
+                               config.gate_pool, config.gate_norm)
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -59,6 +59,8 @@ class AdapterTrainConfig:
     kernel: int = 1  # adapter up-convolution kernel
     gate_channels: int = 16
     gate_kernel: int = 3
+    gate_pool: str = "mean"  # "mean" or "meanstd" (the gate also pools its features' standard deviation)
+    gate_norm: bool = False  # normalise ŷ per channel (the training latents' statistics) before the gate
     lmbda: float | None = None  # weight of the distortion; None: the rate point's training λ
     alpha: float | None = None  # weight of D_identity; None: the rate point's training α (0: pixel-loss ablation)
     gamma: float = 0.1  # weight of the gate's cross-entropy on the domain label
@@ -78,6 +80,10 @@ class AdapterTrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     threads: int = 1
+    mode: str = "adapters"  # "adapters": train adapters (+ gate); "whole": fine-tune the whole g_s (the upper bound)
+    train_domains: list[str] = field(default_factory=list)  # train on these domains' crops only; empty: all
+    eval_every: int = 0  # every this many steps, held-out PSNR per domain into eval.csv (needs holdout > 0); 0: never
+    eval_images: int = 100  # held-out images that eval.csv measures on (each in every domain)
 
     def __post_init__(self):
         if not self.domains or self.domains[0] != "source":
@@ -101,6 +107,15 @@ class AdapterTrainConfig:
             raise cfgmod.ConfigError("gate_epochs must be ≥ 0, gate_batch_size ≥ 1 and gate_lr a finite number > 0")
         if not 0.0 <= self.holdout < 1.0:
             raise cfgmod.ConfigError(f"holdout must lie in [0, 1), got {self.holdout}")
+        if self.mode not in ("adapters", "whole"):
+            raise cfgmod.ConfigError(f"mode must be adapters or whole, got {self.mode!r}")
+        for d in self.train_domains:
+            if d not in self.domains:
+                raise cfgmod.ConfigError(f"train_domains: {d!r} is none of the domains {self.domains}")
+        if self.eval_every < 0 or self.eval_images < 1:
+            raise cfgmod.ConfigError("eval_every must be ≥ 0 and eval_images ≥ 1")
+        if self.eval_every and not self.holdout:
+            raise cfgmod.ConfigError("eval_every measures on held-out images: set holdout > 0")
         if self.freeze_gate and self.gate_epochs == 0:
             raise cfgmod.ConfigError("freeze_gate keeps a pre-trained gate: set gate_epochs > 0")
         try:
@@ -110,8 +125,8 @@ class AdapterTrainConfig:
 
     def adapter_config(self) -> adapters_mod.AdapterConfig:
         return adapters_mod.AdapterConfig(
-            tuple(self.domains), tuple(self.sites), self.width, self.kernel, self.gate_channels, self.gate_kernel
-        )
+            tuple(self.domains), tuple(self.sites), self.width, self.kernel, self.gate_channels, self.gate_kernel,
+            self.gate_pool, self.gate_norm)
 
 
 def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple[float, float]:
@@ -256,6 +271,7 @@ def pretrain_gate(gate: torch.nn.Module, y: torch.Tensor, d: torch.Tensor, cfg: 
     frozen = [p for p in gate.parameters() if not p.requires_grad]  # a gate frozen for the adapters' training
     for p in frozen:
         p.requires_grad_(True)
+    gate.set_normalisation(y)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     batches = math.ceil(len(d) / cfg.gate_batch_size)
     opt = torch.optim.AdamW(gate.parameters(), lr=cfg.gate_lr, weight_decay=1e-4)
@@ -288,6 +304,15 @@ def pretrain_gate(gate: torch.nn.Module, y: torch.Tensor, d: torch.Tensor, cfg: 
     return result
 
 
+def domain_psnr(fn, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor, names) -> dict[str, float]:
+    """Mean PSNR per domain of the decoder ``fn`` (ŷ → image) against the coded crops ``x`` (uint8, N×3×H×W)."""
+    h, w = x.shape[2:]
+    mse = _batched(lambda xx, yy: ((fn(yy)[:, :, :h, :w].clamp(0, 1) - xx.float() / 255.0) ** 2).mean(dim=(1, 2, 3)),
+                   x, y)
+    p = -10 * torch.log10(mse.clamp_min(1e-10))
+    return {n: float(p[d == i].mean()) for i, n in enumerate(names) if bool((d == i).any())}
+
+
 def evaluate_holdout(module: adapters_mod.AdaptedSynthesis, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor
                      ) -> dict:
     """On held-out crops: the gate's accuracy and confusion, and per domain the mean PSNR of the base decoder and of
@@ -317,14 +342,17 @@ def gate_only(cfg: AdapterTrainConfig, assets=None) -> dict:
     data = coded_latents(cfg, bundle, assets)
     y, d = torch.from_numpy(data["y_hat"]), torch.from_numpy(data["domain"])
     tr, held = (torch.from_numpy(i) for i in holdout_split(len(d), len(cfg.domains), cfg.holdout, cfg.seed))
-    gate = adapters_mod.DomainGate(bundle.manifest["M"], len(cfg.domains), cfg.gate_channels, cfg.gate_kernel)
+    gate = adapters_mod.AdaptedSynthesis(base_synthesis(bundle), cfg.adapter_config(), bundle.manifest["M"]).gate
     result = pretrain_gate(gate, y[tr], d[tr], cfg, (y[held], d[held]))
     return {"model": bundle.name, "images": len(d) // len(cfg.domains), "gate_channels": cfg.gate_channels,
-            "gate_kernel": cfg.gate_kernel, "parameters": sum(p.numel() for p in gate.parameters()), **result}
+            "gate_kernel": cfg.gate_kernel, "gate_pool": cfg.gate_pool, "gate_norm": cfg.gate_norm,
+            "parameters": sum(p.numel() for p in gate.parameters()), **result}
 
 
 def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
-    """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last."""
+    """Train adapters and gate into ``out`` (checkpoint.pt, log.csv, adapters.safetensors); returns the last. With
+    ``mode: whole`` the whole g_s is fine-tuned instead (no adapters, no gate) into synthesis.safetensors: the costly
+    upper bound that adapters are measured against."""
     from facelink.cloud.training.identity_loss import IdentityLoss
     from facelink.shared.alignment import ARCFACE_112, similarity_transform
 
@@ -334,9 +362,15 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     bundle = registry.load(cfg.model)
     lmbda, alpha = loss_weights(cfg, bundle)
     module = adapters_mod.AdaptedSynthesis(base_synthesis(bundle), cfg.adapter_config(), bundle.manifest["M"])
-    if cfg.freeze_gate:
-        module.gate.requires_grad_(False)
-    params = [p for n, p in module.named_parameters() if not n.startswith("g_s.") and p.requires_grad]
+    whole = cfg.mode == "whole"
+    if whole:  # the g_s itself learns; the (zero-initialised) adapters and the gate stay unused
+        module.requires_grad_(False)
+        module.g_s.requires_grad_(True)
+        params = list(module.g_s.parameters())
+    else:
+        if cfg.freeze_gate:
+            module.gate.requires_grad_(False)
+        params = [p for n, p in module.named_parameters() if not n.startswith("g_s.") and p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     step, cpu_before = 0, 0.0
     ckpt = out / "checkpoint.pt"
@@ -345,6 +379,8 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         if state["config"] != cfgmod.to_dict(cfg):
             raise cfgmod.ConfigError(f"{ckpt} was made with another configuration; resume with the same one")
         module.load_state_dict(state["module"], strict=False)
+        if whole:
+            module.g_s.load_state_dict(state["g_s"])
         opt.load_state_dict(state["opt"])
         step, cpu_before = state["step"], state["cpu_seconds"]
         print(f"resumed from {ckpt} at step {step}")
@@ -355,7 +391,12 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     d_all = torch.from_numpy(data["domain"])
     train_idx, held_idx = (torch.from_numpy(i) for i in holdout_split(len(d_all), len(cfg.domains), cfg.holdout,
                                                                        cfg.seed))
-    if step == 0 and cfg.gate_epochs > 0:
+    if cfg.train_domains:
+        keep = torch.tensor([cfg.domains.index(n) for n in cfg.train_domains])
+        train_idx = train_idx[torch.isin(d_all[train_idx], keep)]
+    if step == 0 and not whole:
+        module.gate.set_normalisation(y_all[train_idx])  # a no-op unless gate_norm
+    if step == 0 and cfg.gate_epochs > 0 and not whole:
         gate_result = pretrain_gate(module.gate, y_all[train_idx], d_all[train_idx], cfg,
                                     (y_all[held_idx], d_all[held_idx]))
         (out / "gate.json").write_text(json.dumps(gate_result, indent=2) + "\n")
@@ -368,14 +409,33 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     for _ in range(step):  # a resumed run draws the batches the first run would have drawn next
         torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)
     log, writer = open_log(out / "log.csv", step, LOG_COLUMNS)
+    evaluate = None
+    if cfg.eval_every:  # held-out PSNR per domain over the steps (how far more steps go)
+        ev = held_idx[: cfg.eval_images * len(cfg.domains)]
+        ev_x, ev_y, ev_d = x_all[ev], y_all[ev], d_all[ev]
+        ev_log, ev_writer = open_log(out / "eval.csv", step, ["step", "cpu_seconds", *cfg.domains])
+
+        def evaluate(cpu_seconds: float, fn=None) -> None:
+            module.eval()
+            fn = fn or ((lambda yy: module.g_s(yy)) if whole else (lambda yy: module(yy)[0]))
+            p = domain_psnr(fn, ev_x, ev_y, ev_d, cfg.domains)
+            ev_writer.writerow([step, f"{cpu_seconds:.1f}", *(f"{p[n]:.3f}" for n in cfg.domains)])
+            ev_log.flush()
+            print(f"eval step {step}: PSNR " + ", ".join(f"{n} {p[n]:.2f}" for n in cfg.domains), flush=True)
+            module.train()
+            module.g_s.train(whole)
+
+        if step == 0:
+            evaluate(0.0)
     t0, c0 = time.time(), time.process_time()
     module.train()
-    module.g_s.eval()
+    module.g_s.train(whole)
     print(
         f"{bundle.name}: λ {lmbda}, α {alpha}, γ {cfg.gamma}; {len(d_all)} coded crops "
         f"({len(d_all) // len(cfg.domains)} images × {len(cfg.domains)} domains, {len(held_idx)} held out); "
-        f"adapters + gate "
-        f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s"
+        + ("whole g_s fine-tuned" if whole else f"adapters + gate "
+           f"{module.extra_parameters()} parameters = {100 * module.params_ratio():.2f} % of g_s")
+        + (f"; training on {', '.join(cfg.train_domains)} only" if cfg.train_domains else "")
     )
     while step < cfg.steps:
         lr = cfg.lr if step < cfg.lr_drop_at * cfg.steps else cfg.lr / 10
@@ -385,11 +445,14 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         x = x_all[idx].float() / 255.0
         y, d = y_all[idx], d_all[idx]
         logits = module.gate(y)
-        if step < cfg.teacher_forcing * cfg.steps:
-            weights = F.one_hot(d, len(cfg.domains)).float()
+        if whole:
+            x_hat = module.g_s(y)[:, :, :h, :w]
         else:
-            weights = torch.softmax(logits, dim=1)
-        x_hat = module(y, weights)[0][:, :, :h, :w]
+            if step < cfg.teacher_forcing * cfg.steps:
+                weights = F.one_hot(d, len(cfg.domains)).float()
+            else:
+                weights = torch.softmax(logits, dim=1)
+            x_hat = module(y, weights)[0][:, :, :h, :w]
         mse = torch.mean((x_hat - x) ** 2)
         distortion = 255**2 * mse
         ident = float("nan")
@@ -399,7 +462,7 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
             distortion = distortion + alpha * d_id
             ident = d_id.item()
         ce = F.cross_entropy(logits, d)
-        loss = lmbda * distortion + (0.0 if cfg.freeze_gate else cfg.gamma) * ce
+        loss = lmbda * distortion + (0.0 if cfg.freeze_gate or whole else cfg.gamma) * ce
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -425,6 +488,8 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
                 f"step {step}/{cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} id {ident:.4f} ce {ce.item():.3f}",
                 flush=True,
             )
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            evaluate(cpu_before + time.process_time() - c0)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.flush()
             tmp = out / "checkpoint.pt.tmp"
@@ -435,11 +500,14 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
                     "step": step,
                     "cpu_seconds": cpu_before + time.process_time() - c0,
                     "config": cfgmod.to_dict(cfg),
+                    **({"g_s": module.g_s.state_dict()} if whole else {}),
                 },
                 tmp,
             )
             tmp.replace(ckpt)
     log.close()
+    if evaluate is not None:
+        ev_log.close()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     info = {
         "model": bundle.name,
@@ -453,6 +521,10 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         "unseen_domain": domains_mod.UNSEEN,
         "config": cfgmod.to_dict(cfg),
     }
+    if cfg.train_domains:
+        info["train_domains"] = list(cfg.train_domains)
+    if whole:
+        return save_whole(module.g_s, out / WHOLE_FILE, {**info, "mode": "whole"})
     if len(held_idx):
         held = evaluate_holdout(module, x_all[held_idx], y_all[held_idx], d_all[held_idx])
         (out / "holdout.json").write_text(json.dumps(held, indent=2) + "\n")
@@ -471,6 +543,37 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
 # Install into a rate point's bundle
 # ----------------------------------------------------------------------------------------------------------------
 ADAPTERS_FILE = "adapters.safetensors"
+WHOLE_FILE = "synthesis.safetensors"  # a whole-g_s fine-tune (mode: whole)
+WHOLE_KEY = "facelink_whole_g_s"
+
+
+def save_whole(g_s: torch.nn.Module, path: Path, info: dict) -> Path:
+    """A fine-tuned g_s (float32) with its provenance in the metadata (``facelink_whole_g_s``)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().float().contiguous() for k, v in g_s.state_dict().items()}, str(tmp),
+              metadata={WHOLE_KEY: json.dumps(info, sort_keys=True)})
+    tmp.replace(path)
+    print(f"wrote {path} ({info['cpu_seconds'] / 60:.1f} CPU minutes)")
+    return path
+
+
+def load_whole(path: Path, bundle: registry.ModelBundle) -> tuple[torch.nn.Sequential, dict]:
+    """A whole-g_s fine-tune of ``bundle`` (strict: its model id and every tensor must fit) and its provenance."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if WHOLE_KEY not in meta:
+        raise ValueError(f"{path}: not a whole-g_s fine-tune (no {WHOLE_KEY} metadata)")
+    info = json.loads(meta[WHOLE_KEY])
+    if info["model_id"] != bundle.model_id:
+        raise ValueError(f"{path} was fine-tuned from model id {info['model_id']}, not {bundle.name}'s")
+    g_s = base_synthesis(bundle)
+    g_s.load_state_dict(load_file(str(path)))
+    return g_s, info
 ABLATION_FILE = "adapters-pixel.safetensors"
 
 
