@@ -45,6 +45,7 @@ from facelink.cloud.serving.variable_rate import (
     lmbda,
     per_sample_terms,
 )
+from facelink.cloud.training.core_v2_step import fast_recognizer, training_step, tune_allocator
 from facelink.cloud.training.train import open_log
 from facelink.shared import config as cfgmod
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES
@@ -94,6 +95,7 @@ class CoreV2Config:
     datasets: list[str] = field(default_factory=lambda: ["lfw-train", "celeba-train"])
     validation_images: int = 16  # held out of the training images, never trained on
     max_images: int = 0  # train on this many images only (seeded choice); 0 = all. For smoke runs.
+    fast_step: bool = True  # cheaper steps on a CPU, same loss (core_v2_step); false: the reference step
 
     def __post_init__(self):
         from facelink.cloud.training.identity_loss import DIFFERENTIABLE_RECOGNIZERS
@@ -418,6 +420,24 @@ def _lock_run(run_dir: Path):
     return fh
 
 
+def _catch_sigterm(flag: list):
+    """Make SIGTERM append to ``flag`` (the loop then checkpoints and returns) instead of killing the process
+    mid-step; returns the previous handler, or None where signals cannot be handled (not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum))
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | None = None,
           until_step: int | None = None, device: str | None = None, pack: Path | None = None) -> int:
     """Train (or continue) the run up to the end of the ladder, ``until_step`` or ``max_minutes``; returns the step
@@ -483,6 +503,9 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     elif step:
         torch.manual_seed(cfg.seed + step)
     identity = IdentityLoss(cfg.recognizer, dev)
+    if cfg.fast_step:  # the same loss and data, cheaper on a CPU (facelink.cloud.training.core_v2_step)
+        identity.recognizer = fast_recognizer(identity.recognizer)
+        print(f"fast step: folded recognizer, allocator {'tuned' if tune_allocator() else 'as it was'}", flush=True)
     val_batch = sampler.validation if pack is not None else validation_batch(cfg, val_files)
     val_batch = (val_batch[0].to(dev), val_batch[1], val_batch[2])
     log, writer = open_log(run_dir / "log.csv", step, LOG_COLUMNS)
@@ -517,50 +540,38 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     last_ckpt = time.time()
     recent: list[tuple[float, float, float]] = []
     bar = tqdm(total=stop_at, initial=step, desc=cfg.run_name, unit="step", mininterval=30, file=sys.stdout)
-    while step < stop_at:
-        t_step = time.time()
-        stage = cfg.stage_at(step)
-        sampler.face_crop_fraction = stage.face_crop_fraction
-        for g in opt.param_groups:
-            g["lr"] = stage.lr
-        x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
-        x = x.to(dev)
-        q = sample_qualities(qrng, len(x), stage, cfg.continuous_share).to(dev)
-        lam = lmbda(q)
-        out = forward_vr(model, x, q, sizes)
-        bpp, mse = per_sample_terms(out, x, sizes)
-        loss = (bpp + lam * 255**2 * mse).mean()
-        ident = float("nan")
-        weights = faces * lam.cpu().numpy()
-        with torch.set_grad_enabled(stage.alpha > 0):
-            d_id, per_sample = identity(x, out["x_hat"], mats, weights)
-        if stage.alpha > 0:
-            loss = loss + stage.alpha * d_id
-        valid = per_sample[~torch.isnan(per_sample)]
-        if len(valid):
-            ident = valid.mean().item()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        aux = model.aux_loss()
-        aux_opt.zero_grad()
-        aux.backward()
-        aux_opt.step()
-        step += 1
-        wall += time.time() - t_step
-        psnr = float((-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean())
-        recent = (recent + [(loss.item(), bpp.mean().item(), psnr)])[-200:]
-        writer.writerow([step, stage.name, f"{loss.item():.5f}", f"{bpp.mean().item():.5f}", f"{psnr:.3f}",
-                         f"{ident:.5f}", f"{q.mean().item():.3f}", stage.lr, f"{wall:.1f}"])
-        bar.update(1)
-        out_of_time = max_minutes is not None and time.time() - started >= max_minutes * 60
-        if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60 or step == stop_at or out_of_time:
-            checkpoint(report(recent))
-            last_ckpt = time.time()
-            if out_of_time:
-                print(f"stopping after {max_minutes} minutes at step {step}", flush=True)
-                break
+    terminated: list[int] = []  # SIGTERM: checkpoint after the step in progress, then return
+    previous = _catch_sigterm(terminated)
+    try:
+        while step < stop_at:
+            t_step = time.time()
+            stage = cfg.stage_at(step)
+            sampler.face_crop_fraction = stage.face_crop_fraction
+            for g in opt.param_groups:
+                g["lr"] = stage.lr
+            x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
+            x = x.to(dev)
+            q = sample_qualities(qrng, len(x), stage, cfg.continuous_share).to(dev)
+            res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha)
+            loss, bpp, mse, ident = res["loss"], res["bpp"], res["mse"], res["identity"]
+            step += 1
+            wall += time.time() - t_step
+            psnr = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+            recent = (recent + [(loss.item(), bpp.mean().item(), psnr)])[-200:]
+            writer.writerow([step, stage.name, f"{loss.item():.5f}", f"{bpp.mean().item():.5f}", f"{psnr:.3f}",
+                             f"{ident:.5f}", f"{q.mean().item():.3f}", stage.lr, f"{wall:.1f}"])
+            bar.update(1)
+            out_of_time = max_minutes is not None and time.time() - started >= max_minutes * 60
+            stop = out_of_time or bool(terminated)
+            if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60 or step == stop_at or stop:
+                checkpoint(report(recent))
+                last_ckpt = time.time()
+                if stop:
+                    print(f"stopping at step {step}: " + ("SIGTERM" if terminated else
+                                                          f"after {max_minutes} minutes"), flush=True)
+                    break
+    finally:
+        _restore_sigterm(previous)
     bar.close()
     log.close()
     return step
