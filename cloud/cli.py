@@ -189,12 +189,12 @@ class _VersionAction(argparse.Action):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:  # straight to the command: the table's parser only answers help and errors
+        return int(_load(COMMANDS[argv[0]][0])(argv[1:]) or 0)
     ap = _table_parser("facelink", "facelink's cloud side: the recognition server, its gallery, codec training and "
                                    "export, benchmarks and the demo. The camera side is facelink-edge.", COMMANDS)
     ap.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    if not argv or argv[0] not in COMMANDS:
-        return _help_or_error(ap, argv)
-    return int(_load(COMMANDS[argv[0]][0])(argv[1:]) or 0)
+    return _help_or_error(ap, argv)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,19 @@ def test_the_port_is_checked_before_anything_loads():
              "print(sorted(m for m in ('torch', 'numpy', 'cv2', 'grpc') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+    # a port in use is refused before the configuration's schema, logging or the settings load
+    heavy = ("torch", "numpy", "grpc", "logging", "dataclasses", "facelink.shared.config",
+             "facelink.cloud.serving.settings")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe = ("import sys; from facelink.cloud import cli; "
+                 f"rc = cli.main(['serve', '--port', '{taken.getsockname()[1]}']); "
+                 f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2 []" and "the port is in use" in out.stderr
+    with pytest.raises(ServeRefused, match="0 to 65535"):
+        check_port_free("127.0.0.1", 99999)  # the resolver would take it modulo 65536
 
 
 @pytest.mark.parametrize("host, extra, ok", [

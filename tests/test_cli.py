@@ -119,3 +119,39 @@ def test_edge_codes_a_smaller_crop_template_that_the_cloud_reads(tmp_path, demo_
 
     with pytest.raises(ValueError, match="unknown crop template 'dlib-150'"):
         EdgePipeline(crop_template="dlib-150")
+
+
+def test_every_serve_option_sets_the_config_field_of_its_name(tmp_path):
+    """facelink serve's options map onto ServerConfig by name (no hand-kept list to drift): every option is a field
+    or one of the command's own; each given option reaches the configuration, and an option not given leaves the
+    config file's value (a flag's absence is not False)."""
+    import dataclasses
+
+    from facelink.cloud.serving import serve_command
+    from facelink.cloud.serving.settings import ServerConfig
+
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    parser = serve_command.build_parser()
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    assert dests - fields == set(serve_command.COMMAND_OPTIONS)
+    argv = ["--host", "::1", "--port", "7", "--gallery", "g.db", "--recognizer", "r", "--model", "a", "--model", "b",
+            "--threshold", "0.5", "--max-frame-bytes", "1000", "--max-pixels", "4096", "--max-image-pixels", "9",
+            "--max-message-bytes", "99999", "--max-streams", "3", "--stream-window", "2", "--workers", "5",
+            "--torch-threads", "0", "--device", "cpu", "--batching", "off", "--batch-max", "4",
+            "--batch-wait-ms", "1.5", "--no-adapters", "--auth-tokens", "t", "--tls-cert", "c", "--tls-key", "k",
+            "--client-ca", "ca", "--insecure", "--metrics-port", "0", "--metrics-host", "::1",
+            "--shutdown-grace-s", "2.5"]
+    cfg = serve_command.config_from_args(parser.parse_args(argv))
+    given = {a.dest for a in parser._actions if a.option_strings and any(o in argv for o in a.option_strings)}
+    assert given >= dests - {"config", "ready_file", "verbose", "help"}, "an option left out of this test"
+    assert dataclasses.asdict(cfg) == {**dataclasses.asdict(ServerConfig()), **dict(
+        host="::1", port=7, gallery="g.db", recognizer="r", models=["a", "b"], threshold=0.5, max_frame_bytes=1000,
+        max_pixels=4096, max_image_pixels=9, max_message_bytes=99999, max_streams=3, stream_window=2, workers=5,
+        torch_threads=0, device="cpu", batching=False, batch_max=4, batch_wait_ms=1.5, adapters=False,
+        auth_tokens="t", tls_cert="c", tls_key="k", client_ca="ca", insecure=True, metrics_port=0,
+        metrics_host="::1", shutdown_grace_s=2.5)}
+    assert serve_command.config_from_args(parser.parse_args([])) == ServerConfig()
+    conf = tmp_path / "server.yaml"
+    conf.write_text("insecure: true\nbatching: false\nport: 9\n")
+    cfg = serve_command.config_from_args(parser.parse_args(["--config", str(conf), "--port", "8"]))
+    assert (cfg.insecure, cfg.batching, cfg.port) == (True, False, 8)

@@ -1,23 +1,21 @@
-"""``facelink serve``: the server's command line. Options are read and checked (exposure, the port) before torch
-and the models load, so a refusal is answered in a fraction of a second; then :func:`facelink.cloud.serving.server.run`
-serves until SIGTERM or SIGINT.
+"""``facelink serve``: the server's command line. The port is checked first, with nothing but the standard library's
+socket loaded (:mod:`.port_check`), then the options are read into the configuration's schema and the exposure
+checked, all before torch and the models load, so a refusal is answered in a fraction of a second; then
+:func:`facelink.cloud.serving.server.run` serves until SIGTERM or SIGINT.
+
+Every option whose destination is a :class:`~facelink.cloud.serving.settings.ServerConfig` field sets that field
+(:func:`config_from_args`); the others (``--config``, ``--ready-file``, ``--verbose``) are the command's own.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from facelink.cloud.serving.settings import ServerConfig, ServeRefused, check_exposure, check_port_free
-from facelink.shared import config as cfgmod
-
-_FLAGS = ("host", "port", "gallery", "recognizer", "models", "threshold", "max_frame_bytes", "max_pixels",
-          "max_image_pixels", "max_message_bytes", "max_streams", "stream_window", "workers", "torch_threads", "device",
-          "batch_max", "batch_wait_ms", "auth_tokens", "tls_cert", "tls_key", "client_ca", "metrics_port",
-          "metrics_host", "shutdown_grace_s")
+# Options that set no ServerConfig field of their name: the command's own, and --no-adapters, which sets adapters
+COMMAND_OPTIONS = ("config", "ready_file", "verbose", "no_adapters")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="facelink serve", description="Run the facelink cloud server (gRPC).")
     ap.add_argument("--config", help="YAML/JSON server configuration (unknown keys are errors)")
     ap.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs TLS and tokens, or "
@@ -39,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default 1: the synthesis and the "
                     "recognizer each on one core, at once; 0: torch's default, one network call at a time)")
     ap.add_argument("--device", help="torch device for the synthesis and the recognizer (default: cuda if present)")
-    ap.add_argument("--batching", choices=("on", "off"), help="micro-batches across streams (off: per frame)")
+    ap.add_argument("--batching", type=_on_off, metavar="{on,off}", help="micro-batches across streams (off: per "
+                    "frame)")
     ap.add_argument("--batch-max", type=int, help="frames per micro-batch at most (default 8)")
     ap.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more frames (default 2)")
     ap.add_argument("--no-adapters", action="store_true",
@@ -48,34 +47,67 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tls-cert", help="PEM certificate chain")
     ap.add_argument("--tls-key", help="PEM private key")
     ap.add_argument("--client-ca", help="PEM CA: require client certificates signed by it (mutual TLS)")
-    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback address without TLS or tokens")
+    ap.add_argument("--insecure", action="store_true", default=None,
+                    help="allow a non-loopback address without TLS or tokens")
     ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
     ap.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
     ap.add_argument("--shutdown-grace-s", type=float, help="seconds to answer frames in flight after SIGTERM")
-    ap.add_argument("--ready-file", type=Path, help="written once the server is serving: JSON with the port")
+    ap.add_argument("--ready-file", help="written once the server is serving: JSON with the port")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every call (INFO) on stderr")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~facelink.cloud.serving.settings.ServerConfig` of the options: ``--config``'s file, then every
+    option given whose destination names a field (``--no-adapters``: adapters false); raises ConfigError."""
+    import dataclasses
+
+    from facelink.cloud.serving.settings import ServerConfig
+    from facelink.shared import config as cfgmod
+
+    data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
+    for field in dataclasses.fields(ServerConfig):
+        if getattr(args, field.name, None) is not None:
+            data[field.name] = getattr(args, field.name)
+    if args.no_adapters:
+        data["adapters"] = False
+    return cfgmod.from_mapping(ServerConfig, data, "server config")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from facelink.cloud.serving.port_check import DEFAULT_HOST, DEFAULT_PORT, ServeRefused, check_port_free
+
+    if not args.config:  # host and port are known from the options: a port in use is refused before anything loads
+        try:
+            check_port_free(DEFAULT_HOST if args.host is None else args.host,
+                            DEFAULT_PORT if args.port is None else args.port)
+        except ServeRefused as e:
+            print(f"facelink serve: {e}", file=sys.stderr)
+            return 2
     import logging
+
+    from facelink.cloud.serving.settings import check_exposure
+    from facelink.shared import config as cfgmod
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        data = cfgmod.to_dict(cfgmod.load(ServerConfig, args.config)) if args.config else {}
-        for key in _FLAGS:
-            if getattr(args, key) is not None:
-                data[key] = getattr(args, key)
-        if args.no_adapters:
-            data["adapters"] = False
-        if args.insecure:
-            data["insecure"] = True
-        if args.batching is not None:
-            data["batching"] = args.batching == "on"
-        cfg = cfgmod.from_mapping(ServerConfig, data, "server config")
+        cfg = config_from_args(args)
         check_exposure(cfg)
-        check_port_free(cfg.host, cfg.port)  # before torch and the models load: a port in use is refused at once
+        if args.config:  # the file may set host and port: checked now, still before torch and the models load
+            check_port_free(cfg.host, cfg.port)
     except (OSError, cfgmod.ConfigError, ServeRefused) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
         return 2
+    from pathlib import Path
+
     from facelink.cloud.serving import auth as authmod
     from facelink.cloud.serving.dedup import DedupError
     from facelink.cloud.serving.gallery import GalleryError, GalleryUnavailable
@@ -83,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from facelink.shared import registry
 
     try:
-        run(cfg, args.ready_file)
+        run(cfg, Path(args.ready_file) if args.ready_file else None)
     except (registry.UnknownModelError, GalleryError, DedupError, ServeRefused, authmod.TokenFileError) as e:
         print(f"facelink serve: {e}", file=sys.stderr)
         return 2

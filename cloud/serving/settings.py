@@ -1,15 +1,20 @@
-"""The server's configuration and the checks made before anything heavy loads: ``facelink serve`` reads its
-options into a :class:`ServerConfig`, refuses an unsafe exposure and a port in use (:func:`check_port_free`) in a
-fraction of a second, and only then imports torch and loads the models (:mod:`.server`).
+"""The server's configuration and the checks made before anything heavy loads: ``facelink serve`` refuses a port in
+use first (:mod:`.port_check`), then reads its options into a :class:`ServerConfig` and refuses an unsafe exposure, in
+a fraction of a second, and only then imports torch and loads the models (:mod:`.server`).
 
 Imports here stay light (no numpy, torch, OpenCV or gRPC).
 """
 from __future__ import annotations
 
-import errno
 import ipaddress
-import socket
 from dataclasses import dataclass
+
+from facelink.cloud.serving.port_check import (  # noqa: F401 (ServeRefused, check_port_free: imported from here too)
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ServeRefused,
+    check_port_free,
+)
 
 MAX_LABEL = 256  # characters of a request id, a frame's source or an enrolment's source_name
 
@@ -23,8 +28,8 @@ DEFAULT_THRESHOLD = 0.277
 
 @dataclass
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     gallery: str = "facelink-gallery.db"
     recognizer: str = "mobilefacenet"
     models: list[str] | None = None  # default: every model in the registry
@@ -78,10 +83,6 @@ class ServerConfig:
     health_interval_s: float = 5.0
 
 
-class ServeRefused(RuntimeError):
-    """The configuration would expose the server unsafely, or its port cannot be bound; the message says why."""
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -108,26 +109,3 @@ def check_exposure(cfg: ServerConfig) -> list[str]:
         raise ServeRefused(f"{cfg.host} is not a loopback address: serving on it needs {' and '.join(missing)}, or "
                            "--insecure to serve without them")
     return [f"serving {cfg.host} without {' and '.join(missing)} (--insecure)"] if missing else []
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Refuse (:class:`ServeRefused`) at once when ``host:port`` cannot be bound: another process listens there (a
-    server never shares its port) or the address is not this machine's. Port 0 (any free port) always passes. The
-    server's own bind checks again; this one only answers before the models load."""
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise ServeRefused(f"cannot bind {host}:{port}: {e.strerror}") from None
-    for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
-            try:
-                probe.bind(address)
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    raise ServeRefused(f"cannot bind {host}:{port}: the port is in use (facelink never shares a "
-                                       "port)") from None
-                if len(infos) == 1:  # one address, and not this machine's (a name with several: gRPC binds any)
-                    raise ServeRefused(f"cannot bind {host}:{port}: {e.strerror}") from None
