@@ -132,12 +132,16 @@ def test_a_gate_that_pools_mean_and_std_on_normalised_latents_round_trips(tmp_pa
     assert adapters.read_config(path)[0] == cfg
     with pytest.raises(ValueError, match="gate_pool"):
         adapters.AdapterConfig(gate_pool="max")
+    stats = adapters.AdaptedSynthesis(g_s, adapters.AdapterConfig(gate_stats=True), m).eval()
+    assert stats.gate.fc.in_features == stats.config.gate_channels + 2 * m
+    with torch.no_grad():
+        assert torch.allclose(stats.gate_weights(y).sum(1), torch.ones(2))
 
 
 def test_a_file_written_before_the_gate_options_reads_with_their_defaults():
     import json
 
-    old = {k: v for k, v in json.loads(adapters.AdapterConfig().to_json()).items() if not k.startswith("gate_p")
-           and k != "gate_norm"}
+    old = {k: v for k, v in json.loads(adapters.AdapterConfig().to_json()).items() if k not in
+           ("gate_pool", "gate_norm", "gate_stats")}
     cfg = adapters.AdapterConfig.from_json(json.dumps(old))
-    assert cfg.gate_pool == "mean" and cfg.gate_norm is False
+    assert cfg.gate_pool == "mean" and cfg.gate_norm is False and cfg.gate_stats is False

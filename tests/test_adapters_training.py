@@ -197,9 +197,27 @@ def test_whole_mode_fine_tunes_g_s_on_one_domain_and_logs_held_out_psnr(tmp_path
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
     with pytest.raises(ValueError, match="fine-tuned from model id"):
         ta.load_whole(path, registry.load("face-ipr-q2"))
+    assert ta.main(["finish", "--run", str(tmp_path / "whole")]) == 0  # the same file from the last checkpoint
+    assert ta.load_whole(path, bundle)[1]["steps"] == 4
     with pytest.raises(cfgmod.ConfigError, match="mode"):
         _cfg(mode="half")
     with pytest.raises(cfgmod.ConfigError, match="train_domains"):
         _cfg(train_domains=["webcam"])
     with pytest.raises(cfgmod.ConfigError, match="held-out"):
         _cfg(eval_every=5)
+
+
+def test_a_run_can_start_from_another_runs_adapters_and_counts_its_cpu_time(runs, tmp_path, monkeypatch):
+    root, _, _, pixel = runs
+    monkeypatch.setenv("FACELINK_RUNS", str(root))
+    start = load_file(str(pixel))
+    final = ta.train(_cfg(init_from=str(pixel), steps=2, lr=0.0), tmp_path / "cont")  # lr 0: nothing moves
+    _, info = adapters.read_config(final)
+    assert info["init_from"]["steps"] == 4 and info["init_from"]["alpha"] == 0.0
+    assert info["cpu_seconds_total"] >= info["cpu_seconds"] + info["init_from"]["cpu_seconds"] - 0.1
+    ckpt = torch.load(tmp_path / "cont" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2
+    got = load_file(str(final))
+    assert got.keys() == start.keys() and all(torch.equal(got[k], start[k]) for k in got)
+    with pytest.raises(cfgmod.ConfigError, match="another rate point or configuration"):
+        ta.train(_cfg(init_from=str(pixel), width=4), tmp_path / "bad")

@@ -46,6 +46,7 @@ class AdapterConfig:
     # mean and standard deviation: how much each feature varies across the face, texture that a mean averages away)
     gate_pool: str = "mean"
     gate_norm: bool = False  # normalise ŷ per channel (statistics of the training latents, stored) before the gate
+    gate_stats: bool = False  # the linear layer also reads ŷ's own per-channel standard deviation and mean |ŷ|
 
     def __post_init__(self):
         if len(self.domains) < 2 or len(set(self.domains)) != len(self.domains):
@@ -99,17 +100,17 @@ class StackedAdapters(nn.Module):
 
 class DomainGate(nn.Module):
     """ŷ → logits over the domains: (per-channel normalisation →) conv → GELU → global pooling (mean, or mean and
-    standard deviation) → linear."""
+    standard deviation; optionally with ŷ's own per-channel statistics beside) → linear."""
 
     def __init__(self, latent_channels: int, domains: int, channels: int, kernel: int, pool: str = "mean",
-                 norm: bool = False):
+                 norm: bool = False, stats: bool = False):
         super().__init__()
-        self.pool, self.norm = pool, norm
+        self.pool, self.norm, self.stats = pool, norm, stats
         if norm:  # set from the training latents (set_normalisation); stored with the weights
             self.register_buffer("in_mean", torch.zeros(latent_channels))
             self.register_buffer("in_std", torch.ones(latent_channels))
         self.conv = nn.Conv2d(latent_channels, channels, kernel, padding=kernel // 2)
-        self.fc = nn.Linear(channels * (2 if pool == "meanstd" else 1), domains)
+        self.fc = nn.Linear(channels * (2 if pool == "meanstd" else 1) + (2 * latent_channels if stats else 0), domains)
 
     def set_normalisation(self, y_hat: torch.Tensor) -> None:
         """Per-channel mean and standard deviation of training latents (N×M×H×W) as the gate's input scale."""
@@ -124,6 +125,8 @@ class DomainGate(nn.Module):
         pooled = f.mean(dim=(2, 3))
         if self.pool == "meanstd":
             pooled = torch.cat([pooled, f.std(dim=(2, 3), unbiased=False)], dim=1)
+        if self.stats:
+            pooled = torch.cat([pooled, y_hat.std(dim=(2, 3), unbiased=False), y_hat.abs().mean(dim=(2, 3))], dim=1)
         return self.fc(pooled)
 
 
@@ -138,7 +141,7 @@ class AdaptedSynthesis(nn.Module):
             str(s): StackedAdapters(_stage_channels(g_s, s), len(config.domains), config.width, config.kernel)
             for s in config.sites})
         self.gate = DomainGate(latent_channels, len(config.domains), config.gate_channels, config.gate_kernel,
-                               config.gate_pool, config.gate_norm)
+                               config.gate_pool, config.gate_norm, config.gate_stats)
 
     @property
     def domains(self) -> tuple[str, ...]:

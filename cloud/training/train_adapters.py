@@ -61,6 +61,7 @@ class AdapterTrainConfig:
     gate_kernel: int = 3
     gate_pool: str = "mean"  # "mean" or "meanstd" (the gate also pools its features' standard deviation)
     gate_norm: bool = False  # normalise ŷ per channel (the training latents' statistics) before the gate
+    gate_stats: bool = False  # the gate's linear layer also reads ŷ's per-channel standard deviation and mean |ŷ|
     lmbda: float | None = None  # weight of the distortion; None: the rate point's training λ
     alpha: float | None = None  # weight of D_identity; None: the rate point's training α (0: pixel-loss ablation)
     gamma: float = 0.1  # weight of the gate's cross-entropy on the domain label
@@ -84,6 +85,9 @@ class AdapterTrainConfig:
     train_domains: list[str] = field(default_factory=list)  # train on these domains' crops only; empty: all
     eval_every: int = 0  # every this many steps, held-out PSNR per domain into eval.csv (needs holdout > 0); 0: never
     eval_images: int = 100  # held-out images that eval.csv measures on (each in every domain)
+    # an adapters file (same rate point and configuration) to start from, its gate included (no gate pre-training):
+    # e.g. a pixel-loss run continued with the identity term; its CPU time counts in cpu_seconds_total
+    init_from: str | None = None
 
     def __post_init__(self):
         if not self.domains or self.domains[0] != "source":
@@ -116,6 +120,8 @@ class AdapterTrainConfig:
             raise cfgmod.ConfigError("eval_every must be ≥ 0 and eval_images ≥ 1")
         if self.eval_every and not self.holdout:
             raise cfgmod.ConfigError("eval_every measures on held-out images: set holdout > 0")
+        if self.init_from is not None and self.mode == "whole":
+            raise cfgmod.ConfigError("init_from starts adapters from a file: not with mode whole")
         if self.freeze_gate and self.gate_epochs == 0:
             raise cfgmod.ConfigError("freeze_gate keeps a pre-trained gate: set gate_epochs > 0")
         try:
@@ -126,7 +132,7 @@ class AdapterTrainConfig:
     def adapter_config(self) -> adapters_mod.AdapterConfig:
         return adapters_mod.AdapterConfig(
             tuple(self.domains), tuple(self.sites), self.width, self.kernel, self.gate_channels, self.gate_kernel,
-            self.gate_pool, self.gate_norm)
+            self.gate_pool, self.gate_norm, self.gate_stats)
 
 
 def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple[float, float]:
@@ -346,7 +352,7 @@ def gate_only(cfg: AdapterTrainConfig, assets=None) -> dict:
     result = pretrain_gate(gate, y[tr], d[tr], cfg, (y[held], d[held]))
     return {"model": bundle.name, "images": len(d) // len(cfg.domains), "gate_channels": cfg.gate_channels,
             "gate_kernel": cfg.gate_kernel, "gate_pool": cfg.gate_pool, "gate_norm": cfg.gate_norm,
-            "parameters": sum(p.numel() for p in gate.parameters()), **result}
+            "gate_stats": cfg.gate_stats, "parameters": sum(p.numel() for p in gate.parameters()), **result}
 
 
 def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
@@ -373,6 +379,12 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         params = [p for n, p in module.named_parameters() if not n.startswith("g_s.") and p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     step, cpu_before = 0, 0.0
+    init_info = None
+    if cfg.init_from:
+        init_cfg, init_info = adapters_mod.read_config(cfg.init_from)
+        if init_cfg != cfg.adapter_config() or init_info.get("model_id") != bundle.model_id:
+            raise cfgmod.ConfigError(f"init_from {cfg.init_from}: made for another rate point or configuration")
+        module.load_state_dict(adapters_mod.load(cfg.init_from, module.g_s, bundle.manifest["M"]).state_dict())
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -394,9 +406,12 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
     if cfg.train_domains:
         keep = torch.tensor([cfg.domains.index(n) for n in cfg.train_domains])
         train_idx = train_idx[torch.isin(d_all[train_idx], keep)]
-    if step == 0 and not whole:
+    if step == 0 and not whole and init_info is None:
         module.gate.set_normalisation(y_all[train_idx])  # a no-op unless gate_norm
-    if step == 0 and cfg.gate_epochs > 0 and not whole:
+    init_gate = Path(cfg.init_from).parent / "gate.json" if cfg.init_from else None
+    if step == 0 and init_gate is not None and init_gate.exists():  # the gate's pre-training, in the run it came from
+        (out / "gate.json").write_text(init_gate.read_text())
+    if step == 0 and cfg.gate_epochs > 0 and not whole and init_info is None:
         gate_result = pretrain_gate(module.gate, y_all[train_idx], d_all[train_idx], cfg,
                                     (y_all[held_idx], d_all[held_idx]))
         (out / "gate.json").write_text(json.dumps(gate_result, indent=2) + "\n")
@@ -517,10 +532,15 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         "gamma": cfg.gamma,
         "steps": step,
         "cpu_seconds": round(state["cpu_seconds"], 1),
-        "images": len(train_idx) // len(cfg.domains),
+        "images": len(torch.unique(train_idx // len(cfg.domains))),
         "unseen_domain": domains_mod.UNSEEN,
         "config": cfgmod.to_dict(cfg),
     }
+    info["cpu_seconds_total"] = info["cpu_seconds"]
+    if init_info is not None:
+        info["init_from"] = {k: init_info.get(k) for k in ("steps", "alpha", "cpu_seconds", "cpu_seconds_total")}
+        info["cpu_seconds_total"] = round(info["cpu_seconds"] + init_info.get("cpu_seconds_total",
+                                                                              init_info["cpu_seconds"]), 1)
     if cfg.train_domains:
         info["train_domains"] = list(cfg.train_domains)
     if whole:
@@ -619,6 +639,27 @@ def install(run: Path, ablation: Path | None = None, folder: Path | None = None)
     return folder
 
 
+def finish(run: Path) -> Path:
+    """Write a run's final file from its last checkpoint, before its configured steps (a run stopped early: what it
+    had learned by then, its provenance saying at which step)."""
+    run = Path(run)
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = cfgmod.from_mapping(AdapterTrainConfig, state["config"], f"{run}/checkpoint.pt's configuration")
+    bundle = registry.load(cfg.model)
+    lmbda, alpha = loss_weights(cfg, bundle)
+    module = adapters_mod.AdaptedSynthesis(base_synthesis(bundle), cfg.adapter_config(), bundle.manifest["M"])
+    module.load_state_dict(state["module"], strict=False)
+    info = {"model": bundle.name, "model_id": bundle.model_id, "lambda": lmbda, "alpha": alpha, "gamma": cfg.gamma,
+            "steps": state["step"], "stopped_early_of": cfg.steps, "cpu_seconds": round(state["cpu_seconds"], 1),
+            "cpu_seconds_total": round(state["cpu_seconds"], 1), "unseen_domain": domains_mod.UNSEEN,
+            "config": cfgmod.to_dict(cfg), **({"train_domains": list(cfg.train_domains)} if cfg.train_domains else {})}
+    if cfg.mode == "whole":
+        module.g_s.load_state_dict(state["g_s"])
+        return save_whole(module.g_s, run / WHOLE_FILE, {**info, "mode": "whole"})
+    adapters_mod.save(module.eval(), run / ADAPTERS_FILE, info)
+    return run / ADAPTERS_FILE
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="facelink train-adapters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -639,8 +680,13 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--run", required=True, type=Path, help="the IPR-trained run folder")
     ins.add_argument("--ablation", type=Path, help="the α = 0 run folder of the same rate point")
     ins.add_argument("--folder", type=Path, help="the rate point's folder (default: found in the registry)")
+    fin = sub.add_parser("finish", help="write a run's final file from its last checkpoint (a run stopped early)")
+    fin.add_argument("--run", required=True, type=Path, help="the run folder (its checkpoint.pt)")
     args = ap.parse_args(argv)
     try:
+        if args.command == "finish":
+            print(f"wrote {finish(args.run)}")
+            return 0
         if args.command == "install":
             print(f"installed into {install(args.run, args.ablation, args.folder)}")
             return 0
