@@ -60,40 +60,80 @@ class IntLayer:
         return phases
 
 
-def _correlate(x: np.ndarray, w2d: np.ndarray, t: int, u: int, ho: int, wo: int, stride: int = 1) -> np.ndarray:
-    """Valid cross-correlation of x (C, H, W) with a (O, C·t·u) kernel matrix → (O, ho, wo), one matrix product."""
+def _columns(x: np.ndarray, t: int, u: int, ho: int, wo: int, stride: int = 1) -> np.ndarray:
+    """The (C·t·u, ho·wo) matrix whose product with a (O, C·t·u) kernel matrix is the valid cross-correlation of
+    x (C, H, W) → (O, ho·wo)."""
     c = x.shape[0]
     cols = np.empty((c, t, u, ho, wo), dtype=np.float64)
     for i in range(t):
         for j in range(u):
             cols[:, i, j] = x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
-    return (w2d @ cols.reshape(c * t * u, ho * wo)).reshape(-1, ho, wo)
+    return cols.reshape(c * t * u, ho * wo)
 
 
-def run_layer(layer: IntLayer, x: np.ndarray) -> np.ndarray:
+def _parts(layer: IntLayer, x: np.ndarray):
+    """The layer's output size (O, ho, wo) and its parts, each a correlation: (output rows, output columns, kernel
+    matrix, input view, t, u, n, m, stride) with :func:`_columns`' arguments; one part for a convolution, one per
+    phase for a transposed one."""
     c, h, w = x.shape
     k, s, p = layer.weight.shape[-1], layer.stride, layer.padding
     if layer.kind == "conv":
         ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         (_, _, t, u, w2d), = layer._plan
-        acc = _correlate(np.pad(x, ((0, 0), (p, p), (p, p))), w2d, t, u, ho, wo, s)
-    else:
-        # output size (h-1)·s - 2p + k + output_padding, as torch's ConvTranspose2d
-        ho, wo = (h - 1) * s - 2 * p + k + layer.output_padding, (w - 1) * s - 2 * p + k + layer.output_padding
-        xp = np.pad(x, ((0, 0), (k, k), (k, k)))
-        acc = np.empty((layer.weight.shape[1], ho, wo), dtype=np.float64)
-        for y0, x0, t, u, w2d in layer._plan:
-            n, m = len(range(y0, ho, s)), len(range(x0, wo, s))
-            qy, qx = (y0 + p) // s, (x0 + p) // s  # input row/col of the phase's first output, tap 0
-            sy, sx = qy - (t - 1) + k, qx - (u - 1) + k
-            acc[:, y0::s, x0::s] = _correlate(xp[:, sy : sy + n + t - 1, sx : sx + m + u - 1], w2d, t, u, n, m)
-    acc += layer.bias.astype(np.float64)[:, None, None]
+        parts = [(slice(None), slice(None), w2d, np.pad(x, ((0, 0), (p, p), (p, p))), t, u, ho, wo, s)]
+        return (layer.weight.shape[0], ho, wo), parts
+    # output size (h-1)·s - 2p + k + output_padding, as torch's ConvTranspose2d
+    ho, wo = (h - 1) * s - 2 * p + k + layer.output_padding, (w - 1) * s - 2 * p + k + layer.output_padding
+    xp = np.pad(x, ((0, 0), (k, k), (k, k)))
+    parts = []
+    for y0, x0, t, u, w2d in layer._plan:
+        n, m = len(range(y0, ho, s)), len(range(x0, wo, s))
+        qy, qx = (y0 + p) // s, (x0 + p) // s  # input row/col of the phase's first output, tap 0
+        sy, sx = qy - (t - 1) + k, qx - (u - 1) + k
+        parts.append((slice(y0, None, s), slice(x0, None, s), w2d, xp[:, sy : sy + n + t - 1, sx : sx + m + u - 1],
+                      t, u, n, m, 1))
+    return (layer.weight.shape[1], ho, wo), parts
+
+
+def _finish(layer: IntLayer, acc: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Output channels lo..hi from their accumulators: bias, rounding, ReLU, clipping."""
+    acc += layer.bias[lo:hi].astype(np.float64)[:, None, None]
     # round half up: floor((acc + 2**(shift-1)) / 2**shift), exact for integers below 2**53
     out = np.floor((acc + float(2 ** (layer.shift - 1))) / float(2**layer.shift))
     if layer.relu:
         np.maximum(out, 0.0, out=out)
     np.clip(out, -ACT_LIMIT, ACT_LIMIT, out=out)
     return out
+
+
+def run_layer(layer: IntLayer, x: np.ndarray) -> np.ndarray:
+    shape, parts = _parts(layer, x)
+    acc = np.empty(shape, dtype=np.float64)
+    for rows, columns, w2d, view, t, u, n, m, stride in parts:  # each part's columns only while it is computed
+        acc[:, rows, columns] = (w2d @ _columns(view, t, u, n, m, stride)).reshape(-1, n, m)
+    return _finish(layer, acc, 0, shape[0])
+
+
+class LayerOutput:
+    """A layer applied to x, its output channels computed on demand, in any groups: the input's column matrices are
+    built once, and each group is the product of its rows of the kernel matrices with them. Every output element is
+    the same integer as :func:`run_layer`'s whatever the grouping (products and partial sums are exact integers in
+    float64), so a decoder can compute y's scales by groups of channels and stop at the first symbol that proves a
+    stream bad."""
+
+    def __init__(self, layer: IntLayer, x: np.ndarray):
+        self.layer = layer
+        (self.channels, *self.size), parts = _parts(layer, x)
+        self._parts = [(rows, columns, w2d, _columns(view, t, u, n, m, stride), n, m)
+                       for rows, columns, w2d, view, t, u, n, m, stride in parts]
+
+    def __call__(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Output channels ``lo`` to ``hi`` (all by default): (hi − lo, ho, wo) integers in float64."""
+        hi = self.channels if hi is None else hi
+        acc = np.empty((hi - lo, *self.size), dtype=np.float64)
+        for rows, columns, w2d, cols, n, m in self._parts:
+            acc[:, rows, columns] = (w2d[lo:hi] @ cols).reshape(-1, n, m)
+        return _finish(self.layer, acc, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -104,16 +144,21 @@ class IntHyperSynthesis:
 
     def __call__(self, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Hyper-latent symbols (N, h, w) → (scales, means) as int64 fixed point, each (M, 4h, 4w)."""
+        out = self.last_layer(z_symbols)().astype(np.int64)
+        m = out.shape[0] // 2
+        return out[:m], out[m:]
+
+    def last_layer(self, z_symbols: np.ndarray) -> LayerOutput:
+        """Every layer but the last applied to the hyper-latent symbols (N, h, w); the last one's output channels
+        (the M scales, then the M means) on demand."""
         z = np.asarray(z_symbols, dtype=np.int64)
         if z.ndim != 3 or z.shape[0] != len(self.z_medians):
             raise ValueError(f"expected hyper-latent symbols of shape ({len(self.z_medians)}, h, w), got {z.shape}")
         x = z * (1 << self.frac_bits) + self.z_medians[:, None, None]
         x = np.clip(x, -ACT_LIMIT, ACT_LIMIT).astype(np.float64)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = run_layer(layer, x)
-        out = x.astype(np.int64)
-        m = out.shape[0] // 2
-        return out[:m], out[m:]
+        return LayerOutput(self.layers[-1], x)
 
 
 def scale_indexes(scales: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

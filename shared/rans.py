@@ -90,6 +90,20 @@ def max_symbols(n_bytes: int, cdfs, cdf_lengths) -> float:
     return float("inf") if min_bits <= 0 else 8 * n_bytes / min_bits
 
 
+# The other way round, decoding one symbol takes at most PRECISION bits off the state for its slot (a frequency of at
+# least 1) and BYPASS_BITS per bypass chunk (an escape's count and at most _MAX_RAW_CHUNKS chunks), a hair more for
+# the state's integer division (< 1e-4 bit per step from a state ≥ RANS_L); reading a word takes none. The state starts
+# ≥ RANS_L in a stream an encoder wrote and must end at RANS_L with every word read, so n symbols fill at most
+# n · _MAX_SYMBOL_BITS bits beyond the stream's first 64-bit state.
+_MAX_SYMBOL_BITS = PRECISION + BYPASS_BITS * (1 + _MAX_RAW_CHUNKS) + 1e-3
+
+
+def max_bytes(n_symbols: int) -> int:
+    """The longest stream ``n_symbols`` symbols can fill, whatever the tables: a longer one is refused before any
+    symbol is decoded."""
+    return 8 + 4 * int(n_symbols * _MAX_SYMBOL_BITS // 32)
+
+
 def _ints(a) -> np.ndarray:
     """``a`` as a C-contiguous int32 or int64 array, copied only when it is neither (then as int64)."""
     a = np.asarray(a)
@@ -321,6 +335,13 @@ class StreamDecoder:
         if n_symbols > capacity:
             raise RansError(f"a rANS stream of {4 * self.n_words} bytes cannot hold {n_symbols} symbols of these "
                             f"tables (at most {int(capacity)})")
+
+    def check_length(self, n_symbols: int) -> None:
+        """Refuse a stream longer than ``n_symbols`` symbols can fill (:func:`max_bytes`): all the symbols it holds,
+        every part included, before any is decoded."""
+        if 4 * self.n_words > max_bytes(n_symbols):
+            raise RansError(f"a rANS stream of {4 * self.n_words} bytes is longer than {n_symbols} symbols can fill "
+                            f"(at most {max_bytes(n_symbols)} bytes)")
 
     def finish(self) -> None:
         if self.x != RANS_L or self.p != self.n_words:

@@ -78,13 +78,46 @@ class ModelTables:
 
     def entropy_parameters(self, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scale indexes, means as float32) for y, from the hyper-latent symbols; identical everywhere."""
-        scales, means = self.hyper(z_symbols)
-        idx = scale_indexes(scales, self.scale_thresholds)
-        return idx, (means.astype(np.float64) / float(1 << self.hyper.frac_bits)).astype(np.float32)
+        return self.staged_parameters(z_symbols).all()
+
+    def staged_parameters(self, z_symbols: np.ndarray) -> StagedParameters:
+        """The same parameters computed by groups of y's channels on demand (a decoder's, which can stop early)."""
+        return StagedParameters(self, z_symbols)
 
     @property
     def model_id_bytes(self) -> bytes:
         return bytes.fromhex(self.model_id)
+
+
+class StagedParameters:
+    """y's entropy parameters from the hyper-latent symbols, by groups of channels: the hyper-synthesis up to its last
+    layer at once, then that layer's scale channels as asked (:meth:`indexes`) and its mean channels last
+    (:meth:`means`). The same integers as :meth:`ModelTables.entropy_parameters` whatever the grouping; a decoder
+    that finds a stream bad in y's first channels has not paid for the rest (nor for the means)."""
+
+    def __init__(self, tables: ModelTables, z_symbols: np.ndarray):
+        self._last = tables.hyper.last_layer(z_symbols)
+        self._m = tables.M
+        self._thresholds = tables.scale_thresholds
+        self._frac_bits = tables.hyper.frac_bits
+
+    def indexes(self, lo: int, hi: int) -> np.ndarray:
+        """The scale indexes of y's channels ``lo`` to ``hi``: int64 (hi − lo, 4h, 4w)."""
+        if not 0 <= lo <= hi <= self._m:
+            raise ValueError(f"channels {lo}..{hi} outside y's {self._m}")
+        return scale_indexes(self._last(lo, hi).astype(np.int64), self._thresholds)
+
+    def means(self) -> np.ndarray:
+        """The means of every channel of y: float32 (M, 4h, 4w)."""
+        return self._means(self._last(self._m, 2 * self._m))
+
+    def all(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale indexes, means) of every channel, from one product (the cheapest when nothing may stop early)."""
+        out = self._last()
+        return scale_indexes(out[: self._m].astype(np.int64), self._thresholds), self._means(out[self._m :])
+
+    def _means(self, fixed_point: np.ndarray) -> np.ndarray:
+        return (fixed_point.astype(np.int64).astype(np.float64) / float(1 << self._frac_bits)).astype(np.float32)
 
 
 def _arrays(meta: dict, z: EntropyTables, y: EntropyTables, thresholds: np.ndarray,

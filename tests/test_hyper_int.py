@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facelink.shared import bitstream, codec, registry
+from facelink.shared import bitstream, codec, hyper_int, registry
 from facelink.shared.hyper_int import ACT_LIMIT, IntLayer, run_layer
 
 
@@ -65,6 +65,22 @@ def _frame(rng, encoder_tables):
     return bitstream.unpack(bitstream.pack(bitstream.Frame(encoder_tables.model_id, 128, 128, streams)))
 
 
+def _perturb_last_layer(monkeypatch, tables, transform):
+    """Make the hyper-synthesis' last layer (what both entropy_parameters and the decoder's staged parameters
+    compute scales and means with) return ``transform(output, lo, hi)`` for its channels lo..hi."""
+    original = type(tables.hyper).last_layer
+
+    class Perturbed:
+        def __init__(self, inner):
+            self.inner, self.channels = inner, inner.channels
+
+        def __call__(self, lo=0, hi=None):
+            hi = self.channels if hi is None else hi
+            return transform(self.inner(lo, hi), lo, hi)
+
+    monkeypatch.setattr(type(tables.hyper), "last_layer", lambda self, z: Perturbed(original(self, z)))
+
+
 def test_perturbed_hyper_synthesis_decodes_exactly_or_is_rejected(monkeypatch):
     """Perturb the cloud's hyper-synthesis output by a relative 1e-6 (as a different device's float arithmetic
     would): the decode is bit-exact or fails cleanly with BitstreamError; it never yields different symbols."""
@@ -72,18 +88,15 @@ def test_perturbed_hyper_synthesis_decodes_exactly_or_is_rejected(monkeypatch):
     rng = np.random.default_rng(5)
     frames = [_frame(rng, tables) for _ in range(6)]
     expected = [codec.decompress_latents(tables, f) for f in frames]
-    original = type(tables.hyper).__call__
 
     sign = [1]  # alternates between calls
 
-    def perturbed(self, z_symbols, _rel=1e-6):
-        scales, means = original(self, z_symbols)
+    def perturbed(out, lo, hi, _rel=1e-6):
         sign[0] = -sign[0]
         # the perturbation acts on the real-valued outputs; the integer grid is 2**-frac_bits
-        f = 1.0 + sign[0] * _rel
-        return np.floor(scales * f + 0.5).astype(np.int64), np.floor(means * f + 0.5).astype(np.int64)
+        return np.floor(out * (1.0 + sign[0] * _rel) + 0.5)
 
-    monkeypatch.setattr(type(tables.hyper), "__call__", perturbed)
+    _perturb_last_layer(monkeypatch, tables, perturbed)
     exact = rejected = 0
     for f, want in zip(frames, expected):
         try:
@@ -100,12 +113,65 @@ def test_flipped_scale_index_is_rejected(monkeypatch):
     """A perturbation large enough to move scale indexes must be caught by the stream's end-state check."""
     tables = registry.load().tables
     frame = _frame(np.random.default_rng(9), tables)
-    original = type(tables.hyper).__call__
+    m = tables.M
 
-    def shifted(self, z_symbols):
-        scales, means = original(self, z_symbols)
-        return (scales * 1.2).astype(np.int64), means
+    def shifted(out, lo, hi):
+        out = out.copy()
+        scales = slice(0, max(0, min(hi, m) - lo))  # the scale channels among lo..hi
+        out[scales] = np.trunc(out[scales] * 1.2)
+        return out
 
-    monkeypatch.setattr(type(tables.hyper), "__call__", shifted)
+    _perturb_last_layer(monkeypatch, tables, shifted)
     with pytest.raises(bitstream.BitstreamError):
         codec.decompress_latents(tables, frame)
+
+
+def _budget_frame(tables, payload: bytes) -> bitstream.Frame:
+    """A container declaring 640×512, the server's default pixel budget, with ``payload`` as its rANS stream."""
+    return bitstream.unpack(bitstream.pack(bitstream.Frame(tables.model_id, 512, 640, (payload,), 0, 2)))
+
+
+def _channel_calls(monkeypatch, tables) -> list[tuple[int, int]]:
+    """Record which output channels of the hyper-synthesis' last layer get computed (lo, hi per call)."""
+    calls = []
+    original = hyper_int.LayerOutput.__call__
+
+    def recorded(self, lo=0, hi=None):
+        if self.layer is tables.hyper.layers[-1]:
+            calls.append((lo, self.channels if hi is None else hi))
+        return original(self, lo, hi)
+
+    monkeypatch.setattr(hyper_int.LayerOutput, "__call__", recorded)
+    return calls
+
+
+def test_full_frames_decode_by_channel_groups_to_the_same_symbols(monkeypatch):
+    """A valid full frame decodes by groups of y's channels (scales group by group, means last) to exactly what the
+    encoder coded and what the single-pass entropy parameters give."""
+    tables = registry.load().tables
+    rng = np.random.default_rng(11)
+    y = rng.normal(0, 2.0, (tables.M, 32, 40)).astype(np.float32)
+    z = rng.normal(0, 1.5, (tables.N, 8, 10)).astype(np.float32)
+    streams, coded = codec.encode_latents(tables, y, z, 500, 640)
+    calls = _channel_calls(monkeypatch, tables)
+    got = codec.decode_symbols(tables, bitstream.unpack(bitstream.pack(bitstream.Frame(tables.model_id, 500, 640,
+                                                                                       streams))))
+    assert len(calls) > 2 and calls[-1] == (tables.M, 2 * tables.M)  # grouped scales, then the means
+    idx, means = tables.entropy_parameters(got.z)
+    for a, b in ((got.z, coded.z), (got.y, coded.y), (got.indexes, coded.indexes), (got.indexes, idx),
+                 (got.means, coded.means), (got.means, means)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_payloads_at_the_pixel_budget_are_refused_before_the_means(monkeypatch, seed):
+    """Random payloads declaring the whole default pixel budget are refused (BitstreamError) at their first
+    impossible symbol: the last layer's mean channels are never computed, nor any scale group after the one that
+    proved the stream bad."""
+    tables = registry.load().tables
+    payload = np.random.default_rng(seed).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()
+    calls = _channel_calls(monkeypatch, tables)
+    with pytest.raises(bitstream.BitstreamError):
+        codec.decode_symbols(tables, _budget_frame(tables, payload))
+    assert calls and all(hi <= tables.M for _, hi in calls), "means computed for a stream already refused"
+    assert all(hi - lo == codec.Y_CHANNEL_GROUP for lo, hi in calls)

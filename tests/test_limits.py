@@ -120,15 +120,18 @@ def test_hostile_frames_are_answered_in_band_and_the_stream_goes_on(server, crop
     big = cv2.resize(face_rgb, (500, 500), interpolation=cv2.INTER_CUBIC)  # 512×512 padded: takes from the budget
     large = EdgePipeline(DEFAULT_MODEL, full_frame=True).process(big).data
     huge = os.urandom(4 << 20)  # over max_frame_bytes (1 MiB), under gRPC's limit (8 MiB + 64 KiB)
+    model_id = registry.load(DEFAULT_MODEL).model_id
+    noise = np.random.default_rng(1).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()
+    random = bitstream.pack(bitstream.Frame(model_id, 512, 640, (noise,), 0, 2))  # the whole pixel budget
     frames = [("bomb", bomb, 0), ("ok-1", crop, 0), ("huge", huge, 0), ("top-k", crop, 1000), ("large", large, 0),
-              ("ok-2", crop, 0)]
+              ("random", random, 0), ("ok-2", crop, 0)]
     with Client(server.target) as c:
         resp = list(c.recognize_stream(request(rid, data, top_k=k) for rid, data, k in frames))
         (long_id,) = c.recognize_stream([request("i" * 5000, crop)])
     assert [r.id for r in resp] == [f[0] for f in frames]
     codes = {r.id: pb.Error.Code.Name(r.error.code) if r.WhichOneof("outcome") == "error" else "OK" for r in resp}
     assert codes == {"bomb": "FRAME_TOO_LARGE", "ok-1": "OK", "huge": "FRAME_TOO_LARGE", "top-k": "INVALID_ARGUMENT",
-                     "large": "OK", "ok-2": "OK"}
+                     "large": "OK", "random": "INVALID_BITSTREAM", "ok-2": "OK"}
     assert resp[4].result.face_found and resp[4].result.width == 500 and server.service.budget.used == 0
     assert "4096×4096" in resp[0].error.message and "327680 pixels" in resp[0].error.message
     assert long_id.error.code == pb.Error.INVALID_ARGUMENT and len(long_id.id) == 256

@@ -161,5 +161,43 @@ def test_a_huge_claim_is_refused_before_work_proportional_to_it(monkeypatch):
 
     monkeypatch.setattr(codec, "z_indexes", too_late)
     monkeypatch.setattr(type(tables), "entropy_parameters", too_late)
+    monkeypatch.setattr(type(tables), "staged_parameters", too_late)
     with pytest.raises(bitstream.BitstreamError, match="cannot hold"):
+        codec.decode_symbols(tables, frame)
+
+
+@pytest.mark.parametrize("kind", ["typical", "widest escapes"])
+def test_no_stream_is_longer_than_its_symbols_can_fill(gaussian_tables, factorized_tables, kind):
+    """max_bytes bounds what n symbols can fill whatever the tables, escapes of 28 bits at the rarest slot
+    included, so refusing a longer stream never refuses one an encoder wrote."""
+    rng = np.random.default_rng(4)
+    for tables in (gaussian_tables, factorized_tables):
+        cdfs, lengths, offsets = tables
+        if kind == "typical":
+            sym, idx = _vectors(tables, 5, n=3000, spread=3.0)
+        else:  # the escape slot, then a raw value of 28 bits: the most a symbol can cost
+            idx = rng.integers(0, len(cdfs), 3000)
+            sym = offsets[idx] + lengths[idx] - 2 + (rans.MAX_ESCAPE >> 1)
+        data = rans.encode_with_indexes(sym, idx, cdfs, lengths, offsets)
+        assert len(data) <= rans.max_bytes(len(idx))
+        rans.StreamDecoder(data).check_length(len(idx))
+        np.testing.assert_array_equal(rans.decode_with_indexes(data, idx, cdfs, lengths, offsets), sym)
+    with pytest.raises(rans.RansError, match="longer than"):
+        rans.StreamDecoder(data + bytes(rans.max_bytes(len(idx)) - len(data) + 4)).check_length(len(idx))
+
+
+def test_a_payload_too_long_for_its_frame_is_refused_before_the_hyper_synthesis(monkeypatch):
+    """A face crop's container (6,528 symbols: at most ~39 KB of stream) carrying 100 KB of noise is refused from
+    the lengths alone."""
+    from facelink.shared import bitstream, codec, registry
+
+    tables = registry.load(registry.DEFAULT_MODEL).tables
+    noise = np.random.default_rng(2).integers(0, 256, 100 << 10, dtype=np.uint8).tobytes()
+    frame = bitstream.Frame(tables.model_id, 112, 112, (noise,), 1, 2)
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("the hyper-synthesis ran for a stream its frame cannot fill")
+
+    monkeypatch.setattr(type(tables), "staged_parameters", too_late)
+    with pytest.raises(bitstream.BitstreamError, match="longer than"):
         codec.decode_symbols(tables, frame)
