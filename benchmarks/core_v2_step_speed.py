@@ -24,6 +24,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -183,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = measure(list(dict.fromkeys(args.paths)), args.config, args.steps, args.warmup, args.images, args.seed,
                   args.checkpoint)
-    command = "python -m facelink.benchmarks.core_v2_step_speed " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    command = "python -m facelink.benchmarks.core_v2_step_speed " + shlex.join(sys.argv[1:] if argv is None else argv)
     emit_json(stamp({"command": command, "conditions": args.conditions, **doc}), args.out)
     return 0
 
