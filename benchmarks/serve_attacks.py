@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import struct
 import subprocess
 import sys
@@ -60,11 +61,11 @@ def container(side: int, payload_bytes: int) -> bytes:
     return bitstream_of(DEFAULT_MODEL, side, side, payload_bytes)
 
 
-def bitstream_of(model: str, width: int, height: int, payload_bytes: int) -> bytes:
+def bitstream_of(model: str, width: int, height: int, payload_bytes: int, seed: int = 0) -> bytes:
     """A well-formed container of ``model`` (valid CRC) declaring width×height pixels, random payload."""
     from facelink.shared import bitstream, registry
 
-    payload = np.random.default_rng(0).integers(0, 256, payload_bytes // 4 * 4, dtype=np.uint8).tobytes()
+    payload = np.random.default_rng(seed).integers(0, 256, payload_bytes // 4 * 4, dtype=np.uint8).tobytes()
     return bitstream.pack(bitstream.Frame(registry.load(model).model_id, height, width, (payload,), 0, 2))
 
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     bomb_4096 = container(4096, 792 << 10)
     at_budget = container(640, 64 << 10)  # 409,600 pixels: over the default budget (640x512 = 327,680)
     within_budget = bitstream_of(DEFAULT_MODEL, 640, 512, 64 << 10)
+    other_payloads = [bitstream_of(DEFAULT_MODEL, 640, 512, 64 << 10, seed) for seed in range(1, 9)]
     # legal work, for scale: real full frames coded by the edge (the face photo resized), VGA and the pixel budget
     full_frame = EdgePipeline(DEFAULT_MODEL, full_frame=True)
     vga = full_frame.process(cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_CUBIC)).data
@@ -160,6 +162,18 @@ def main(argv: list[str] | None = None) -> int:
                 first, after = c.recognize_stream([request("x", data), request("next", crop)])
                 assert after.WhichOneof("outcome") == "result", "the stream did not go on"
                 return first
+
+            def each_answered(frames):
+                """One call per frame; the answers' codes and each one's time (the row's ms is their sum)."""
+                codes, times = {}, []
+                for data in frames:
+                    t0 = time.perf_counter()
+                    r = one(data)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                    code = "OK" if r.WhichOneof("outcome") == "result" else pb.Error.Code.Name(r.error.code)
+                    codes[code] = codes.get(code, 0) + 1
+                return (", ".join(f"{n} in-band {k}" for k, n in sorted(codes.items())) +
+                        f"; each in {min(times):.1f}-{max(times):.1f} ms, median {statistics.median(times):.1f}")
 
             def two_bombs_and_a_crop():
                 out = []
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("two such containers at once, then a normal crop (its answer)", two_bombs_and_a_crop),
                 ("container declaring 640x640, just over the pixel budget (640x512)", one, at_budget),
                 ("container declaring 640x512 (the pixel budget), random 64 KB payload", one, within_budget),
+                (f"{len(other_payloads)} more such containers, other random payloads, one by one", each_answered,
+                 other_payloads),
                 ("legal work: a real 640x480 full frame", one, vga),
                 ("a real 1024x1024 full frame (over the default pixel budget)", one, megapixel),
                 ("frame of 4 MiB (over the frame limit, under gRPC's), then a crop on the same stream",
