@@ -1,4 +1,5 @@
 """Core v2's training step: the fast path learns what the reference learns, and the trainer stops cleanly on SIGTERM."""
+import copy
 import json
 import os
 import random
@@ -64,15 +65,22 @@ def test_fast_recognizer_is_the_same_function_and_keeps_the_random_stream():
     assert torch.equal(after, torch.rand(3))  # folding drew no numbers from the training's stream
     assert not any(p.requires_grad for p in fast.parameters()) and not fast.training
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.PReLU)) for m in fast.modules())
-    x = torch.rand(3, 3, 112, 96)
-    out = []
-    for model in (reference, fast):
+    def embed_and_grad(model, x):
         xi = x.clone().requires_grad_()
         e = model.embed_rgb01(xi)
-        (e * torch.linspace(-1, 1, e.shape[1])).sum().backward()
-        out.append((e.detach(), xi.grad))
-    assert torch.allclose(out[0][0], out[1][0], atol=1e-5)
-    assert torch.allclose(out[0][1], out[1][1], rtol=1e-3, atol=1e-6 * out[0][1].abs().max().item())
+        (e * torch.linspace(-1, 1, e.shape[1], dtype=x.dtype)).sum().backward()
+        return e.detach(), xi.grad
+
+    x = torch.rand(3, 3, 112, 96)
+    (e0, g0), (e1, g1) = embed_and_grad(reference, x), embed_and_grad(fast, x)
+    assert torch.allclose(e0, e1, atol=1e-5)
+    # In float32 the input gradient (what the codec learns from) differs slightly: a pre-activation within rounding
+    # of a PReLU's kink can take the other slope, as with any other order of summation.
+    assert (g0 - g1).norm() <= 1e-2 * g0.norm()
+    # In float64 the folded network is the same function, gradients included.
+    ref64 = copy.deepcopy(reference).double()
+    (e0, g0), (e1, g1) = (embed_and_grad(m, x.double()) for m in (ref64, core_v2_step.fast_recognizer(ref64)))
+    assert (e0 - e1).abs().max() < 1e-10 and (g0 - g1).abs().max() <= 1e-9 * g0.abs().max()
 
 
 def test_allocator_tuning_is_harmless_to_call():

@@ -13,7 +13,9 @@ adds two changes that leave the loss, the data and the schedule as they are:
   before them (the recognizer is frozen in eval mode, so batch norm is an affine map: the same function up to float
   rounding, as the serving copy, :func:`facelink.cloud.serving.recognizers.fold_batchnorm`) and its PReLUs as
   :class:`FrozenPReLU` (the same forward; a backward that computes the input's gradient only, where aten's PReLU
-  backward also reduces the frozen slope's gradient).
+  backward also reduces the frozen slope's gradient). In float64 both give the same embeddings and input gradients
+  to 1e-15; in float32 a pre-activation within rounding of a PReLU's kink may take the other slope, which moves the
+  input gradient by about 0.2 % (in norm) on a batch, the size of any other change of summation order.
 
 What was measured and left out (``python -m facelink.benchmarks.core_v2_step_speed``, results in
 ``benchmarks/results/core-v2/step_speed.json``): the step is mostly convolutions that oneDNN already runs near one
