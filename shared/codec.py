@@ -123,6 +123,9 @@ def decode_symbols(tables: ModelTables, frame: bitstream.Frame) -> DecodedSymbol
         if params is not None:
             means = params.means()
     except rans.RansError as e:
+        # the error's traceback keeps this frame (in a server, until the garbage collector breaks the cycle through
+        # the future that carried it): not its large arrays, the hyper-synthesis' columns among them
+        params = idx = means = y_sym = None
         raise bitstream.BitstreamError(str(e)) from e
     return DecodedSymbols(z_sym, idx, means, y_sym, (ch, cw))
 

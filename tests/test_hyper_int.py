@@ -175,3 +175,22 @@ def test_random_payloads_at_the_pixel_budget_are_refused_before_the_means(monkey
         codec.decode_symbols(tables, _budget_frame(tables, payload))
     assert calls and all(hi <= tables.M for _, hi in calls), "means computed for a stream already refused"
     assert all(hi - lo == codec.Y_CHANNEL_GROUP for lo, hi in calls)
+
+
+def test_a_refused_stream_leaves_no_large_arrays_in_its_traceback():
+    """A server keeps a refused frame's error (and its traceback's frames) until the garbage collector breaks the
+    cycle through the future that carried it: the frames must not hold the hyper-synthesis' columns or y's arrays."""
+    tables = registry.load().tables
+    payload = np.random.default_rng(3).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()
+    with pytest.raises(bitstream.BitstreamError) as info:
+        codec.decode_symbols(tables, _budget_frame(tables, payload))
+    held = []
+    for exc in (info.value, info.value.__cause__):
+        tb = exc.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                if hasattr(value, "_last") or isinstance(value, hyper_int.LayerOutput) or \
+                        getattr(value, "nbytes", 0) > 1 << 20:
+                    held.append(f"{tb.tb_frame.f_code.co_name}: {name}")
+            tb = tb.tb_next
+    assert not held
