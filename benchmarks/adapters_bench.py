@@ -395,8 +395,9 @@ def _training(models: list[str]) -> dict:
         for kind, name in runs.items():
             if name:
                 _, info = adapters.read_config(b.path / name)
-                out[m][kind] = {k: info.get(k) for k in ("steps", "cpu_seconds", "lambda", "alpha", "gamma", "images",
-                                                         "holdout_images", "holdout_gate_accuracy")}
+                out[m][kind] = {k: info.get(k) for k in ("steps", "cpu_seconds", "cpu_seconds_total", "init_from",
+                                                         "lambda", "alpha", "gamma", "images", "holdout_images",
+                                                         "holdout_gate_accuracy")}
                 out[m][kind]["gate"] = {k: (info.get("config") or {}).get(k) for k in
                                         ("gate_channels", "gate_kernel", "gate_epochs", "freeze_gate")}
                 if kind == "ipr":
@@ -538,16 +539,18 @@ def readme(summary: dict) -> str:
     for ds, h in summary["gate_heat_map"].items():
         lines += [f"Mean gate weights, {ds} (rows: true domain; columns: adapter):", "",
                   f"![gate weights]({h['png']})", ""]
-    lines += ["Training (one thread each, on two cores shared with other work). CPU min: the adapters' steps, plus "
-              "for the IPR run the gate's pre-training (the α = 0 run pre-trains the same gate: same data and "
-              "seed). Held-out gate accuracy: training-set images kept out of all training.", "",
+    lines += ["Training (one thread each, on two cores shared with other work). Steps and CPU min: the pixel-loss "
+              "stage both runs start from plus their own 200 steps, and for the IPR run the gate's pre-training "
+              "(the α = 0 run shares it). Held-out gate accuracy: training-set images kept out of all training.", "",
               "| rate point | run | steps | CPU min | λ | α | gate (channels, epochs, frozen) | held-out gate acc. |",
               "|---|---|---:|---:|---:|---:|---|---:|"]
     for m, runs in summary["training"].items():
         for kind, info in runs.items():
-            cpu, g, acc = info.get("cpu_seconds"), info.get("gate") or {}, info.get("holdout_gate_accuracy")
+            cpu, g, acc = (info.get("cpu_seconds_total") or info.get("cpu_seconds"), info.get("gate") or {},
+                           info.get("holdout_gate_accuracy"))
+            steps = info.get("steps") + ((info.get("init_from") or {}).get("steps") or 0)
             cpu = None if cpu is None else cpu + (info.get("gate_cpu_seconds") or 0.0)
-            lines.append(f"| {m} | {kind} | {info.get('steps')} | {'—' if cpu is None else f'{cpu / 60:.1f}'} | "
+            lines.append(f"| {m} | {kind} | {steps} | {'—' if cpu is None else f'{cpu / 60:.1f}'} | "
                          f"{info.get('lambda')} | {info.get('alpha')} | {g.get('gate_channels')}, "
                          f"{g.get('gate_epochs')}, {g.get('freeze_gate')} | {_pct(acc)} |")
     return "\n".join(lines) + "\n"
