@@ -289,7 +289,7 @@ def decode_time_ratio(args, model: str, domain: str, n: int = 60, repeats: int =
     codec = LearnedCodec(model)
     datas = [codec.encode(c, TEMPLATES[engine.CROP_TEMPLATE]) for c in list(crops.values())[:n]]
     path = str(registry.load(model).path)
-    decoders = {"base": CloudDecoder([path], adapters="off"), "adapters": CloudDecoder([path])}
+    decoders = {"base": CloudDecoder([path], adapters="off"), "adapters": CloudDecoder([path], adapters="on")}
     for d in decoders.values():
         d.decode(datas[0])  # load the synthesis before timing
     total = {k: 0.0 for k in decoders}

@@ -148,7 +148,7 @@ def test_the_batched_variants_decode_as_the_cloud_decoder_does_one_by_one(adapte
     y, frames = variants.latents(datas)
     images, weights = variants.decode(y, frames, "nir")
     assert set(images) == {"base", "adapters", "oracle", "pixel"} and weights.shape == (3, 4)
-    one_by_one = {"base": CloudDecoder([q], adapters="off"), "adapters": CloudDecoder([q]),
+    one_by_one = {"base": CloudDecoder([q], adapters="off"), "adapters": CloudDecoder([q], adapters="on"),
                   "pixel": CloudDecoder([q], adapters="ablation")}
     for i, data in enumerate(datas):
         for v, dec in one_by_one.items():

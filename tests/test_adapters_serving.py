@@ -77,16 +77,18 @@ def test_adapters_off_is_the_base_decoder_and_on_reports_the_gate(bundles, crop)
     data = EdgeEncoder(str(bundles["plain"])).encode(crop, ARCFACE_112)
     base = CloudDecoder([str(bundles["plain"])]).decode(data)
     off = CloudDecoder([str(bundles["adapted"])], adapters="off").decode(data)
-    on = CloudDecoder([str(bundles["adapted"])]).decode(data)
+    on = CloudDecoder([str(bundles["adapted"])], adapters="on").decode(data)
     pixel = CloudDecoder([str(bundles["adapted"])], adapters="ablation").decode(data)
+    default = CloudDecoder([str(bundles["adapted"])]).decode(data)  # off unless asked for
     assert np.array_equal(base.image, off.image) and base.domain_weights is None and off.domain_weights is None
+    assert np.array_equal(default.image, base.image) and default.domain_weights is None
     assert not np.array_equal(on.image, base.image) and not np.array_equal(on.image, pixel.image)
     assert list(on.domain_weights) == ["source", "nir", "far", "jpeg"]
     assert sum(on.domain_weights.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_oracle_decodes_with_one_domains_adapter(bundles, crop):
-    dec = CloudDecoder([str(bundles["adapted"])])
+    dec = CloudDecoder([str(bundles["adapted"])], adapters="on")
     data = EdgeEncoder(str(bundles["plain"])).encode(crop, ARCFACE_112)
     nir = dec.decode(data, "nir")
     assert nir.domain_weights == {"source": 0.0, "nir": 1.0, "far": 0.0, "jpeg": 0.0}
@@ -140,7 +142,7 @@ def _serve(work, folder, *extra):
     return proc, f"127.0.0.1:{json.loads(ready.read_text())['port']}"
 
 
-@pytest.mark.parametrize("flag", [[], ["--no-adapters"]], ids=["adapters", "no-adapters"])
+@pytest.mark.parametrize("flag", [["--adapters"], []], ids=["adapters", "default-off"])
 def test_server_reports_gate_and_domains_and_an_old_client_keeps_working(bundles, crop, tmp_path, flag):
     proc, target = _serve(tmp_path, bundles["adapted"], *flag)
     try:
@@ -165,7 +167,7 @@ def test_server_reports_gate_and_domains_and_an_old_client_keeps_working(bundles
     assert r.WhichOneof("outcome") == "result" and r.result.face_found
     weights = {w.domain: w.weight for w in r.result.domain_weights}
     domains = list(info.models[0].domains)
-    if flag:
+    if not flag:
         assert weights == {} and domains == []
     else:
         assert list(weights) == ["source", "nir", "far", "jpeg"] and sum(weights.values()) == pytest.approx(1, 1e-5)

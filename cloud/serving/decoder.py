@@ -1,7 +1,8 @@
 """Cloud-side decoding: container → entropy decode (shared, exact) → synthesis transform (torch) → RGB image.
 
 A rate point whose manifest lists face-domain adapters (:mod:`facelink.cloud.serving.adapters`) decodes with them
-and its gate's weights per domain, unless the decoder is made with ``adapters="off"``; ``"ablation"`` uses the
+and its gate's weights per domain when the decoder is made with ``adapters="on"`` (the default, ``"off"``, decodes
+with the base g_s: the adapters gain no accuracy measured yet); ``"ablation"`` uses the
 α = 0 adapters the manifest lists beside them (for benchmarks). Adapters change only the synthesis: the same
 containers decode either way."""
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Decoded:
 
 
 class _Synthesis:
-    def __init__(self, bundle: registry.ModelBundle, device: torch.device, adapters: str = "on",
+    def __init__(self, bundle: registry.ModelBundle, device: torch.device, adapters: str = "off",
                  channels_last: bool = False):
         m = bundle.manifest
         # A variable-rate model (core v2) applies the inverse gain of the container's quality before g_s.
@@ -118,7 +119,7 @@ class _Synthesis:
 class CloudDecoder:
     """Decodes containers from every model in the registry, chosen by the model id each container carries."""
 
-    def __init__(self, models: list[str] | None = None, device: str | None = None, root=None, adapters: str = "on",
+    def __init__(self, models: list[str] | None = None, device: str | None = None, root=None, adapters: str = "off",
                  max_pixels: int | None = None, channels_last: bool = False):
         # max_pixels: containers declaring more (padded) pixels are refused from their header, before entropy decoding
         # channels_last: the synthesis in that memory layout (faster on a CPU, equal up to float rounding)
