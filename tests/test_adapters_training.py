@@ -221,3 +221,37 @@ def test_a_run_can_start_from_another_runs_adapters_and_counts_its_cpu_time(runs
     assert got.keys() == start.keys() and all(torch.equal(got[k], start[k]) for k in got)
     with pytest.raises(cfgmod.ConfigError, match="another rate point or configuration"):
         ta.train(_cfg(init_from=str(pixel), width=4), tmp_path / "bad")
+
+
+def test_identity_target_is_parsed_validated_and_maps_crops_to_their_images_source_crop():
+    assert _cfg().identity_target == "domain" and _cfg(identity_target="clean").identity_target == "clean"
+    with pytest.raises(cfgmod.ConfigError, match="identity_target"):
+        _cfg(identity_target="gallery")
+    assert ta.main(["run", "--out", "/nonexistent/x", "--set", "identity_target=noisy"]) == 2
+    idx = torch.tensor([0, 5, 6, 11, 15])
+    assert ta.identity_target_indices(idx, 4, "domain").tolist() == [0, 5, 6, 11, 15]
+    assert ta.identity_target_indices(idx, 4, "clean").tolist() == [0, 4, 4, 8, 12]
+
+
+def test_with_a_clean_target_the_identity_term_embeds_the_untransformed_crop(runs, tmp_path, monkeypatch):
+    from facelink.cloud.training.identity_loss import IdentityLoss
+
+    root, *_ = runs
+    monkeypatch.setenv("FACELINK_RUNS", str(root))  # the fixture's cached latents
+    seen = {}
+    forward = IdentityLoss.forward
+
+    def spy(self, source, reconstruction, matrices, weights=None):
+        seen.setdefault("targets", []).append(source.detach().clone())
+        return forward(self, source, reconstruction, matrices, weights)
+
+    monkeypatch.setattr(IdentityLoss, "forward", spy)
+    cfg = _cfg(steps=3, batch_size=4, lr=0.0, identity_target="clean")
+    ta.train(cfg, tmp_path / "clean")
+    data = ta.coded_latents(cfg, registry.load(cfg.model))
+    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).float() / 255.0
+    source, other = x[data["domain"] == 0], x[data["domain"] != 0]
+    targets = torch.cat(seen["targets"])
+    assert len(targets) == 12
+    for t in targets:  # every target is an image's source crop, none a domain-transformed one
+        assert any(torch.equal(t, s) for s in source) and not any(torch.equal(t, o) for o in other)

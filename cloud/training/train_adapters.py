@@ -48,6 +48,7 @@ from facelink.shared.paths import runs_dir
 
 LOG_COLUMNS = ["step", "loss", "mse", "psnr", "identity", "ce", "gate_accuracy", "lr", "seconds", "cpu_seconds"]
 LATENT_CACHE_VERSION = "adapter-latents-v1"
+IDENTITY_TARGETS = ("domain", "clean")  # AdapterTrainConfig.identity_target
 
 
 @dataclass
@@ -88,6 +89,9 @@ class AdapterTrainConfig:
     # an adapters file (same rate point and configuration) to start from, its gate included (no gate pre-training):
     # e.g. a pixel-loss run continued with the identity term; its CPU time counts in cpu_seconds_total
     init_from: str | None = None
+    # what the identity term compares the decoded crop's embedding with: "domain", the coded (domain-transformed)
+    # crop's; "clean", the same image's source crop's (the clean enrolment photo a gallery holds in deployment)
+    identity_target: str = "domain"
 
     def __post_init__(self):
         if not self.domains or self.domains[0] != "source":
@@ -122,6 +126,9 @@ class AdapterTrainConfig:
             raise cfgmod.ConfigError("eval_every measures on held-out images: set holdout > 0")
         if self.init_from is not None and self.mode == "whole":
             raise cfgmod.ConfigError("init_from starts adapters from a file: not with mode whole")
+        if self.identity_target not in IDENTITY_TARGETS:
+            raise cfgmod.ConfigError(f"identity_target must be one of {', '.join(IDENTITY_TARGETS)}, "
+                                     f"got {self.identity_target!r}")
         if self.freeze_gate and self.gate_epochs == 0:
             raise cfgmod.ConfigError("freeze_gate keeps a pre-trained gate: set gate_epochs > 0")
         try:
@@ -262,6 +269,17 @@ def _confusion(logits: torch.Tensor, d: torch.Tensor, domains: int) -> list[list
     m = torch.zeros(domains, domains, dtype=torch.long)
     m.index_put_((d, logits.argmax(1)), torch.ones(len(d), dtype=torch.long), accumulate=True)
     return m.tolist()
+
+
+def identity_target_indices(idx: torch.Tensor, domains: int, target: str) -> torch.Tensor:
+    """The crops whose embedding the identity term aims at for the training crops ``idx``: themselves
+    (``domain``) or their image's source crop (``clean``; the cache holds each image's domains consecutively,
+    source first)."""
+    if target == "domain":
+        return idx
+    if target == "clean":
+        return torch.div(idx, domains, rounding_mode="floor") * domains
+    raise ValueError(f"identity_target must be one of {', '.join(IDENTITY_TARGETS)}, got {target!r}")
 
 
 def _batched(fn, *tensors, size: int = 64) -> torch.Tensor:
@@ -473,7 +491,8 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
         ident = float("nan")
         if identity is not None:
             mats = np.repeat(to_template[None], len(idx), axis=0)
-            d_id, _ = identity(x, x_hat, mats)
+            target = x_all[identity_target_indices(idx, len(cfg.domains), cfg.identity_target)].float() / 255.0
+            d_id, _ = identity(target, x_hat, mats)
             distortion = distortion + alpha * d_id
             ident = d_id.item()
         ce = F.cross_entropy(logits, d)
