@@ -55,6 +55,7 @@ from facelink.cloud.serving.metrics import Metrics
 from facelink.cloud.serving.recognition import FacePipeline, Identification, inference_lock
 from facelink.cloud.serving.recognizers import get_recognizer
 from facelink.cloud.serving.settings import (  # noqa: F401 - importable from here too
+    GRPC_TRANSPORT_OPTIONS,
     MAX_LABEL,
     ServerConfig,
     ServeRefused,
@@ -608,7 +609,7 @@ async def start(cfg: ServerConfig) -> tuple[grpc.aio.Server, int, FaceLinkServic
         interceptors=interceptors, maximum_concurrent_rpcs=cfg.max_streams + 64,
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes),
                  ("grpc.max_send_message_length", cfg.max_message_bytes),
-                 ("grpc.so_reuseport", 0)])
+                 ("grpc.so_reuseport", 0), *GRPC_TRANSPORT_OPTIONS])
     address = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
     try:
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)

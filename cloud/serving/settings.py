@@ -25,6 +25,18 @@ MAX_LABEL = 256  # characters of a request id, a frame's source or an enrolment'
 # `facelink bench calibrate-threshold --pairs 300 --out benchmarks/results/threshold.json`.
 DEFAULT_THRESHOLD = 0.277
 
+# Channel options of the server's gRPC transport, beside the message limits. gRPC core holds back its answer to a
+# call it ends for an error of its own (a message over the receive limit among them) for a random 100-1000 ms, a
+# "tarpit" against clients that repeat bad calls; facelink turns it off so that every hostile call is answered within
+# 100 ms. On a bare gRPC server (aio and thread-pool) with facelink serve's limit, a message 1 KiB over it is refused
+# in 106-1006 ms with the tarpit (medians 117-177), in 1.3-7.2 ms without (medians 1.9-2.5), one of 17 MiB in
+# 2.4-13.7 ms without (105-903 ms with); messages under the limit cost the same either way, and no other transport
+# option tried (BDP probe, frame size, lookahead, one stream) moves the delay (benchmarks/results/grpc_refusal.json,
+# made by `python -m facelink.benchmarks.grpc_refusal --calls 10 --out benchmarks/results/grpc_refusal.json`).
+# Without the tarpit a client that sends over-limit messages one after another is answered sooner, but it has sent
+# the bytes either way, and the message limit and the concurrent-call limit still bound what it holds open.
+GRPC_TRANSPORT_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.http.tarpit", 0),)
+
 
 @dataclass
 class ServerConfig:
