@@ -33,7 +33,7 @@ class Decoded:
 
 
 class _Synthesis:
-    def __init__(self, bundle: registry.ModelBundle, device: torch.device, adapters: str = "off",
+    def __init__(self, bundle: registry.ModelBundle, device: torch.device, adapters: str,
                  channels_last: bool = False):
         m = bundle.manifest
         # A variable-rate model (core v2) applies the inverse gain of the container's quality before g_s.

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more frames (default 2)")
     ap.add_argument("--adapters", action=argparse.BooleanOptionalAction, default=None,
                     help="decode with the rate points' face-domain adapters where a bundle has them (default off: "
-                    "measured, they gain no recognition accuracy yet and can lose some on infrared faces)")
+                    "measured, they gain no consistent recognition accuracy yet)")
     ap.add_argument("--auth-tokens", help="token file: sha256:<hex> ROLE NAME per line (facelink tokens add)")
     ap.add_argument("--tls-cert", help="PEM certificate chain")
     ap.add_argument("--tls-key", help="PEM private key")

@@ -74,8 +74,8 @@ class ServerConfig:
     batching: bool = True
     batch_max: int = 8  # 16 crops of 112×112 in one synthesis peak at +85 MB against +30 MB for 8, at equal cost
     batch_wait_ms: float = 2.0
-    # Decode with a rate point's face-domain adapters where its bundle has them. Off by default: on LFW they gain no
-    # recognition accuracy beyond the fold's spread, and the identity-trained ones lose 3-7 points on infrared faces
+    # Decode with a rate point's face-domain adapters where its bundle has them. Off by default: on 500 LFW pairs they
+    # move recognition by -1.8 to +2.2 points per domain and rate point, no consistent gain
     # (benchmarks/results/adapters/summary.json).
     adapters: bool = False
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
