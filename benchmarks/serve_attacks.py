@@ -97,6 +97,24 @@ class Server:
         self.proc.wait(60)
 
 
+class Note(str):
+    """A row's note, last in its attack's tuple: what of its memory is legal work rather than the attack's."""
+
+
+FIRST_CROP = Note(
+    "the crop is the server's first: it builds the model's synthesis (a frozen TorchScript copy, traced and "
+    "checked) and pays the first use of the networks, which glibc then keeps for reuse (the next row: the same "
+    "crop again); the two containers cost what the row above costs")
+LEGAL_FULL_FRAME = Note(
+    "legal work, for scale, not an attack: the entropy decoding of the random-payload rows above (what a bad "
+    "container at the pixel budget costs before it is refused), then the synthesis of 640x512 pixels, whose "
+    "activations (64 channels at 320x256 in float32: 21 MB each) no refused container reaches")
+FIRST_BURST = Note(
+    "the refused streams cost what the idle-streams row above costs; the rest is the legal work of 64 frames at "
+    "once, the first micro-batches of 8 of the synthesis and of the recognizer, on two threads at once (the next "
+    "row: the same again)")
+
+
 def measure(server: Server, attack, *args) -> dict:
     import grpc
 
@@ -254,19 +272,14 @@ def main(argv: list[str] | None = None) -> int:
             attacks = [
                 ("container declaring 4096x4096, valid CRC, 792 KB", one, bomb_4096),
                 ("two such containers at once, then a normal crop (its answer)", two_bombs_and_a_crop,
-                 "the crop is the server's first: it builds the model's synthesis (a frozen TorchScript copy, traced "
-                 "and checked) and pays the first use of the networks, which glibc then keeps for reuse (the next "
-                 "row: the same crop again); the two containers cost what the row above costs"),
+                 FIRST_CROP),
                 ("the same crop again, alone (legal work, after the first one)", one, crop),
                 ("container declaring 640x640, just over the pixel budget (640x512)", one, at_budget),
                 ("container declaring 640x512 (the pixel budget), random 64 KB payload", one, within_budget),
                 (f"{len(other_payloads)} more such containers, other random payloads, one by one", each_answered,
                  other_payloads),
                 ("legal work: a real 640x480 full frame", one, vga,
-                 "legal work, for scale, not an attack: the entropy decoding of the random-payload rows above (what a "
-                 "bad container at the pixel budget costs before it is refused), then the synthesis of 640x512 "
-                 "pixels, whose activations (64 channels at 320x256 in float32: 21 MB each) no refused container "
-                 "reaches"),
+                 LEGAL_FULL_FRAME),
                 ("a real 1024x1024 full frame (over the default pixel budget)", one, megapixel),
                 ("frame of 4 MiB (over the frame limit, under gRPC's), then a crop on the same stream",
                  stream_goes_on, os.urandom(4 << 20)),
@@ -299,16 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{args.idle_streams} idle streams at once (limit 64)", idle_streams, args.idle_streams),
                 (f"{args.idle_streams} streams at once, each sending a crop (64 frames of work at once)", idle_streams,
                  args.idle_streams, True,
-                 "the refused streams cost what the idle-streams row above costs; the rest is the legal work of 64 "
-                 "frames at once, the first micro-batches of 8 of the synthesis and of the recognizer, on two threads "
-                 "at once (the next row: the same again)"),
+                 FIRST_BURST),
                 (f"the same again ({args.idle_streams} streams, 64 crops at once)", idle_streams, args.idle_streams,
                  True),
                 ("one stream sending 2000 crops without reading answers", flood, 2000),
                 ("a second server on the same port", second_server),
             ]
             for what, fn, *fargs in attacks:
-                note = fargs.pop() if fargs and isinstance(fargs[-1], str) else None
+                note = fargs.pop() if fargs and isinstance(fargs[-1], Note) else None
                 row = {"attack": what, **measure(server, fn, *fargs), **({"note": note} if note else {})}
                 if isinstance(row["answer"], pb.EnrollResponse):
                     row["answer"] = f"OK (enrolled, {row['answer'].samples} samples)"
