@@ -382,6 +382,14 @@ def heat_map(matrix: np.ndarray, rows: list[str], cols: list[str], path: Path, t
     plt.close(fig)
 
 
+def paired_difference(folds_a, folds_b) -> dict:
+    """``a`` − ``b`` measured on the same pairs, fold by fold: its mean, its standard deviation over the folds and
+    the mean's standard error (what a difference between two decoders is judged by)."""
+    diff = np.asarray(folds_a, dtype=float) - np.asarray(folds_b, dtype=float)
+    return {"mean": float(diff.mean()), "fold_std": float(diff.std(ddof=1)),
+            "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+
+
 def _training(models: list[str]) -> dict:
     from facelink.cloud.serving import adapters
     from facelink.shared import registry
@@ -435,10 +443,8 @@ def summarize(args, measures: dict, timing: dict, command: str) -> dict:
                 row["fold_std"] = acc["adapters"][1]
                 row["fold_std_base"] = acc["base"][1]
                 # adapters − base on the same pairs, fold by fold: its spread is what a difference is judged by
-                diff = np.array(acc["adapters"][2]) - np.array(acc["base"][2])
-                row["diff_adapters_base"] = float(diff.mean())
-                row["diff_fold_std"] = float(diff.std(ddof=1))
-                row["diff_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+                d = paired_difference(acc["adapters"][2], acc["base"][2])
+                row["diff_adapters_base"], row["diff_fold_std"], row["diff_se"] = d["mean"], d["fold_std"], d["se"]
                 for variant, key in PSNR_KEYS.items():
                     row[key] = m["psnr"].get(variant)
                 row["gate_weights"] = dict(zip(m["adapter_domains"], m["gate_weights"]))

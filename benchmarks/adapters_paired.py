@@ -9,7 +9,8 @@ cache. Decoders of different rate-point bundles (e.g. a copy of a rate point car
 --decoders base=face-ipr-q2:base ipr=face-ipr-q2:adapters --versus base --out result.json``
 
 writes each decoder's 10-fold accuracy and, for each decoder against each ``--versus`` one, the fold-by-fold
-difference's mean, standard deviation and standard error (the adapters bench's ``diff_se``).
+difference's mean, standard deviation and standard error (``adapters_bench.paired_difference``, as the bench's
+``diff_se``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from facelink.benchmarks import engine
-from facelink.benchmarks.adapters_bench import accuracy
+from facelink.benchmarks.adapters_bench import accuracy, paired_difference
+from facelink.cloud.evaluation.provenance import emit_json, stamp
 
 
 def _decoders(items: list[str]) -> dict[str, tuple[str, str]]:
@@ -58,17 +58,14 @@ def compare(folder: Path, dataset: str, domains: list[str], decoders: dict[str, 
             if len(scores) != len(suite.pairs):
                 raise ValueError(f"{path}: {len(scores)} scores, the suite has {len(suite.pairs)} pairs")
             mean, std, per_fold = accuracy(suite, scores)
-            folds[name] = np.array(per_fold)
+            folds[name] = per_fold
             row["decoders"][name] = {"rate_point": model, "variant": variant, "measures": path.name,
                                      "accuracy": mean, "fold_std": std}
         for ref in versus:
             for name in decoders:
                 if name == ref:
                     continue
-                diff = folds[name] - folds[ref]
-                row["differences"][f"{name}-{ref}"] = {
-                    "mean": float(diff.mean()), "fold_std": float(diff.std(ddof=1)),
-                    "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+                row["differences"][f"{name}-{ref}"] = paired_difference(folds[name], folds[ref])
         out[domain] = row
     return {"dataset": dataset, "recognizer": recognizer, "pairs": int(len(suite.pairs)), "domains": out}
 
@@ -100,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapters_paired: {e}", file=sys.stderr)
         return 2
     argv_used = sys.argv[1:] if argv is None else argv
-    doc = {"command": "python -m facelink.benchmarks.adapters_paired " + shlex.join(argv_used), **result}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(stamp({"command": "python -m facelink.benchmarks.adapters_paired " + shlex.join(argv_used), **result}),
+              args.out)
     return 0
 
 
