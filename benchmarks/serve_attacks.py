@@ -102,17 +102,18 @@ class Note(str):
 
 
 FIRST_CROP = Note(
-    "the crop is the server's first: it builds the model's synthesis (a frozen TorchScript copy, traced and "
-    "checked) and pays the first use of the networks, which glibc then keeps for reuse (the next row: the same "
-    "crop again); the two containers cost what the row above costs")
+    "the crop is the first a client sent: with the server's warm-up (its default) the model's synthesis was built "
+    "and the networks' first use paid before SERVING; without it (--no-warmup) this crop builds the synthesis (a "
+    "frozen TorchScript copy, traced and checked) and pays that first use, which glibc then keeps for reuse (the next "
+    "row: the same crop again); the two containers cost what the row above costs")
 LEGAL_FULL_FRAME = Note(
     "legal work, for scale, not an attack: the entropy decoding of the random-payload rows above (what a bad "
     "container at the pixel budget costs before it is refused), then the synthesis of 640x512 pixels, whose "
     "activations (64 channels at 320x256 in float32: 21 MB each) no refused container reaches")
 FIRST_BURST = Note(
     "the refused streams cost what the idle-streams row above costs; the rest is the legal work of 64 frames at "
-    "once, the first micro-batches of 8 of the synthesis and of the recognizer, on two threads at once (the next "
-    "row: the same again)")
+    "once, the first micro-batches of 8 of the synthesis and of the recognizer from clients, on two threads at once "
+    "(the warm-up sent two such bursts before SERVING; the next row: the same again)")
 
 
 def measure(server: Server, attack, *args) -> dict:
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (default %(default)s)")
     ap.add_argument("--note", default="", help="how the machine was when this ran (kept in the result)")
     ap.add_argument("--idle-streams", type=int, default=300, help="idle streams opened at once (default 300)")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                    help="an option for the server beyond its defaults (repeatable; e.g. --server-arg=--no-warmup)")
     args = ap.parse_args(argv)
 
     import cv2
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         tokens = work / "tokens.txt"
         admin, edge = auth.add_token(tokens, "admin", "admin"), auth.add_token(tokens, "cam", "edge")
-        server = Server(work, "--auth-tokens", str(tokens))
+        server = Server(work, "--auth-tokens", str(tokens), *args.server_arg)
         rss_at_start = round(server.status()["VmRSS"] / 1024, 1)
         try:
             c = Client(server.target, timeout=120, token=admin)
@@ -284,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("frame of 4 MiB (over the frame limit, under gRPC's), then a crop on the same stream",
                  stream_goes_on, os.urandom(4 << 20)),
                 ("frame of 17 MiB (over gRPC's message limit)", one, os.urandom(17 << 20)),
-                # gRPC's own refusal costs ~100 ms whatever the size over its limit (its transport sends the status
-                # late): this row against the one above tells that time from the time of pushing the bytes
+                # gRPC's own refusal, just over its limit: this row against the one above tells the time of
+                # pushing the bytes from the refusal's own (grpc.http.tarpit off: facelink.benchmarks.grpc_refusal)
                 ("frame of 8 MiB + 65 KiB (just over gRPC's message limit)", one, os.urandom((8 << 20) + (65 << 10))),
                 ("top_k 1000 (paging through the gallery)", lambda: one(crop, top_k=1000)),
                 (f"Enroll: valid PNG of 30000x30000 ({len(png30) >> 10} KB)",
@@ -331,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     doc = stamp({"command": "facelink bench attacks " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "server": "facelink serve defaults + --auth-tokens (attacks that need a role use the admin token)",
+                 "server": "facelink serve defaults + --auth-tokens (attacks that need a role use the admin token)"
+                           + "".join(f" {a}" for a in args.server_arg),
                  "rss_mb_at_start": rss_at_start, "rows": rows, **({"note": args.note} if args.note else {})})
     emit_json(doc, args.out)
     return 0

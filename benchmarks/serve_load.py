@@ -8,14 +8,16 @@ counts, for the per-frame path and the batched one in one run.
 
 Each mode is its own server process on a fresh gallery with a few enrolled identities:
 
-- ``before``: the server as it was before this work: ``--batching off --stream-window 1 --torch-threads 0`` (the
-  per-frame path: one frame of a stream at a time, each decoded and recognised alone in the worker pool, one network
-  call at a time with torch's default threads) and the pure-Python rANS decoder (``FACELINK_PURE_RANS=1`` in the
-  server's environment); its recognizer is today's (the frozen TorchScript MobileFaceNet), its synthesis eager;
+- ``before``: the server as it was before this work: ``--batching off --stream-window 1 --torch-threads 0
+  --no-warmup`` (the per-frame path: one frame of a stream at a time, each decoded and recognised alone in the worker
+  pool, one network call at a time with torch's default threads) and the pure-Python rANS decoder
+  (``FACELINK_PURE_RANS=1`` in the server's environment); its recognizer is today's (the frozen TorchScript
+  MobileFaceNet), its synthesis eager;
 - ``after``: the defaults (micro-batches of the synthesis and the recognizer across streams, 8 frames of a stream
   in flight, one torch thread per network so that the two run on two cores at once, the native rANS decoder where
   it is built);
-- ``after-torch0``: the defaults with torch's default threads (one network call at a time, on every core).
+- ``after-torch0``: the defaults with torch's default threads (one network call at a time, on every core);
+- ``after-no-warmup``: the defaults without the start-up warm-up (the server before it had one).
 
 The load: N streams on one grpc.aio channel per stream, each a closed loop with ``--in-flight`` frames outstanding
 (default 1: send, wait for the answer, send the next), cycling through aligned face crops coded once by the edge
@@ -44,9 +46,10 @@ from facelink.cloud.evaluation.provenance import emit_json, stamp
 from facelink.shared.registry import DEFAULT_MODEL
 
 MODES = {
-    "before": ["--batching", "off", "--stream-window", "1", "--torch-threads", "0"],
+    "before": ["--batching", "off", "--stream-window", "1", "--torch-threads", "0", "--no-warmup"],
     "after": [],
     "after-torch0": ["--torch-threads", "0"],
+    "after-no-warmup": ["--no-warmup"],
 }
 # Environment of a mode's server beyond this process's own
 MODE_ENV = {"before": {"FACELINK_PURE_RANS": "1"}}

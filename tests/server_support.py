@@ -20,6 +20,9 @@ class ServerThread:
     def __init__(self, **config):
         config.setdefault("port", 0)
         config.setdefault("models", [DEFAULT_MODEL])
+        # No warm-up: it costs seconds per start, and these tests check answers, not what a first frame costs
+        # (test_server_warmup.py starts servers with it)
+        config.setdefault("warmup", False)
         self.cfg = ServerConfig(**config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

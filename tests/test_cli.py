@@ -138,8 +138,8 @@ def test_every_serve_option_sets_the_config_field_of_its_name(tmp_path):
             "--threshold", "0.5", "--max-frame-bytes", "1000", "--max-pixels", "4096", "--max-image-pixels", "9",
             "--max-message-bytes", "99999", "--max-streams", "3", "--stream-window", "2", "--workers", "5",
             "--torch-threads", "0", "--device", "cpu", "--batching", "off", "--batch-max", "4",
-            "--batch-wait-ms", "1.5", "--no-adapters", "--auth-tokens", "t", "--tls-cert", "c", "--tls-key", "k",
-            "--client-ca", "ca", "--insecure", "--metrics-port", "0", "--metrics-host", "::1",
+            "--batch-wait-ms", "1.5", "--no-adapters", "--no-warmup", "--auth-tokens", "t", "--tls-cert", "c",
+            "--tls-key", "k", "--client-ca", "ca", "--insecure", "--metrics-port", "0", "--metrics-host", "::1",
             "--shutdown-grace-s", "2.5"]
     cfg = serve_command.config_from_args(parser.parse_args(argv))
     given = {a.dest for a in parser._actions if a.option_strings and any(o in argv for o in a.option_strings)}
@@ -147,7 +147,7 @@ def test_every_serve_option_sets_the_config_field_of_its_name(tmp_path):
     assert dataclasses.asdict(cfg) == {**dataclasses.asdict(ServerConfig()), **dict(
         host="::1", port=7, gallery="g.db", recognizer="r", models=["a", "b"], threshold=0.5, max_frame_bytes=1000,
         max_pixels=4096, max_image_pixels=9, max_message_bytes=99999, max_streams=3, stream_window=2, workers=5,
-        torch_threads=0, device="cpu", batching=False, batch_max=4, batch_wait_ms=1.5, adapters=False,
+        torch_threads=0, device="cpu", batching=False, batch_max=4, batch_wait_ms=1.5, adapters=False, warmup=False,
         auth_tokens="t", tls_cert="c", tls_key="k", client_ca="ca", insecure=True, metrics_port=0,
         metrics_host="::1", shutdown_grace_s=2.5)}
     assert serve_command.config_from_args(parser.parse_args([])) == ServerConfig()

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--adapters", action=argparse.BooleanOptionalAction, default=None,
                     help="decode with the rate points' face-domain adapters where a bundle has them (default off: "
                     "measured, they gain no consistent recognition accuracy yet)")
+    ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                    help="push zero-latent frames through the recognition path before reporting SERVING, so that no "
+                    "client's frame pays for first use (default on; --no-warmup starts a few seconds sooner)")
     ap.add_argument("--auth-tokens", help="token file: sha256:<hex> ROLE NAME per line (facelink tokens add)")
     ap.add_argument("--tls-cert", help="PEM certificate chain")
     ap.add_argument("--tls-key", help="PEM private key")

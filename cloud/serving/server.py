@@ -46,7 +46,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facelink.cloud.serving import auth as authmod
-from facelink.cloud.serving import limits
+from facelink.cloud.serving import limits, warmup
 from facelink.cloud.serving.batching import MicroBatcher
 from facelink.cloud.serving.decoder import CloudDecoder
 from facelink.cloud.serving.dedup import DedupError, Deduplicator, DedupStore, path_beside
@@ -141,9 +141,10 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
         if cfg.batching:
             wait = cfg.batch_wait_ms / 1e3
             self.synth_batcher = MicroBatcher(self._synthesize_batch, cfg.batch_max, wait, "synthesis",
-                                              lambda n: self.metrics.batch_size.labels("synthesis").observe(n))
+                                              lambda n: self._observe_batch("synthesis", n))
             self.embed_batcher = MicroBatcher(self._embed_batch, cfg.batch_max, wait, "embed",
-                                              lambda n: self.metrics.batch_size.labels("embed").observe(n))
+                                              lambda n: self._observe_batch("embed", n))
+        self.warming_up = False  # while True, the metrics do not count the work (the warm-up's frames)
         self.metrics.watch_gallery(self.gallery.size)
         self.streams = 0
         self.draining = asyncio.Event()
@@ -384,6 +385,27 @@ class FaceLinkService(pb_grpc.FaceLinkServicer):
             self.metrics.decode_seconds.observe(resp.result.decode_ms / 1e3)
             self.metrics.recognize_seconds.observe(resp.result.recognize_ms / 1e3)
         return resp
+
+    # -- warm-up (:mod:`.warmup`) --------------------------------------------------------------------------------
+    def _observe_batch(self, stage: str, n: int) -> None:
+        if not self.warming_up:
+            self.metrics.batch_size.labels(stage).observe(n)
+
+    def default_bundle(self):
+        """The bundle of the model edges are told to use, or the first one loaded when the server has not got it."""
+        name = self.cfg.default_model or DEFAULT_MODEL
+        bundles = list(self.decoder.bundles.values())
+        return next((b for b in bundles if b.name == name), bundles[0])
+
+    async def warmup_recognize(self, req: pb.RecognizeRequest) -> None:
+        """One warm-up frame through the path a client's frame takes (batched or per frame), outside the metrics;
+        an in-band error is raised: the server would answer a client's frame so."""
+        if self.cfg.batching:
+            resp = await self._recognize_batched(req)
+        else:
+            resp = await asyncio.get_running_loop().run_in_executor(self.pool, self._recognize, req)
+        if resp.WhichOneof("outcome") != "result":
+            raise RuntimeError(f"warm-up frame refused: {pb.Error.Code.Name(resp.error.code)}: {resp.error.message}")
 
     # -- Enroll ------------------------------------------------------------------------------------------------
     def _image_from_bytes(self, data: bytes) -> tuple[np.ndarray, int]:
@@ -626,6 +648,12 @@ async def start(cfg: ServerConfig) -> tuple[grpc.aio.Server, int, FaceLinkServic
     for name in ("", SERVICE_NAME):
         await service.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
+    if cfg.warmup:  # health says NOT_SERVING meanwhile
+        service.warming_up = True
+        try:
+            log.info("warm-up: %s", json.dumps(await warmup.warm_up(service, cfg.max_streams)))
+        finally:
+            service.warming_up = False
     await service.update_health()
     return server, port, service
 

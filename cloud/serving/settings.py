@@ -78,6 +78,10 @@ class ServerConfig:
     # move recognition by -1.8 to +2.2 points per domain and rate point, no consistent gain
     # (benchmarks/results/adapters/summary.json).
     adapters: bool = False
+    # Frames of zero latents through the recognition path before SERVING (every model, every crop template, a full
+    # frame at the pixel budget, a burst of max_streams crops), so that no client's frame pays for first use
+    # (:mod:`.warmup`)
+    warmup: bool = True
     # Exactly-once delivery: answers kept per (device id, sequence) beside the gallery, by age and count.
     dedup_max_age_s: float = 7 * 86400.0
     dedup_max_entries: int = 1_000_000
