@@ -227,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                     yield from ()
 
                 t0 = time.perf_counter()
-                calls = [c.recognize_stream(held()) for _ in range(n)]
+                opened, ended = [], {}
+                calls = []
+                for i in range(n):
+                    calls.append(c.recognize_stream(held()))
+                    opened.append(time.perf_counter())
+                    calls[-1].add_done_callback(lambda _, i=i: ended.setdefault(i, time.perf_counter()))
                 codes: dict[str, int] = {}
                 refused_by = ""
                 if send_a_crop:
@@ -244,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                         if now_done > done:
                             done, last = now_done, time.perf_counter()
                         time.sleep(0.005)
-                    refused_by = f" (the last refusal {(last - t0) * 1e3:.0f} ms after the first stream opened)"
+                    waits = [(ended[i] - opened[i]) * 1e3 for i in sorted(ended)]
+                    refused_by = (f" (the last refusal {(last - t0) * 1e3:.0f} ms after the first stream opened; "
+                                  f"each refused {min(waits):.1f}-{max(waits):.1f} ms after it opened, median "
+                                  f"{statistics.median(waits):.1f})" if waits else "")
                     for call in calls:
                         name = call.code().name if call.done() else "open (accepted)"
                         codes[name] = codes.get(name, 0) + 1
