@@ -261,3 +261,120 @@ def test_a_pack_carries_the_crops_and_the_validation_batch_and_trains(tmp_path, 
     other = cfgmod.from_mapping(core_v2.CoreV2Config, _config(crop_template="arcface-96"))
     with pytest.raises(ValueError, match="holds arcface-112"):
         PackedCropSampler(pack, other, seed=0)
+
+
+def test_weight_average_is_an_exponential_moving_average_of_the_parameters_only():
+    toy = torch.nn.Linear(3, 2)
+    toy.register_buffer("bound", torch.tensor([0.5]))
+    with torch.no_grad():
+        toy.weight.fill_(1.0), toy.bias.fill_(-2.0)
+    avg = core_v2.WeightAverage(toy, 0.75)
+    with torch.no_grad():
+        toy.weight.fill_(5.0), toy.bias.fill_(2.0), toy.bound.fill_(9.0)
+    avg.update()
+    assert torch.allclose(avg.model.weight, torch.full((2, 3), 0.75 * 1 + 0.25 * 5))
+    assert torch.allclose(avg.model.bias, torch.full((2,), 0.75 * -2 + 0.25 * 2))
+    for _ in range(9):
+        avg.update()
+    # constant live weights w: avg_k = w + decay^k (avg_0 − w)
+    assert torch.allclose(avg.model.weight, torch.full((2, 3), 5 + 0.75**10 * (1 - 5)))
+    assert avg.updates == 10 and avg.model.bound.item() == 0.5  # buffers are not averaged
+    assert not any(p.requires_grad for p in avg.model.parameters()) and toy.weight.requires_grad
+    again = core_v2.WeightAverage(toy, 0.75)
+    again.load_state_dict(avg.state_dict())
+    assert again.updates == 10 and torch.equal(again.model.weight, avg.model.weight)
+    with pytest.raises(ValueError, match="decay"):
+        core_v2.WeightAverage(toy, 1.0)
+    with pytest.raises(cfgmod.ConfigError, match="ema_decay"):
+        cfgmod.from_mapping(core_v2.CoreV2Config, _config(ema_decay=1.0))
+
+
+def _ema_run(tmp_path, monkeypatch, **kw):
+    pytest.importorskip("facelink.cloud.serving.recognizers")
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    # decay 0.5: after two steps the average is far from the raw weights, so tests can tell them apart
+    return cfgmod.from_mapping(core_v2.CoreV2Config, _config(ema_decay=0.5, **kw))
+
+
+def _lerp_params(avg: dict, raw: dict, w: float) -> dict:
+    return {n: avg[n] + w * (raw[n] - avg[n]) for n in avg}
+
+
+def test_train_checkpoints_the_weight_average_and_resumes_it_or_starts_one(tmp_path, monkeypatch, capsys):
+    """The checkpoint keeps raw and averaged weights; validation is the average's; a resume continues the stored
+    average, and a checkpoint without one (as written before averages existed) starts it from its weights."""
+    cfg = _ema_run(tmp_path, monkeypatch)
+    run = tmp_path / "run"
+    assert core_v2.train(cfg, run, until_step=2, device="cpu") == 2
+    s2 = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert s2["ema"]["decay"] == 0.5 and s2["ema"]["updates"] == 2
+    names = dict(core_v2.new_model(cfg).named_parameters())
+    assert set(s2["ema"]["params"]) == set(names)  # every parameter: gains and entropy bottleneck included
+    assert any("log_gain" in n for n in names) and any(n.endswith(".quantiles") for n in names)
+    assert not all(torch.equal(s2["ema"]["params"][n], s2["model"][n]) for n in names)
+    fresh = core_v2.new_model(cfg).state_dict()  # the float buffers are constants: nothing there to average
+    assert all(torch.equal(s2["model"][k], v) for k, v in fresh.items() if k not in names and v.is_floating_point())
+    (entry,) = json.loads(core_v2.progress_path(cfg.run_name).read_text())["entries"]
+    assert entry["weights"] == "ema" and entry["ema_decay"] == 0.5 and entry["ema_updates"] == 2
+    ema_model, info = core_v2.checkpoint_weights(cfg, s2)
+    assert info == {"weights": "ema", "ema_decay": 0.5, "ema_updates": 2}
+    raw_model = core_v2.checkpoint_weights(cfg, s2, raw=True)[0]
+    assert torch.equal(raw_model.state_dict()["log_gain"], s2["model"]["log_gain"])
+    assert torch.equal(ema_model.state_dict()["log_gain"], s2["ema"]["params"]["log_gain"])
+
+    without = tmp_path / "without"  # the same checkpoint with its average removed
+    without.mkdir()
+    torch.save({k: v for k, v in s2.items() if k != "ema"}, without / "checkpoint.pt")
+    capsys.readouterr()
+    assert core_v2.train(cfg, run, device="cpu") == 3
+    assert "weight average: resumed (decay 0.5, 2 steps averaged)" in capsys.readouterr().out
+    assert core_v2.train(cfg, without, device="cpu") == 3
+    assert "none stored; starts from the checkpoint's weights at step 2" in capsys.readouterr().out
+    s3, w3 = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (run, without))
+    assert s3["ema"]["updates"] == 3 and w3["ema"]["updates"] == 1
+    raw3 = {n: s3["model"][n] for n in names}
+    assert all(torch.equal(s3["model"][n], w3["model"][n]) for n in names)  # the same training either way
+    for got, start in ((s3["ema"]["params"], s2["ema"]["params"]), (w3["ema"]["params"], s2["model"])):
+        want = _lerp_params({n: start[n] for n in names}, raw3, 0.5)
+        assert all(torch.allclose(got[n], want[n], atol=1e-6) for n in names)
+
+
+def test_milestone_and_export_carry_the_weight_average(tmp_path, monkeypatch, capsys):
+    """The milestone and a registry export are the averaged weights (entropy tables computed from them), the raw
+    ones on request; a fresh machine resumes from the milestone with the average starting from its weights."""
+    from safetensors.torch import load_file
+
+    from facelink.cloud.training.export_v2 import export_tables
+    from facelink.shared import registry
+
+    cfg = _ema_run(tmp_path, monkeypatch)
+    run = tmp_path / "run"
+    assert core_v2.train(cfg, run, until_step=2, device="cpu") == 2
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    ema = state["ema"]["params"]
+    weights = core_v2.write_milestone(cfg, run)
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert record["weights"] == "ema" and record["ema_decay"] == 0.5 and record["ema_updates"] == 2
+    stored = load_file(str(weights))
+    for n, v in ema.items():
+        want = v if n.startswith(core_v2.FLOAT32_PREFIXES) else v.half()
+        assert torch.equal(stored[n], want), n
+
+    models = tmp_path / "models"
+    core_v2.export_model(cfg, run, "checkpoint", "v2-ema", models, "float32")
+    core_v2.export_model(cfg, run, "checkpoint", "v2-raw", models, "float32", raw=True)
+    ema_bundle, raw_bundle = (registry.load(str(models / n)) for n in ("v2-ema", "v2-raw"))
+    assert ema_bundle.manifest["training"]["weights"] == "ema" and raw_bundle.manifest["training"]["weights"] == "raw"
+    decoder = load_file(str(models / "v2-ema" / "decoder.safetensors"))
+    assert torch.equal(decoder["g_s.0.weight"], ema["g_s.0.weight"])
+    assert torch.equal(decoder["log_inv_gain"], ema["log_inv_gain"])
+    averaged = core_v2.checkpoint_weights(cfg, state)[0]
+    assert ema_bundle.manifest["model_id"] == export_tables(averaged).model_id  # tables from the averaged model
+    assert raw_bundle.manifest["model_id"] != ema_bundle.manifest["model_id"]
+
+    capsys.readouterr()
+    assert core_v2.train(cfg, tmp_path / "fresh", device="cpu") == 3
+    out = capsys.readouterr().out
+    assert "committed milestone" in out and "starts from the milestone's ema weights at step 2" in out
