@@ -30,6 +30,11 @@ def _env(cache):
     return dict(env, FACELINK_EDGE_CACHE=str(cache))
 
 
+def _disk(folder: Path) -> str:
+    st = os.statvfs(folder if folder.exists() else folder.parent)
+    return f"free space beside {folder}: {st.f_bavail * st.f_frsize / 2**20:.0f} MiB"
+
+
 def _binary(*args, cache, timeout=300):
     return subprocess.run([str(BINARY), *args], capture_output=True, text=True, timeout=timeout, env=_env(cache))
 
@@ -39,7 +44,9 @@ def test_binary_unpacks_once_per_build_and_two_first_launches_agree(tmp_path):
     launches = [subprocess.Popen([str(BINARY), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=_env(cache)) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in launches]
-    assert [p.returncode for p in launches] == [0, 0], outputs
+    if [p.returncode for p in launches] != [0, 0]:  # the whole stderr: an assertion's repr would cut it short
+        pytest.fail("\n".join(f"launch {i}: exit {p.returncode}\nstderr:\n{err}\n{_disk(cache)}"
+                               for i, (p, (_, err)) in enumerate(zip(launches, outputs))), pytrace=False)
     assert outputs[0][0] == outputs[1][0] and outputs[0][0].startswith(DEFAULT_MODEL)
     published = [p for p in cache.iterdir() if p.is_symlink()]
     # one copy published, the other launch's copy removed: no second folder, no half-unpacked leftovers

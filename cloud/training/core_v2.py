@@ -17,7 +17,7 @@ Where a run lives (``run_name`` in the configuration, e.g. ``core-v2`` and its �
   bpp / PSNR / 1 − cos identity per quality on a fixed validation batch of aligned crops of held-out training
   images (never the test protocols), measured on the averaged weights when ``ema_decay`` > 0 (:class:`WeightAverage`);
 - ``cloud/training/checkpoints/<run_name>.safetensors`` + ``.json`` (committed milestones, ``facelink core-v2
-  milestone``): the model's weights in float16 (its entropy-model parameters and gains in float32), the averaged
+  milestone``, also written by the training every ``milestone_minutes`` so that the work tree holds them): the model's weights in float16 (its entropy-model parameters and gains in float32), the averaged
   ones when the checkpoint holds an average (the record's ``weights`` says which). A run with no checkpoint in its
   folder (a fresh machine) starts from the milestone at the milestone's step.
 
@@ -104,6 +104,10 @@ class CoreV2Config:
     # 0.999 averages over about 1/(1 − 0.999) = 1000 steps, about three checkpoint intervals of the run (346 steps
     # apart at the median), and lags the raw weights by a small share of each stage (20,000+ steps).
     ema_decay: float = 0.999
+    # Write the milestone (the committed float16 weights, ``facelink core-v2 milestone``) into the work tree this
+    # often while training (0: only by hand), so that a working tree handed on without its machine's cache still
+    # holds recent weights to resume from: a run's checkpoint lives outside the work tree and is lost with it.
+    milestone_minutes: float = 60.0
 
     def __post_init__(self):
         from facelink.cloud.training.identity_loss import DIFFERENTIABLE_RECOGNIZERS
@@ -145,6 +149,8 @@ class CoreV2Config:
             raise cfgmod.ConfigError(f"continuous_share must lie in [0, 1], got {self.continuous_share}")
         if self.checkpoint_minutes <= 0 or self.batch_size < 1 or self.threads < 1 or self.validation_images < 1:
             raise cfgmod.ConfigError("checkpoint_minutes, batch_size, threads and validation_images must be > 0")
+        if self.milestone_minutes < 0:
+            raise cfgmod.ConfigError(f"milestone_minutes must be ≥ 0 (0: only by hand), got {self.milestone_minutes}")
         if not 0 <= self.ema_decay < 1:
             raise cfgmod.ConfigError(f"ema_decay must lie in [0, 1) (0: no average), got {self.ema_decay}")
 
@@ -636,7 +642,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
     model.train()
     identity.train()
     started = time.time()
-    last_ckpt = time.time()
+    last_ckpt = last_milestone = time.time()
     recent: list[tuple[float, float, float]] = []
     bar = tqdm(total=stop_at, initial=step, desc=cfg.run_name, unit="step", mininterval=30, file=sys.stdout)
     terminated: list[int] = []  # SIGTERM: checkpoint after the step in progress, then return
@@ -667,6 +673,9 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
             if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60 or step == stop_at or stop:
                 checkpoint(report(recent))
                 last_ckpt = time.time()
+                if cfg.milestone_minutes and last_ckpt - last_milestone >= cfg.milestone_minutes * 60:
+                    print(f"milestone at step {step}: {write_milestone(cfg, run_dir)}", flush=True)
+                    last_milestone = last_ckpt
                 if stop:
                     print(f"stopping at step {step}: " + ("SIGTERM" if terminated else
                                                           f"after {max_minutes} minutes"), flush=True)

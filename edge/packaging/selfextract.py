@@ -3,9 +3,11 @@
   python edge/packaging/selfextract.py build/edge-binary/dist/facelink-edge dist/facelink-edge
 
 The result is a POSIX shell header followed by the folder (the PyInstaller "onedir" build: its launcher,
-``_internal/`` with Python, the libraries, the default rate point and YuNet) as ``SHARDS`` gzip'd tars of about equal
-size, which the first launch inflates at once, one process each (gzip inflates on one core: four shards cut the first
-launch's unpacking to about a core's share on a four-core device). At launch the header looks
+``_internal/`` with Python, the libraries, the default rate point and YuNet) as gzip'd tars: first one holding only the
+folders, then ``SHARDS`` holding the files, of about equal size. The first launch unpacks the folders, then inflates the
+file shards at once, one process each (gzip inflates on one core: four shards cut the first launch's unpacking to about
+a core's share on a four-core device). The folders come first because tars running side by side that each create a
+missing parent folder race one another (one tar's mkdir or chmod of a folder while another writes into it). At launch the header looks
 for that build's folder in a private cache, ``$FACELINK_EDGE_CACHE`` or else ``$XDG_CACHE_HOME/facelink-edge`` or
 ``~/.cache/facelink-edge`` (``$TMPDIR/facelink-edge-UID`` without a home), under the payload's sha256; when absent
 it unpacks the payload into a fresh folder beside it and publishes it with one atomic symbolic link (two launches at
@@ -32,8 +34,8 @@ from pathlib import Path
 MARKER = b"__FACELINK_EDGE_PAYLOAD_FOLLOWS__\n"
 HEADER = r"""#!/bin/sh
 # facelink-edge: the edge client in one file. A shell header (this), then the program's folder as gzip'd tars
-# (offset:length in bytes after the header, each). The first launch of this build unpacks them, all at once, into a
-# private cache folder; every launch runs it from there. Packed by edge/packaging/selfextract.py;
+# (offset:length in bytes after the header, each). The first launch of this build unpacks the first (the folders),
+# then the others all at once, into a private cache folder; every launch runs it from there. Packed by edge/packaging/selfextract.py;
 # payload sha256 {digest}.
 id={id}
 skip={skip}
@@ -54,8 +56,12 @@ if [ ! -x "$dir/facelink-edge" ]; then
     echo "facelink-edge: $base must belong to you and be writable by no one else" >&2; exit 70
   fi
   tmp=$(mktemp -d "$base/.$id.XXXXXX") || exit 70
+  s=${{shards%% *}}
+  if ! tail -c +$((skip + ${{s%:*}} + 1)) "$0" | head -c "${{s#*:}}" | tar -xzf - -C "$tmp"; then
+    rm -rf "$tmp"; echo "facelink-edge: cannot unpack $0 into $base" >&2; exit 70
+  fi
   pids=
-  for s in $shards; do
+  for s in ${{shards#* }}; do
     tail -c +$((skip + ${{s%:*}} + 1)) "$0" | head -c "${{s#*:}}" | tar -xzf - -C "$tmp" &
     pids="$pids $!"
   done
@@ -92,21 +98,21 @@ def _tar_gz(folder: Path, paths: list[Path]) -> bytes:
 
 
 def shards(folder: Path, count: int = SHARDS) -> list[bytes]:
-    """The folder as ``count`` gzip'd tars of about equal size: the folders (in path order, so a parent comes before
-    its children) and then the largest files first go to the lightest shard; the same build gives the same bytes."""
+    """The folder as gzip'd tars: the folders alone (in path order, so a parent comes before its children), then
+    ``count`` tars of the files (and links) of about equal size, the largest first going to the lightest; the same
+    build gives the same bytes."""
     entries = sorted(folder.rglob("*"))
     folders = [p for p in entries if p.is_dir() and not p.is_symlink()]
     is_folder = set(folders)
     files = sorted((p for p in entries if p not in is_folder),
                    key=lambda p: (-(p.lstat().st_size if not p.is_symlink() else 0), str(p)))
-    groups: list[list[Path]] = [list(folders)] + [[] for _ in range(count - 1)]
+    groups: list[list[Path]] = [[] for _ in range(count)]
     loads = [0] * count
     for path in files:
         i = loads.index(min(loads))
         groups[i].append(path)
         loads[i] += path.lstat().st_size
-    return [_tar_gz(folder, sorted(g, key=str) if i else folders + sorted(g[len(folders):], key=str))
-            for i, g in enumerate(groups)]
+    return [_tar_gz(folder, folders)] + [_tar_gz(folder, sorted(g, key=str)) for g in groups]
 
 
 def header(parts: list[bytes]) -> bytes:
