@@ -17,9 +17,10 @@ Where a run lives (``run_name`` in the configuration, e.g. ``core-v2`` and its Î
   bpp / PSNR / 1 âˆ’ cos identity per quality on a fixed validation batch of aligned crops of held-out training
   images (never the test protocols), measured on the averaged weights when ``ema_decay`` > 0 (:class:`WeightAverage`);
 - ``cloud/training/checkpoints/<run_name>.safetensors`` + ``.json`` (committed milestones, ``facelink core-v2
-  milestone``, also written by the training every ``milestone_minutes`` so that the work tree holds them): the model's weights in float16 (its entropy-model parameters and gains in float32), the averaged
-  ones when the checkpoint holds an average (the record's ``weights`` says which). A run with no checkpoint in its
-  folder (a fresh machine) starts from the milestone at the milestone's step.
+  milestone``, also written by the training every ``milestone_minutes`` so that the work tree holds them): the model's
+  weights in float16 (its entropy-model parameters and gains in float32), the averaged ones when the checkpoint holds an
+  average (the record's ``weights`` says which). A run with no checkpoint in its folder (a fresh machine) starts from
+  the milestone at the milestone's step.
 
 ``facelink core-v2 measure`` times training steps of candidate sizes on one thread (how N and M were chosen).
 """

@@ -3,16 +3,17 @@
   python edge/packaging/selfextract.py build/edge-binary/dist/facelink-edge dist/facelink-edge
 
 The result is a POSIX shell header followed by the folder (the PyInstaller "onedir" build: its launcher,
-``_internal/`` with Python, the libraries, the default rate point and YuNet) as gzip'd tars: first one holding only the
-folders, then ``SHARDS`` holding the files, of about equal size. The first launch unpacks the folders, then inflates the
-file shards at once, one process each (gzip inflates on one core: four shards cut the first launch's unpacking to about
-a core's share on a four-core device). The folders come first because tars running side by side that each create a
-missing parent folder race one another (one tar's mkdir or chmod of a folder while another writes into it). At launch the header looks
-for that build's folder in a private cache, ``$FACELINK_EDGE_CACHE`` or else ``$XDG_CACHE_HOME/facelink-edge`` or
-``~/.cache/facelink-edge`` (``$TMPDIR/facelink-edge-UID`` without a home), under the payload's sha256; when absent
-it unpacks the payload into a fresh folder beside it and publishes it with one atomic symbolic link (two launches at
-once each unpack, one link wins, the other's copy is removed), then ``exec``s the launcher in it: arguments, exit
-status and signals are the program's own. The cache folder must belong to the user and be writable by no one else.
+``_internal/`` with Python, the libraries, the default rate point and YuNet) as gzip'd tars: first one holding only
+the folders, then ``SHARDS`` holding the files, of about equal size. The first launch unpacks the folders, then
+inflates the file shards at once, one process each (gzip inflates on one core: four shards cut the first launch's
+unpacking to about a core's share on a four-core device). The folders come first because tars running side by side
+that each create a missing parent folder race one another (one tar's mkdir or chmod of a folder while another writes
+into it). At launch the header looks for that build's folder in a private cache, ``$FACELINK_EDGE_CACHE`` or else
+``$XDG_CACHE_HOME/facelink-edge`` or ``~/.cache/facelink-edge`` (``$TMPDIR/facelink-edge-UID`` without a home), under
+the payload's sha256; when absent it unpacks the payload into a fresh folder beside it and publishes it with one
+atomic symbolic link (two launches at once each unpack, one link wins, the other's copy is removed), then ``exec``s
+the launcher in it: arguments, exit status and signals are the program's own. The cache folder must belong to the user
+and be writable by no one else.
 
 Why: PyInstaller's one-file mode inflates and writes its whole archive (about 280 MB of libraries: OpenCV, two
 OpenBLAS builds, onnxruntime, gRPC, Python) into a new temporary folder at every launch and deletes it at exit;
@@ -35,8 +36,8 @@ MARKER = b"__FACELINK_EDGE_PAYLOAD_FOLLOWS__\n"
 HEADER = r"""#!/bin/sh
 # facelink-edge: the edge client in one file. A shell header (this), then the program's folder as gzip'd tars
 # (offset:length in bytes after the header, each). The first launch of this build unpacks the first (the folders),
-# then the others all at once, into a private cache folder; every launch runs it from there. Packed by edge/packaging/selfextract.py;
-# payload sha256 {digest}.
+# then the others all at once, into a private cache folder; every launch runs it from there. Packed by
+# edge/packaging/selfextract.py; payload sha256 {digest}.
 id={id}
 skip={skip}
 shards="{shards}"
