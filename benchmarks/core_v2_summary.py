@@ -259,9 +259,25 @@ def psnr_figures(curves: dict) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # Training progress, targets
 # --------------------------------------------------------------------------------------------------------------
+def lineage(entries: list[dict]) -> list[dict]:
+    """The entries that lead to the last one: a run resumed from an earlier checkpoint or milestone (its machine and
+    newer checkpoint gone) logs steps and wall seconds again from there, and the entries of the abandoned branch that
+    lie past that point (a later step or a later wall time than the resumed run's entry) are not the last weights'
+    history. An abandoned entry logged between the resume point and the resumed run's first entry stays in (at most
+    one checkpoint interval)."""
+    kept: list[dict] = []
+    for e in entries:
+        step, wall = int(e["step"]), float(e.get("wall_seconds", 0.0))
+        while kept and (int(kept[-1]["step"]) >= step or float(kept[-1].get("wall_seconds", 0.0)) >= wall):
+            kept.pop()
+        kept.append(e)
+    return kept
+
+
 def training_progress(path: Path) -> dict | None:
-    """Where the training stands: its last entry's step and stage, and the hours it has trained per device (the
-    wall-clock time between logged entries; one CPU thread, so at most that many CPU hours)."""
+    """Where the training stands: its last entry's step and stage, and the hours the last weights have trained per
+    device (the wall-clock time between the logged entries of their :func:`lineage`; one CPU thread, so at most that
+    many CPU hours); ``abandoned_entries`` counts the entries of branches that were lost."""
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
@@ -270,7 +286,8 @@ def training_progress(path: Path) -> dict | None:
         return {"progress": _shown(path), "step": 0}
     hours: dict[str, float] = {}
     wall = 0.0
-    for e in entries:
+    line = lineage(entries)
+    for e in line:
         dt = max(float(e.get("wall_seconds", 0.0)) - wall, 0.0)
         wall = max(wall, float(e.get("wall_seconds", 0.0)))
         hours[e.get("device", "cpu")] = hours.get(e.get("device", "cpu"), 0.0) + dt / 3600
@@ -280,6 +297,7 @@ def training_progress(path: Path) -> dict | None:
             "time_utc": last.get("time_utc"), "cpu_hours": round(hours.get("cpu", 0.0), 2),
             "hours_by_device": {k: round(v, 2) for k, v in hours.items()},
             "hours_note": "wall-clock hours of a one-thread run between logged entries (its CPU hours at most this)",
+            "abandoned_entries": len(entries) - len(line),
             "validation": last.get("validation")}
 
 

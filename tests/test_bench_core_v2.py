@@ -189,3 +189,21 @@ def test_full_frames_behind_the_roi_and_their_summary_row(models_path, suite, tm
     hevc23 = next(c for c in docs[0]["codecs"] if c["codec"] == "hevc")["results"]
     assert row["hevc_crf23"]["bytes_per_face"] == pytest.approx(hevc23["bytes_per_face"][0])
     assert [p["quality"] for p in row["v2"]["curve"]] == [0, 7] and s["psnr"] == []  # PSNR: crops only
+
+
+def test_training_hours_follow_the_weights_not_a_lost_branch(tmp_path):
+    """A run resumed from an earlier milestone (its newer checkpoint lost) logs steps and wall seconds again from
+    there: the hours reported are those of the entries that lead to the last weights."""
+    from facelink.benchmarks.core_v2_summary import lineage, training_progress
+
+    def entry(step, wall):
+        return {"step": step, "wall_seconds": wall, "device": "cpu", "stage": "foundation"}
+
+    entries = [entry(100, 360.0), entry(200, 720.0),                        # committed milestone at 200
+               entry(300, 1080.0), entry(400, 1440.0), entry(500, 1800.0),  # the branch that was lost
+               entry(260, 900.0), entry(320, 1116.0)]                       # resumed from step 200
+    assert [e["step"] for e in lineage(entries)] == [100, 200, 260, 320]
+    path = tmp_path / "progress.json"
+    path.write_text(json.dumps({"stages": [{"until_step": 1000}], "entries": entries}))
+    t = training_progress(path)
+    assert t["step"] == 320 and t["cpu_hours"] == round(1116.0 / 3600, 2) and t["abandoned_entries"] == 3
