@@ -185,6 +185,25 @@ def test_train_resumes_and_logs_progress(tmp_path, monkeypatch):
     assert not (fresh / "checkpoint.pt").exists()
 
 
+def test_training_writes_its_milestone_every_milestone_minutes(tmp_path, monkeypatch):
+    """The work tree holds recent weights without anyone running `core-v2 milestone`: a machine that goes away takes
+    the checkpoint with it, not the milestone."""
+    pytest.importorskip("facelink.cloud.serving.recognizers")
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config(checkpoint_minutes=1e-6, milestone_minutes=1e-6))
+    assert core_v2.train(cfg, tmp_path / "run", until_step=2, device="cpu") == 2
+    weights, record = core_v2.milestone_paths(cfg.run_name)
+    assert weights.is_file() and json.loads(record.read_text())["step"] == 2
+    off = cfgmod.from_mapping(core_v2.CoreV2Config, _config(run_name="t-off", checkpoint_minutes=1e-6,
+                                                            milestone_minutes=0))
+    assert core_v2.train(off, tmp_path / "run-off", until_step=1, device="cpu") == 1
+    assert not core_v2.milestone_paths(off.run_name)[0].exists()
+    with pytest.raises(cfgmod.ConfigError, match="milestone_minutes"):
+        cfgmod.from_mapping(core_v2.CoreV2Config, _config(milestone_minutes=-1))
+
+
 def test_cli_reports_bad_configs(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_name: x\nstages: []\n")
