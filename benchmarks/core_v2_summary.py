@@ -285,12 +285,12 @@ def training_progress(path: Path) -> dict | None:
     if not entries:
         return {"progress": _shown(path), "step": 0}
     hours: dict[str, float] = {}
-    wall = 0.0
-    line = lineage(entries)
+    previous = 0.0
+    line = lineage(entries)  # wall seconds rise along it
     for e in line:
-        dt = max(float(e.get("wall_seconds", 0.0)) - wall, 0.0)
-        wall = max(wall, float(e.get("wall_seconds", 0.0)))
-        hours[e.get("device", "cpu")] = hours.get(e.get("device", "cpu"), 0.0) + dt / 3600
+        wall = float(e.get("wall_seconds", 0.0))
+        hours[e.get("device", "cpu")] = hours.get(e.get("device", "cpu"), 0.0) + (wall - previous) / 3600
+        previous = wall
     last = entries[-1]
     total = doc["stages"][-1]["until_step"] if doc.get("stages") else None
     return {"progress": _shown(path), "step": last["step"], "total_steps": total, "stage": last.get("stage"),

@@ -57,20 +57,17 @@ if [ ! -x "$dir/facelink-edge" ]; then
     echo "facelink-edge: $base must belong to you and be writable by no one else" >&2; exit 70
   fi
   tmp=$(mktemp -d "$base/.$id.XXXXXX") || exit 70
-  s=${{shards%% *}}
-  if ! tail -c +$((skip + ${{s%:*}} + 1)) "$0" | head -c "${{s#*:}}" | tar -xzf - -C "$tmp"; then
-    rm -rf "$tmp"; echo "facelink-edge: cannot unpack $0 into $base" >&2; exit 70
-  fi
+  unpack() {{ tail -c +$((skip + ${{1%:*}} + 1)) "$0" | head -c "${{1#*:}}" | tar -xzf - -C "$tmp"; }}
+  fail() {{ rm -rf "$tmp"; echo "facelink-edge: cannot unpack $0 into $base" >&2; exit 70; }}
+  unpack "${{shards%% *}}" || fail
   pids=
   for s in ${{shards#* }}; do
-    tail -c +$((skip + ${{s%:*}} + 1)) "$0" | head -c "${{s#*:}}" | tar -xzf - -C "$tmp" &
+    unpack "$s" &
     pids="$pids $!"
   done
   ok=1
   for p in $pids; do wait "$p" || ok=0; done
-  if [ "$ok" != 1 ]; then
-    rm -rf "$tmp"; echo "facelink-edge: cannot unpack $0 into $base" >&2; exit 70
-  fi
+  [ "$ok" = 1 ] || fail
   ln -sn "${{tmp##*/}}" "$dir" 2>/dev/null || rm -rf "$tmp"  # another launch published first: use its copy
 fi
 exec "$dir/facelink-edge" "$@"
