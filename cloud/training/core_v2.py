@@ -540,6 +540,8 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
 
     torch.set_num_threads(cfg.threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":  # every batch has one shape: let cuDNN pick its fastest convolutions once
+        torch.backends.cudnn.benchmark = True
     run_dir.mkdir(parents=True, exist_ok=True)
     _run_lock = _lock_run(run_dir)  # held until this function returns (or the process ends)
     ckpt = run_dir / "checkpoint.pt"
