@@ -482,8 +482,10 @@ def markdown(summary: dict) -> str:
                      f"{_cell(t['threshold'], 'g')} | {t['met']} | {_cell(t['distance'], '.2f')} |")
     tr = summary.get("training")
     if tr:
+        others = "".join(f" and {h} hours on {dev}" for dev, h in (tr.get("hours_by_device") or {}).items()
+                         if dev != "cpu")
         lines += ["", f"Training ({tr['progress']}): step {tr['step']:,} of {_cell(tr.get('total_steps'), ',')}, "
-                      f"stage {tr.get('stage')}, {tr.get('cpu_hours')} CPU hours ({tr.get('hours_note')}) "
+                      f"stage {tr.get('stage')}, {tr.get('cpu_hours')} CPU hours ({tr.get('hours_note')}){others} "
                       f"at {tr.get('time_utc')}."]
     lines += ["", f"![summary]({summary['plot']})", ""]
     return "\n".join(lines)

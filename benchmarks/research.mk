@@ -229,15 +229,15 @@ bench-ceiling: install ## face-ipr q0-q5 on LFW and CelebA crops -> results/ceil
 # one CPU thread in the background (nice 5, OMP_NUM_THREADS=1; output in ~/.cache/facelink/core-v2/train.out), resuming
 # from ~/.cache/facelink/core-v2/checkpoint.pt or, on a fresh machine, from the committed milestone
 # (cloud/training/checkpoints/core-v2.safetensors). Progress per quality: benchmarks/results/core-v2/progress.json.
-.PHONY: train-core-v2 train-core-v2-a0 milestone-core-v2 pack-core-v2
+.PHONY: train-core-v2 train-core-v2-a0 milestone-core-v2 device-kit-core-v2
 train-core-v2: $(STAMP) ## start or resume core v2's long training in the background (one thread)
 	$(BIN)/facelink core-v2 start --config cloud/training/configs/core-v2.yaml
 train-core-v2-a0: $(STAMP) ## its α = 0 ablation: the same stages and budget, pixel loss only
 	$(BIN)/facelink core-v2 start --config cloud/training/configs/core-v2-a0.yaml
 milestone-core-v2: $(STAMP) ## export core v2's checkpoint as the committed float16 milestone
 	$(BIN)/facelink core-v2 milestone --config cloud/training/configs/core-v2.yaml
-pack-core-v2: $(STAMP) ## core v2's aligned training crops in one file for an accelerator (runs/core-v2-pack.npz)
-	$(BIN)/facelink core-v2 pack --config cloud/training/configs/core-v2.yaml --out runs/core-v2-pack.npz
+device-kit-core-v2: $(STAMP) ## what a training chunk on an accelerator needs beside the tree (runs/device-kit)
+	$(BIN)/facelink core-v2 device-kit --config cloud/training/configs/core-v2.yaml --out runs/device-kit
 
 # Core v2 measured as the committed ladders were (probe coded; LFW View 2 and the CelebA test protocol; 112x112
 # crops, and full frames behind the edge's ROI; MobileFaceNet, SFace and dlib, the latter two never flipped), beside

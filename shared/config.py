@@ -82,5 +82,20 @@ def load(cls: type[T], path: str | Path) -> T:
     return from_mapping(cls, data, str(path))
 
 
+def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """``data`` with each ``KEY=VALUE`` of ``pairs`` (a command line's ``--set``) applied: VALUE read as JSON, else
+    as a string. A pair without ``=`` is a ConfigError; unknown keys are caught later by :func:`from_mapping`."""
+    data = dict(data)
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--set expects KEY=VALUE, got {kv!r}")
+        try:
+            data[k] = json.loads(v)
+        except json.JSONDecodeError:
+            data[k] = v
+    return data
+
+
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)

@@ -211,6 +211,101 @@ def test_cli_reports_bad_configs(tmp_path, capsys):
     assert "at least one stage" in capsys.readouterr().err
 
 
+def test_set_overrides_configuration_keys_and_still_rejects_unknown_ones(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_config()))
+    cfg = core_v2._load_config(str(path), ["batch_size=32", "checkpoint_minutes=3", "recognizer=mobilefacenet"])
+    assert (cfg.batch_size, cfg.checkpoint_minutes, cfg.stages[1].quality_min) == (32, 3.0, 2)
+    assert core_v2.main(["milestone", "--config", str(path), "--set", "batchsize=32"]) == 2
+    assert "unknown key(s) batchsize" in capsys.readouterr().err
+    assert core_v2.main(["train", "--config", str(path), "--set", "batch_size"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_device_kit_trains_with_compressai_compiled_modules_stood_in(tmp_path, monkeypatch):
+    """A device machine's Python has no compressai build: the kit's pure-Python copy with stand-ins for the two
+    compiled modules must import, build core v2 and give gradients, and refuse to entropy-code."""
+    import subprocess
+    import sys
+
+    from facelink.cloud.training.core_v2_device import write_kit
+
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    kit = write_kit(cfg, tmp_path / "kit")
+    assert kit["crops"] >= 1 and set(kit["site_packages"]) == {"compressai", "pytorch_msssim"}
+    assert not list((tmp_path / "kit" / "site").rglob("*.so"))
+    probe = """
+import compressai, torch
+assert compressai.__file__.startswith(KIT), compressai.__file__
+from facelink.cloud.serving.variable_rate import VariableRateFaceCodec, forward_vr, per_sample_terms
+m = VariableRateFaceCodec(16, 24)
+x = torch.rand(2, 3, 64, 64)
+out = forward_vr(m, x, torch.tensor([0.0, 5.0]), torch.tensor([[64, 64], [64, 64]]))
+bpp, mse = per_sample_terms(out, x, torch.tensor([[64, 64], [64, 64]]))
+(bpp + mse).mean().backward()
+assert all(p.grad is not None for p in m.g_a.parameters())
+try:
+    compressai.ans.RansEncoder().encode_with_indexes
+except NotImplementedError as e:
+    print("refused:", e)
+""".replace("KIT", repr(str(tmp_path / "kit" / "site")))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "kit" / "site"))
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "refused: compressai.ans is not built on this machine" in run.stdout
+    # a second kit keeps the pack it finds
+    stamp = (tmp_path / "kit" / "core-v2-pack.npz").stat().st_mtime_ns
+    write_kit(cfg, tmp_path / "kit")
+    assert (tmp_path / "kit" / "core-v2-pack.npz").stat().st_mtime_ns == stamp
+
+
+def test_merge_progress_appends_only_the_entries_the_run_lacks(tmp_path, monkeypatch):
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    for step in (1, 2):
+        core_v2.append_progress(cfg, {"step": step, "run_dir": "/cpu", "time_utc": f"t{step}", "validation": {}})
+    theirs = json.loads(core_v2.progress_path("t-core-v2").read_text())
+    theirs["entries"] = theirs["entries"][:1] + [{"step": 2, "run_dir": "/gpu", "time_utc": "t3", "validation": {}},
+                                                 {"step": 9, "run_dir": "/gpu", "time_utc": "t4", "validation": {}}]
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    assert core_v2.merge_progress(cfg, [other]) == 2
+    assert core_v2.merge_progress(cfg, [other]) == 0  # twice is once
+    entries = json.loads(core_v2.progress_path("t-core-v2").read_text())["entries"]
+    assert [(e["step"], e["run_dir"]) for e in entries] == [(1, "/cpu"), (2, "/cpu"), (2, "/gpu"), (9, "/gpu")]
+    theirs["N"] = 99
+    other.write_text(json.dumps(theirs))
+    with pytest.raises(cfgmod.ConfigError, match="not a progress file of t-core-v2"):
+        core_v2.merge_progress(cfg, [other])
+
+
+def test_a_background_session_gets_its_niceness_as_a_scheduling_group():
+    """Under autogroup scheduling a new session's niceness only counts between its own processes: the group must be
+    niced too, or a nice-19 training takes a CPU from the foreground work."""
+    import subprocess
+    from pathlib import Path
+
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if not enabled.is_file() or enabled.read_text().strip() != "1":
+        pytest.skip("no autogroup scheduling on this kernel")
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert core_v2._nice_session(proc.pid, 17)
+        assert Path(f"/proc/{proc.pid}/autogroup").read_text().split()[-1] == "17"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_device_chunk_script_is_valid_bash():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(core_v2.__file__).with_name("core_v2_device_chunk.sh")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
 def test_export_packages_a_checkpoint_or_the_milestone_as_a_registry_model(tmp_path, monkeypatch):
     import yaml
 

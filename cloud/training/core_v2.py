@@ -481,6 +481,31 @@ def append_progress(cfg: CoreV2Config, entry: dict) -> None:
     _write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
+def merge_progress(cfg: CoreV2Config, others: list[Path]) -> int:
+    """Append to the run's progress file the entries of ``others`` (progress files of the same run written elsewhere,
+    a device chunk's say) that it lacks, an entry being known by its step, run folder and time; returns how many."""
+    path = progress_path(cfg.run_name)
+    data, shape = _progress(cfg)
+    entries = data.get("entries", [])
+    known = {(e.get("step"), e.get("run_dir"), e.get("time_utc")) for e in entries}
+    added = 0
+    for other in others:
+        theirs = json.loads(Path(other).read_text())
+        if any(theirs.get(k) != v for k, v in shape.items()) or theirs.get("run_name") != cfg.run_name:
+            raise cfgmod.ConfigError(f"{other} is not a progress file of {cfg.run_name} ({', '.join(shape)} differ)")
+        for e in theirs.get("entries", []):
+            key = (e.get("step"), e.get("run_dir"), e.get("time_utc"))
+            if key not in known:
+                known.add(key)
+                entries.append(e)
+                added += 1
+    if added:
+        data = {"run_name": cfg.run_name, **shape, **{k: v for k, v in data.items() if k not in shape},
+                "entries": entries}
+        _write_atomic(path, json.dumps(data, indent=1) + "\n")
+    return added
+
+
 LOG_COLUMNS = ["step", "stage", "loss", "bpp", "psnr", "identity", "quality_mean", "lr", "seconds"]
 
 
@@ -711,7 +736,19 @@ def start_background(config: str, run_dir: Path, nice: int = 5) -> int:
     with open(run_dir / "train.out", "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
+    _nice_session(proc.pid, nice)
     return proc.pid
+
+
+def _nice_session(pid: int, nice: int) -> bool:
+    """Give the new session's scheduling group the niceness too. Under Linux's autogroup scheduling (on by default)
+    each session is a group and groups share the CPUs equally whatever their processes' niceness, so a training
+    started at nice 19 in its own session took as much CPU as the foreground work. Returns whether it was set."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:  # no autogroup (another kernel or OS), or not permitted
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -763,8 +800,13 @@ def measure(sizes: list[tuple[int, ...]], steps: int = 20, batch: int = 8, patch
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------
-def _load_config(path: str) -> CoreV2Config:
-    return cfgmod.load(CoreV2Config, path)
+def _load_config(path: str, overrides: list[str] = ()) -> CoreV2Config:
+    """The run configuration at ``path`` with ``--set KEY=VALUE`` overrides (a device chunk's batch size, say)."""
+    cfg = cfgmod.load(CoreV2Config, path)
+    if not overrides:
+        return cfg
+    return cfgmod.from_mapping(CoreV2Config, cfgmod.apply_overrides(cfgmod.to_dict(cfg), overrides),
+                               f"{path} with --set")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -781,11 +823,23 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.add_argument("--pack", type=Path, help="train on this pack of aligned crops (facelink core-v2 pack) instead "
                                              "of the data sets: a device machine's chunk")
+    _SET_HELP = ("override configuration keys, values as JSON (e.g. batch_size=32 checkpoint_minutes=3 on an "
+                 "accelerator); the milestone records the configuration it was exported with")
+    t.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     pk = sub.add_parser("pack", help="write the run's aligned training crops and validation batch into one file "
                                      "that travels to an accelerator")
     pk.add_argument("--config", required=True, help="the run's YAML configuration")
     pk.add_argument("--out", type=Path, required=True, help="the pack (.npz), e.g. runs/core-v2-pack.npz")
     pk.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
+    dk = sub.add_parser("device-kit", help="what a chunk on an accelerator needs beside the working tree: the pack "
+                                           "and the pure-Python packages a stock PyTorch image lacks")
+    dk.add_argument("--config", required=True, help="the run's YAML configuration")
+    dk.add_argument("--out", type=Path, default=Path("runs/device-kit"), help="kit folder (default %(default)s)")
+    dk.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
+    mp = sub.add_parser("merge-progress", help="append the entries of progress files written elsewhere (a device "
+                                               "chunk's) that the run's progress file lacks")
+    mp.add_argument("--config", required=True, help="the run's YAML configuration")
+    mp.add_argument("files", nargs="+", type=Path, help="progress.json files of the same run")
     st = sub.add_parser("start", help="start or resume train in the background (one thread, nice 5, output "
                                       "appended to RUN_DIR/train.out)")
     st.add_argument("--config", required=True, help="the run's YAML configuration")
@@ -794,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     ms = sub.add_parser("milestone", help="export the run's checkpoint as the committed float16 milestone")
     ms.add_argument("--config", required=True, help="the run's YAML configuration")
     ms.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
+    ms.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     ex = sub.add_parser("export", help="package the run's weights as a registry model (edge ONNX with a gain input, "
                                        "tables, decoder)")
     ex.add_argument("--config", required=True, help="the run's YAML configuration")
@@ -832,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
                 _write_atomic(args.out, json.dumps({"command": command, "threads": args.threads, "results": res},
                                                    indent=2) + "\n")
             return 0
-        cfg = _load_config(args.config)
+        cfg = _load_config(args.config, getattr(args, "set", []))
         run_dir = getattr(args, "run_dir", None) or default_run_dir(cfg.run_name)
         if args.action == "start":
             try:
@@ -857,6 +912,15 @@ def main(argv: list[str] | None = None) -> int:
             from facelink.cloud.training.core_v2_pack import write_pack
 
             print(json.dumps(write_pack(cfg, args.out, args.assets), indent=2))
+            return 0
+        if args.action == "merge-progress":
+            added = merge_progress(cfg, args.files)
+            print(f"{cfg.run_name}: {added} entries appended to {progress_path(cfg.run_name)}")
+            return 0
+        if args.action == "device-kit":
+            from facelink.cloud.training.core_v2_device import write_kit
+
+            print(json.dumps(write_kit(cfg, args.out, args.assets), indent=2))
             return 0
         step = train(cfg, run_dir, args.assets, args.max_minutes, args.until_step, args.device, args.pack)
         print(f"{cfg.run_name}: at step {step} of {cfg.total_steps}")

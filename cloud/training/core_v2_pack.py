@@ -8,17 +8,7 @@ as raw pixels, so that a run on the pack reports figures comparable with the CPU
 ``facelink core-v2 train --pack PATH`` then trains on aligned crops only (no full frames: what a device chunk
 gives up for its speed). Nothing of the test protocols is in a pack (the split is the run's).
 
-A chunk on an accelerator, continuing the CPU schedule (at most 9 minutes of training per command):
-
-1. here: ``make -f benchmarks/research.mk milestone-core-v2 pack-core-v2`` (the milestone is a tracked file, so
-   it travels with the working tree; the pack, about 42 MB, is carried: ``runs/core-v2-pack.npz``);
-2. on the device: ``facelink core-v2 train --config cloud/training/configs/core-v2.yaml --pack
-   runs/core-v2-pack.npz --run-dir runs/core-v2-device --device cuda --max-minutes 8 && facelink core-v2 milestone
-   --config cloud/training/configs/core-v2.yaml --run-dir runs/core-v2-device && cp
-   cloud/training/checkpoints/core-v2.* "$OUT"/`` (no checkpoint in that folder: it starts from the milestone);
-3. here: stop the CPU run, put the returned ``core-v2.safetensors`` and ``core-v2.json`` into
-   ``cloud/training/checkpoints/``, move ``~/.cache/facelink/core-v2`` aside, ``make -f benchmarks/research.mk
-   train-core-v2``: the CPU run resumes from the device's step (with a fresh optimizer state).
+A chunk on an accelerator travels with a pack: :mod:`.core_v2_device` (the device kit and its script).
 """
 from __future__ import annotations
 

@@ -532,13 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             data = cfgmod.to_dict(ladder.expand(args.ladder, args.point))
         else:
             data = cfgmod.to_dict(cfgmod.load(TrainConfig, args.config)) if args.config else {}
-        for kv in args.set:
-            k, _, v = kv.partition("=")
-            try:
-                data[k] = json.loads(v)
-            except json.JSONDecodeError:
-                data[k] = v
-        cfg = cfgmod.from_mapping(TrainConfig, data, "training config")
+        cfg = cfgmod.from_mapping(TrainConfig, cfgmod.apply_overrides(data, args.set), "training config")
         train(cfg, Path(args.out), resume=args.resume, assets=args.assets)
     except (OSError, cfgmod.ConfigError) as e:
         print(f"facelink train: {e}", file=sys.stderr)

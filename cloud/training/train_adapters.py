@@ -711,15 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"installed into {install(args.run, args.ablation, args.folder)}")
             return 0
         data = cfgmod.to_dict(cfgmod.load(AdapterTrainConfig, args.config)) if args.config else {}
-        for kv in args.set:
-            k, sep, v = kv.partition("=")
-            if not sep:
-                raise cfgmod.ConfigError(f"--set expects KEY=VALUE, got {kv!r}")
-            try:
-                data[k] = json.loads(v)
-            except json.JSONDecodeError:
-                data[k] = v
-        cfg = cfgmod.from_mapping(AdapterTrainConfig, data, "adapter training config")
+        cfg = cfgmod.from_mapping(AdapterTrainConfig, cfgmod.apply_overrides(data, args.set), "adapter training config")
         if args.command == "gate":
             if cfg.gate_epochs < 1:
                 raise cfgmod.ConfigError("facelink train-adapters gate needs gate_epochs ≥ 1")
