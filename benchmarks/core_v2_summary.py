@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facelink.benchmarks import compare, engine, metrics
 from facelink.benchmarks.bench import NEAR_UNCOMPRESSED, _default_cache, floats
@@ -229,7 +230,8 @@ def psnr_curves(doc: dict, codecs: dict[str, str], cache_path: Path, max_images:
             crops = crops if crops is not None else _source_crops(suite, probes, template)
             keys = [k for k in keys if k in crops]
             curve = []
-            for q in codec.qualities:
+            for q in tqdm(codec.qualities, desc=f"PSNR: decoding {len(keys)} {doc['dataset']} crops of {name}",
+                          unit="quality"):
                 decoded = codec.decode_many([datas[q][k] for k in keys])
                 values = [metrics.psnr(im, crops[k]) for im, k in zip(decoded, keys)]
                 nbytes = np.mean([codec.bits(datas[q][k]) / 8 for k in keys])
