@@ -10,8 +10,8 @@ compressai build for its interpreter. ``facelink core-v2 device-kit --config CON
   computes likelihoods, never a bitstream; the milestone export reads the checkpoint on the CPU).
 
 The chunk itself is ``cloud/training/core_v2_device_chunk.sh`` run from the working tree's root on the device,
-with ``runs/device-kit`` travelling beside the tree (about 43 MB). It trains core v2 (batch 32, checkpoints every
-3 minutes) and its α = 0 ablation (batch 8, the CPU run's) side by side on the one accelerator from the committed
+with ``runs/device-kit`` travelling beside the tree (about 43 MB). It trains core v2 and its α = 0 ablation (batch 32
+each, ``V2_BATCH`` and ``A0_BATCH``; checkpoints every 3 minutes) side by side on the one accelerator from the committed
 milestones: a three-step smoke run of each first (through validation, checkpoint and milestone export, so that a
 broken environment costs seconds), then ``MIN`` minutes of each (default 7.5: the whole command then takes about
 9 minutes, under a 10-minute limit), then both milestones and both progress files go to ``$OUT``.
