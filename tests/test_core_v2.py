@@ -2,6 +2,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +89,8 @@ def _config(**kw) -> dict:
     base = {"run_name": "t-core-v2", "N": 16, "M": 24, "batch_size": 2, "validation_images": 2, "max_images": 6,
             "checkpoint_minutes": 100.0, "continuous_share": 0.5,
             "stages": [{"name": "a", "until_step": 2, "lr": 1e-4, "alpha": 300.0},
-                       {"name": "b", "until_step": 3, "lr": 1e-5, "quality_min": 2, "quality_max": 5}]}
+                       {"name": "b", "until_step": 3, "lr": 1e-5, "quality_min": 2, "quality_max": 5,
+                        "background_blur": 16.0}]}
     base.update(kw)
     return base
 
@@ -104,6 +106,7 @@ def test_config_schema_rejects_bad_ladders():
         ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "quality_max": 8}]}, "quality_max"),
         ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "alpha": -1}]}, "alpha"),
         ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "lamda": 1}]}, "unknown key"),
+        ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "background_blur": -1}]}, "background_blur"),
         ({"run_name": "../x"}, "run_name"),
         ({"colour": 1}, "unknown key"),
     ]
@@ -121,6 +124,27 @@ def test_committed_configs_load_and_the_ablation_differs_only_in_alpha():
         s.pop("alpha")
     main.pop("run_name"), ablation.pop("run_name")
     assert main == ablation
+
+
+def test_a_stage_draws_its_full_frames_through_the_edges_background_blur(tmp_path):
+    """background_blur: the full-frame share is what the full-frame mode behind the ROI codes (the edge's blur
+    around the face, drawn per sample so that a stage can switch it); aligned crops are left as they are."""
+    from facelink.cloud.training.train import LandmarkPatchSampler
+    from facelink.shared.roi import BackgroundBlur
+
+    files = sorted((Path(__file__).parent.parent / "shared" / "resources" / "demo_faces").rglob("*.jpg"))[:2]
+    stage = core_v2.Stage("s", 10, 1e-4, background_blur=16.0)
+    assert stage.frame_blur() == BackgroundBlur(sigma=16.0) and core_v2.Stage("s", 10, 1e-4).frame_blur() is None
+    plain = LandmarkPatchSampler(files, 128, 0.45, seed=0, cache_dir=tmp_path)
+    blurred = LandmarkPatchSampler(files, 128, 0.45, seed=0, cache_dir=tmp_path)
+    blurred.frame_blur = stage.frame_blur()
+    for i in range(len(files)):
+        frame = BackgroundBlur(sigma=16.0).apply(plain.images[i], [plain.landmarks[i]])
+        plain.images[i] = frame  # the same draw from an image blurred beforehand
+        a, lm_a = plain.sample_random(i)
+        b, lm_b = blurred.sample_random(i)
+        assert np.array_equal(a, b) and np.allclose(lm_a, lm_b)
+        assert not np.array_equal(blurred.images[i], frame)  # kept sharp: the aligned crops come from these
 
 
 def test_quality_sampling_stays_in_the_stage_range():
@@ -284,7 +308,6 @@ def test_a_background_session_gets_its_niceness_as_a_scheduling_group():
     """Under autogroup scheduling a new session's niceness only counts between its own processes: the group must be
     niced too, or a nice-19 training takes a CPU from the foreground work."""
     import subprocess
-    from pathlib import Path
 
     enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
     if not enabled.is_file() or enabled.read_text().strip() != "1":
@@ -300,7 +323,6 @@ def test_a_background_session_gets_its_niceness_as_a_scheduling_group():
 
 def test_device_chunk_script_is_valid_bash():
     import subprocess
-    from pathlib import Path
 
     script = Path(core_v2.__file__).with_name("core_v2_device_chunk.sh")
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

@@ -74,6 +74,15 @@ class Stage:
     quality_max: float = QUALITIES - 1
     alpha: float = 0.0  # weight of the identity term (0 = pixel loss only)
     face_crop_fraction: float = 0.75  # share of aligned 112×112 crops; the rest are random crops of full frames
+    # σ of the edge's background blur (facelink.shared.roi.BackgroundBlur) applied to the full frames before their
+    # random crop, as the full-frame mode behind the ROI codes them; 0: the frames as they are
+    background_blur: float = 0.0
+
+    def frame_blur(self):
+        """The blur the full-frame share is drawn through in this stage, or None."""
+        from facelink.shared.roi import BackgroundBlur
+
+        return BackgroundBlur(sigma=self.background_blur) if self.background_blur > 0 else None
 
 
 @dataclass
@@ -139,6 +148,9 @@ class CoreV2Config:
                 raise cfgmod.ConfigError(f"stage {s.name!r}: alpha must be a finite number ≥ 0, got {s.alpha}")
             if not 0 <= s.face_crop_fraction <= 1:
                 raise cfgmod.ConfigError(f"stage {s.name!r}: face_crop_fraction must lie in [0, 1]")
+            if not (s.background_blur >= 0 and math.isfinite(s.background_blur)):
+                raise cfgmod.ConfigError(f"stage {s.name!r}: background_blur must be a finite σ ≥ 0 (0 = off), "
+                                         f"got {s.background_blur}")
         if self.recognizer not in DIFFERENTIABLE_RECOGNIZERS:
             raise cfgmod.ConfigError(f"recognizer must be one of {', '.join(DIFFERENTIABLE_RECOGNIZERS)}")
         if self.crop_template not in CROP_TEMPLATES:
@@ -680,6 +692,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
             t_step = time.time()
             stage = cfg.stage_at(step)
             sampler.face_crop_fraction = stage.face_crop_fraction
+            sampler.frame_blur = stage.frame_blur()
             for g in opt.param_groups:
                 g["lr"] = stage.lr
             x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)

@@ -76,7 +76,8 @@ def read_meta(path: Path) -> dict:
 class PackedCropSampler:
     """Batches of a pack's aligned crops as the landmark-aware sampler gives them (padded to the patch by edge
     replication as the edge pads, flipped with probability ``flip_probability``): patches, recognizer matrices,
-    identity weights and image sizes. ``face_crop_fraction`` is accepted and ignored (a pack holds crops only)."""
+    identity weights and image sizes. ``face_crop_fraction`` and ``frame_blur`` are accepted and ignored (a pack holds
+    crops only)."""
 
     def __init__(self, path: Path, cfg, seed: int, flip_probability: float = 0.5):
         from facelink.shared.alignment import CROP_TEMPLATES, MOBILEFACENET_96x112
@@ -97,6 +98,7 @@ class PackedCropSampler:
         self.patch = cfg.patch
         self.flip_probability = flip_probability
         self.face_crop_fraction = 1.0
+        self.frame_blur = None
         self.rng = random.Random(seed)
 
     def batch_with_faces(self, n: int):

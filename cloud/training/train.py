@@ -271,6 +271,9 @@ class LandmarkPatchSampler(PatchSampler):
             blur = BackgroundBlur(sigma=background_blur)
             self.images = [blur.apply(im, [lm]) for im, lm in zip(self.images, self.landmarks)]
         self.face_crop_fraction = face_crop_fraction
+        # The edge's background blur applied to each full-frame sample as it is drawn (None: frames as they are);
+        # a schedule may switch it per stage, where ``background_blur`` above blurs every image once for good.
+        self.frame_blur: BackgroundBlur | None = None
         self.crop_template = crop_template
         self.template = template or MOBILEFACENET_96x112
         self.flip_probability = flip_probability
@@ -283,7 +286,10 @@ class LandmarkPatchSampler(PatchSampler):
         return lm
 
     def sample_random(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        crop, (sx, sy, x, y, flipped) = self._random_crop(self.images[i], self.flip_probability)
+        im = self.images[i]
+        if self.frame_blur is not None:  # as the edge codes a full frame behind its face region of interest
+            im = self.frame_blur.apply(im, [self.landmarks[i]])
+        crop, (sx, sy, x, y, flipped) = self._random_crop(im, self.flip_probability)
         # cv2.resize maps pixel centres as x' = (x + 0.5)·s − 0.5; then the crop offset, then the mirror.
         lm = (self.landmarks[i] + 0.5) * [sx, sy] - 0.5 - [x, y]
         if flipped:
