@@ -209,6 +209,57 @@ def test_train_resumes_and_logs_progress(tmp_path, monkeypatch):
     assert not (fresh / "checkpoint.pt").exists()
 
 
+def test_a_resumed_step_clips_and_moves_as_the_running_process_would(tmp_path, monkeypatch):
+    """training_step clips the norm over every parameter, and the quantiles then still hold the previous step's
+    auxiliary gradient. A checkpoint stores those gradients and a resume puts them back, so the first step after a
+    resume moves the weights as the running process would have; without them it was clipped far less than every
+    other step (at core v2's step 43,359 about 27×) and threw the weights off."""
+    pytest.importorskip("facelink.cloud.serving.recognizers")
+    import copy
+
+    from facelink.cloud.training import core_v2_step
+    from facelink.cloud.training.identity_loss import IdentityLoss
+
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    torch.manual_seed(0)
+    running = core_v2.new_model(cfg).train()
+    identity = IdentityLoss(cfg.recognizer, "cpu")
+    x = torch.rand(2, 3, 128, 128)
+    mats = np.repeat(np.array([[[1.0, 0, 8], [0, 1.0, 8]]]), 2, axis=0)
+    batch = (x, mats, np.ones(2, np.float32), np.array([[128, 128]] * 2), torch.tensor([0.0, 7.0]))
+    opt, aux_opt = core_v2._optimizers(running, 1e-3, 1e-3)
+    for _ in range(3):
+        core_v2_step.training_step(running, opt, aux_opt, identity, *batch, 300.0)
+    saved = {"model": copy.deepcopy(running.state_dict()), "opt": copy.deepcopy(opt.state_dict()),
+             "aux_opt": copy.deepcopy(aux_opt.state_dict()), "aux_grads": core_v2_step.auxiliary_gradients(running)}
+    assert saved["aux_grads"] and all(n.endswith(".quantiles") for n in saved["aux_grads"])
+
+    def resumed(restore: bool):
+        model = core_v2.new_model(cfg).train()
+        model.load_state_dict(saved["model"])
+        o, a = core_v2._optimizers(model, 1e-3, 1e-3)
+        o.load_state_dict(saved["opt"])
+        a.load_state_dict(saved["aux_opt"])
+        if restore:
+            core_v2_step.restore_auxiliary_gradients(model, saved["aux_grads"])
+        torch.manual_seed(5)
+        core_v2_step.training_step(model, o, a, identity, *batch, 300.0)
+        return model
+
+    torch.manual_seed(5)
+    core_v2_step.training_step(running, opt, aux_opt, identity, *batch, 300.0)
+
+    def moved_apart(model) -> float:
+        return max(float((p - q).abs().max()) for p, q in zip(running.g_s.parameters(), model.g_s.parameters()))
+
+    assert moved_apart(resumed(True)) < 1e-6 < moved_apart(resumed(False))
+    fresh = core_v2.new_model(cfg)
+    core_v2_step.restore_auxiliary_gradients(fresh)  # none stored (a milestone): the auxiliary loss's gradient
+    assert all(p.grad is not None for n, p in fresh.named_parameters() if n.endswith(".quantiles"))
+    with pytest.raises(ValueError, match="lacks"):
+        core_v2_step.restore_auxiliary_gradients(fresh, {"nope.quantiles": torch.zeros(1)})
+
+
 def test_training_writes_its_milestone_every_milestone_minutes(tmp_path, monkeypatch):
     """The work tree holds recent weights without anyone running `core-v2 milestone`: a machine that goes away takes
     the checkpoint with it, not the milestone."""

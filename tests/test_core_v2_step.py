@@ -149,3 +149,24 @@ def test_train_checkpoints_and_returns_on_sigterm(tmp_path, monkeypatch):
     assert [e["step"] for e in json.loads(core_v2.progress_path(cfg.run_name).read_text())["entries"]] == [2]
     assert core_v2.train(cfg, run, device="cpu") == 4
     assert len(calls) == 4
+
+
+def test_step_speed_reports_gradient_agreement_and_validation_differences(tmp_path):
+    """The step-speed benchmark's comparisons: cosine of each path's gradient with the reference's on the same batch
+    (and the reference's between two batches), and the validation differences after the same steps."""
+    from facelink.benchmarks import core_v2_step_speed as speed
+
+    rng = np.random.default_rng(0)
+    ref = {f"{part}/{k}": rng.normal(size=5) for part in speed.GRAD_PARTS for k in range(3)}
+    files = {"reference": tmp_path / "reference.npz", "bf16": tmp_path / "bf16.npz"}
+    np.savez(files["reference"], **ref)
+    np.savez(files["bf16"], **{k: 2.0 * v for k, v in ref.items()})  # same direction, another scale
+    out = speed.gradient_agreement(files, 3)
+    assert out["same_batch_vs_reference"]["bf16"]["all"]["min"] == pytest.approx(1.0)
+    assert -1.0 <= out["reference_between_batches"]["g_s"]["median"] < 1.0
+    v = {"reference": {"0": {"psnr": 30.0, "bpp": 0.2}, "1": {"psnr": 32.0, "bpp": 0.4}},
+         "bf16": {"0": {"psnr": 29.9, "bpp": 0.202}, "1": {"psnr": 31.9, "bpp": 0.404}}}
+    s = speed._validation_summary(v)
+    assert s["bf16"]["psnr_minus_reference_db_mean"] == pytest.approx(-0.1)
+    assert s["bf16"]["bpp_vs_reference_pct_mean"] == pytest.approx(1.0)
+    assert s["reference"]["psnr_minus_reference_db_mean"] == 0.0

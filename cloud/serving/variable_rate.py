@@ -101,11 +101,24 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return (torch.round(x) - x).detach() + x
 
 
-def forward_vr(model: VariableRateFaceCodec, x: torch.Tensor, q, sizes=None) -> dict:
+def _transform(module: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``module(x)`` in float32, or with its convolutions autocast to ``dtype`` and the output back in float32."""
+    if dtype is None:
+        return module(x)
+    with torch.autocast(x.device.type, dtype=dtype):
+        return module(x).float()
+
+
+def forward_vr(model: VariableRateFaceCodec, x: torch.Tensor, q, sizes=None,
+               transform_dtype: torch.dtype | None = None) -> dict:
     """``x`` coded at qualities ``q``: the rate from the noisy relaxation (training) or rounding (eval), and the
     synthesis fed with the latent rounded around the entropy model's means (straight-through in training), as the
     edge codes it. With ``sizes`` (N×2 rows and columns of the image inside each padded patch) only the latent
-    positions that container version 2+ codes carry rate; elsewhere the synthesis sees the means."""
+    positions that container version 2+ codes carry rate; elsewhere the synthesis sees the means.
+
+    ``transform_dtype`` (training only; default float32 throughout): the analysis and synthesis transforms run
+    autocast to this reduced precision (bfloat16), while the gains, the hyperprior, quantisation and the
+    likelihoods stay in float32 (a latent of magnitude 50 has a bfloat16 step of 0.25: rounding needs float32)."""
     n = len(x)
     q = torch.as_tensor(q, dtype=torch.float32, device=x.device).reshape(-1)
     if len(q) == 1:
@@ -113,7 +126,7 @@ def forward_vr(model: VariableRateFaceCodec, x: torch.Tensor, q, sizes=None) -> 
     if len(q) != n:
         raise ValueError(f"{n} images but {len(q)} qualities")
     gain, inv_gain = model.gains(q)
-    y = model.g_a(x) * gain[:, :, None, None]
+    y = _transform(model.g_a, x, transform_dtype) * gain[:, :, None, None]
     z = model.h_a(y)
     z_hat, z_likelihoods = model.entropy_bottleneck(z)
     scales_hat, means_hat = model.h_s(z_hat).chunk(2, 1)
@@ -126,7 +139,7 @@ def forward_vr(model: VariableRateFaceCodec, x: torch.Tensor, q, sizes=None) -> 
                  & (torch.arange(w, device=y.device)[None, None, :] < cols[:, None, None]))[:, None]
         y_hat = torch.where(coded, y_hat, means_hat)
         y_likelihoods = torch.where(coded, y_likelihoods, torch.ones_like(y_likelihoods))
-    x_hat = model.g_s(y_hat * inv_gain[:, :, None, None])
+    x_hat = _transform(model.g_s, y_hat * inv_gain[:, :, None, None], transform_dtype)
     return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "q": q}
 
 

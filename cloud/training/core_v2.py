@@ -11,8 +11,8 @@ padded to the patch as the edge pads it, coded as container version 2+ codes it;
 Where a run lives (``run_name`` in the configuration, e.g. ``core-v2`` and its α = 0 ablation ``core-v2-a0``):
 
 - ``~/.cache/facelink/<run_name>/`` (``--run-dir`` or ``$FACELINK_CORE_V2_DIR`` override it): ``checkpoint.pt``
-  (model, its exponential moving average, both optimizers, step, RNG states; written atomically every
-  ``checkpoint_minutes``) and ``log.csv``;
+  (model, its exponential moving average, both optimizers, the quantiles' auxiliary gradients, step, RNG states;
+  written atomically every ``checkpoint_minutes``) and ``log.csv``;
 - ``benchmarks/results/<run_name>/progress.json`` (committed): at each checkpoint the step, stage, wall seconds and
   bpp / PSNR / 1 − cos identity per quality on a fixed validation batch of aligned crops of held-out training
   images (never the test protocols), measured on the averaged weights when ``ema_decay`` > 0 (:class:`WeightAverage`);
@@ -48,7 +48,13 @@ from facelink.cloud.serving.variable_rate import (
     lmbda,
     per_sample_terms,
 )
-from facelink.cloud.training.core_v2_step import fast_recognizer, training_step, tune_allocator
+from facelink.cloud.training.core_v2_step import (
+    auxiliary_gradients,
+    fast_recognizer,
+    restore_auxiliary_gradients,
+    training_step,
+    tune_allocator,
+)
 from facelink.cloud.training.train import open_log
 from facelink.shared import config as cfgmod
 from facelink.shared.alignment import ARCFACE_112, CROP_TEMPLATES
@@ -595,6 +601,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         aux_opt.load_state_dict(state["aux_opt"])
         step, wall, rng_state = int(state["step"]), float(state.get("wall_seconds", 0.0)), state.get("rng")
         stored_ema, origin = state.get("ema"), f"the checkpoint's weights at step {step}"
+        restore_auxiliary_gradients(model, state.get("aux_grads"))  # the first step clips as every other
         print(f"resumed from {ckpt} at step {step}", flush=True)
     elif milestone.is_file():
         model, record = load_milestone(milestone, cfg)
@@ -602,6 +609,7 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         opt, aux_opt = _optimizers(model, cfg.stage_at(0).lr, cfg.aux_lr)
         step, wall = int(record["step"]), float(record.get("wall_seconds", 0.0))
         origin = f"the milestone's {record.get('weights', 'raw')} weights at step {step}"
+        restore_auxiliary_gradients(model)
         print(f"no checkpoint in {run_dir}: starting from the committed milestone {milestone} at step {step} "
               "(fresh optimizer state)", flush=True)
     else:
@@ -656,7 +664,8 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         log.flush()
         tmp = run_dir / "checkpoint.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                    "step": step, "wall_seconds": wall, "config": cfgmod.to_dict(cfg), "validation": validation,
+                    "aux_grads": auxiliary_gradients(model), "step": step, "wall_seconds": wall,
+                    "config": cfgmod.to_dict(cfg), "validation": validation,
                     "rng": {"sampler": sampler.rng.getstate(), "qualities": qrng.getstate(),
                             "torch": torch.get_rng_state()},
                     **({"ema": ema.state_dict()} if ema is not None else {})}, tmp)

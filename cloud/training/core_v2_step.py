@@ -100,14 +100,15 @@ def fast_recognizer(recognizer: nn.Module) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def training_step(model, opt, aux_opt, identity, x: torch.Tensor, mats: np.ndarray, faces: np.ndarray,
-                  sizes: np.ndarray, q: torch.Tensor, alpha: float) -> dict:
-    """One optimisation step on the batch ``x`` (N×3×P×P in [0, 1]) coded at qualities ``q`` (N,): ``mats`` map each
-    patch onto the recognizer's template, ``faces`` are the identity weights (0: no whole face), ``sizes`` the image
-    area inside each patch. Returns the step's loss, per-sample bpp and MSE (detached) and the mean 1 − cos identity
-    distance over the samples with a face (NaN when none)."""
+def step_loss(model, identity, x: torch.Tensor, mats: np.ndarray, faces: np.ndarray, sizes: np.ndarray,
+              q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None) -> dict:
+    """The training loss of the batch ``x`` (N×3×P×P in [0, 1]) coded at qualities ``q`` (N,), not yet
+    backpropagated: ``mats`` map each patch onto the recognizer's template, ``faces`` are the identity weights (0: no
+    whole face), ``sizes`` the image area inside each patch. ``transform_dtype``: see
+    :func:`~facelink.cloud.serving.variable_rate.forward_vr`. Returns the loss, per-sample bpp and MSE (detached)
+    and the mean 1 − cos identity distance over the samples with a face (NaN when none)."""
     lam = lmbda(q)
-    out = forward_vr(model, x, q, sizes)
+    out = forward_vr(model, x, q, sizes, transform_dtype)
     bpp, mse = per_sample_terms(out, x, sizes)
     loss = (bpp + lam * 255**2 * mse).mean()
     weights = faces * lam.cpu().numpy()
@@ -117,6 +118,47 @@ def training_step(model, opt, aux_opt, identity, x: torch.Tensor, mats: np.ndarr
         loss = loss + alpha * d_id
     valid = per_sample[~torch.isnan(per_sample)]
     ident = valid.mean().item() if len(valid) else float("nan")
+    return {"loss": loss, "bpp": bpp.detach(), "mse": mse.detach(), "identity": ident}
+
+
+def auxiliary_gradients(model) -> dict[str, torch.Tensor]:
+    """The entropy bottleneck's quantile gradients the model holds (what :func:`restore_auxiliary_gradients` puts
+    back into a resumed process), by parameter name."""
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()
+            if n.endswith(".quantiles") and p.grad is not None}
+
+
+def restore_auxiliary_gradients(model, stored: dict[str, torch.Tensor] | None = None) -> None:
+    """Give the quantiles the gradients a running process carries into its next step: ``stored`` (a checkpoint's
+    :func:`auxiliary_gradients`) or, where there are none, the auxiliary loss's gradient at the current weights.
+
+    :func:`training_step` clips the gradient norm over all of the model's parameters, and at that point the
+    quantiles still hold the gradient of the previous step's auxiliary loss (norm ≈ 500 against 20–400 for the
+    rest of the model at step 43,359): in a running process that term sets the clipping scale of every step, and
+    Adam's moments are calibrated to it. A resumed process has no such gradient on its first step, which is then
+    clipped about 27× less and throws the weights off (every resume of core v2 dropped its training PSNR from
+    about 32 to 24 dB, recovered over some hundred steps; ``benchmarks/research.md``, section 18)."""
+    if stored:
+        params = dict(model.named_parameters())
+        unknown = sorted(set(stored) - set(params))
+        if unknown:
+            raise ValueError(f"stored auxiliary gradients for parameters the model lacks: {', '.join(unknown)}")
+        for n, g in stored.items():
+            params[n].grad = g.to(params[n].device, params[n].dtype).clone()
+        return
+    for n, p in model.named_parameters():
+        if n.endswith(".quantiles"):
+            p.grad = None
+    model.aux_loss().backward()
+
+
+def training_step(model, opt, aux_opt, identity, x: torch.Tensor, mats: np.ndarray, faces: np.ndarray,
+                  sizes: np.ndarray, q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None
+                  ) -> dict:
+    """One optimisation step on :func:`step_loss` (same arguments): backward, gradient clipping at 1, Adam, then the
+    entropy bottleneck's auxiliary step. Returns :func:`step_loss`'s figures, the loss detached."""
+    res = step_loss(model, identity, x, mats, faces, sizes, q, alpha, transform_dtype)
+    loss = res["loss"]
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -125,4 +167,4 @@ def training_step(model, opt, aux_opt, identity, x: torch.Tensor, mats: np.ndarr
     aux_opt.zero_grad()
     aux.backward()
     aux_opt.step()
-    return {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach(), "identity": ident}
+    return {**res, "loss": loss.detach()}

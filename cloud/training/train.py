@@ -394,6 +394,8 @@ def _set_mode(model, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Path:
+    from facelink.cloud.training.core_v2_step import auxiliary_gradients, restore_auxiliary_gradients
+
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -407,6 +409,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
+        # the first step clips its gradient as the running process would have (core_v2_step explains why)
+        restore_auxiliary_gradients(model, state.get("aux_grads"))
         step = state["step"]
         print(f"resumed from {ckpt} at step {step}")
     elif cfg.init_from:
@@ -499,6 +503,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, assets=None) -> Pat
                     "model": model.state_dict(),
                     "opt": opt.state_dict(),
                     "aux_opt": aux_opt.state_dict(),
+                    "aux_grads": auxiliary_gradients(model),
                     "step": step,
                     "config": cfgmod.to_dict(cfg),
                 },
