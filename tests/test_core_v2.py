@@ -109,6 +109,7 @@ def test_config_schema_rejects_bad_ladders():
         ({"stages": [{"name": "a", "until_step": 5, "lr": 1e-4, "background_blur": -1}]}, "background_blur"),
         ({"run_name": "../x"}, "run_name"),
         ({"colour": 1}, "unknown key"),
+        ({"transform_precision": "float16"}, "transform_precision"),
     ]
     for change, message in bad:
         with pytest.raises(cfgmod.ConfigError, match=message):
@@ -145,6 +146,27 @@ def test_a_stage_draws_its_full_frames_through_the_edges_background_blur(tmp_pat
         b, lm_b = blurred.sample_random(i)
         assert np.array_equal(a, b) and np.allclose(lm_a, lm_b)
         assert not np.array_equal(blurred.images[i], frame)  # kept sharp: the aligned crops come from these
+
+
+def test_transform_precision_is_bfloat16_only_where_asked_or_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert core_v2.transform_dtype("float32", cpu) is None
+    assert core_v2.transform_dtype("bfloat16", cpu) is torch.bfloat16
+    monkeypatch.setattr(core_v2, "native_bfloat16", lambda device: False)
+    assert core_v2.transform_dtype("auto", cpu) is None
+    monkeypatch.setattr(core_v2, "native_bfloat16", lambda device: True)
+    assert core_v2.transform_dtype("auto", cpu) is torch.bfloat16
+
+
+def test_a_run_trains_its_transforms_in_bfloat16_and_says_so(tmp_path, monkeypatch):
+    pytest.importorskip("facelink.cloud.serving.recognizers")
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config(run_name="t-bf16", transform_precision="bfloat16"))
+    assert core_v2.train(cfg, tmp_path / "run", until_step=1, device="cpu") == 1
+    (entry,) = json.loads(core_v2.progress_path(cfg.run_name).read_text())["entries"]
+    assert entry["transform_precision"] == "bfloat16"
+    assert all(math.isfinite(v["psnr"]) for v in entry["validation"].values())
 
 
 def test_quality_sampling_stays_in_the_stage_range():
