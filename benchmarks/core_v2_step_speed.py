@@ -45,7 +45,7 @@ PATHS = ("reference", "allocator", "recognizer", "fast", "bf16")
 DEFAULT_CONFIG = "cloud/training/configs/core-v2.yaml"
 
 
-GRAD_PARTS = ("g_a", "g_s", "h_a", "h_s", "log_gain", "log_inv_gain")
+GRAD_PARTS = ("g_a", "g_s", "h_a", "h_s", "entropy_bottleneck", "log_gain", "log_inv_gain")
 
 
 def _gradients(model, identity, batches: list, alpha: float, transform_dtype, seed: int) -> dict[str, np.ndarray]:
@@ -56,12 +56,13 @@ def _gradients(model, identity, batches: list, alpha: float, transform_dtype, se
     from facelink.cloud.training.core_v2_step import auxiliary_gradients, restore_auxiliary_gradients, step_loss
 
     kept = auxiliary_gradients(model)  # what the first step will clip with, as in a resumed run
-    out = {}
+    out = {"aux_norm": np.array([float(torch.sqrt(sum(g.pow(2).sum() for g in kept.values()))) if kept else 0.0])}
     for k, b in enumerate(batches):
         torch.manual_seed(seed + k)
         model.zero_grad()
         step_loss(model, identity, *b, alpha, transform_dtype)["loss"].backward()
-        named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+        named = [(n, p.grad) for n, p in model.named_parameters()
+                 if p.grad is not None and not n.endswith(".quantiles")]
         for part in GRAD_PARTS:
             out[f"{part}/{k}"] = torch.cat([g.flatten() for n, g in named if n.split(".")[0] == part]).double().numpy()
     model.zero_grad()
@@ -77,6 +78,7 @@ def gradient_agreement(files: dict[str, Path], batches: int) -> dict:
     """Per path, per part (and ``all``): the cosine of its gradient with the reference's on the same batch (median,
     min, max over the batches), and the reference's cosine between batch k and k + 1."""
     grads = {p: dict(np.load(f)) for p, f in files.items()}
+    aux_norms = {p: float(g.pop("aux_norm", np.zeros(1))[0]) for p, g in grads.items()}
 
     def stacked(g: dict, k: int, part: str) -> np.ndarray:
         return np.concatenate([g[f"{q}/{k}"] for q in GRAD_PARTS]) if part == "all" else g[f"{part}/{k}"]
@@ -86,7 +88,11 @@ def gradient_agreement(files: dict[str, Path], batches: int) -> dict:
                 "max": round(max(values), 4)}
 
     ref = grads["reference"]
-    out = {"batches": batches, "reference_between_batches": {
+    # what the clipping of a step adds up: the model's gradient norm per batch, and the quantiles' auxiliary
+    # gradient that a step finds from the step before (restored on resume)
+    norms = [float(np.linalg.norm(stacked(ref, k, "all"))) for k in range(batches)]
+    out = {"reference_gradient_norm": summary(norms), "auxiliary_gradient_norm": aux_norms["reference"],
+           "batches": batches, "reference_between_batches": {
         part: summary([_cosine(stacked(ref, k, part), stacked(ref, k + 1, part)) for k in range(batches - 1)])
         for part in ("all", *GRAD_PARTS)} if batches > 1 else None, "same_batch_vs_reference": {}}
     for p, g in grads.items():

@@ -235,7 +235,7 @@ def test_a_resumed_step_clips_and_moves_as_the_running_process_would(tmp_path, m
     """training_step clips the norm over every parameter, and the quantiles then still hold the previous step's
     auxiliary gradient. A checkpoint stores those gradients and a resume puts them back, so the first step after a
     resume moves the weights as the running process would have; without them it was clipped far less than every
-    other step (at core v2's step 43,359 about 27×) and threw the weights off."""
+    other step (at core v2's step 43,359 about 50×) and threw the weights off."""
     pytest.importorskip("facelink.cloud.serving.recognizers")
     import copy
 

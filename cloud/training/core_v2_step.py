@@ -133,11 +133,11 @@ def restore_auxiliary_gradients(model, stored: dict[str, torch.Tensor] | None = 
     :func:`auxiliary_gradients`) or, where there are none, the auxiliary loss's gradient at the current weights.
 
     :func:`training_step` clips the gradient norm over all of the model's parameters, and at that point the
-    quantiles still hold the gradient of the previous step's auxiliary loss (norm ≈ 500 against 20–400 for the
-    rest of the model at step 43,359): in a running process that term sets the clipping scale of every step, and
-    Adam's moments are calibrated to it. A resumed process has no such gradient on its first step, which is then
-    clipped about 27× less and throws the weights off (every resume of core v2 dropped its training PSNR from
-    about 32 to 24 dB, recovered over some hundred steps; ``benchmarks/research.md``, section 18)."""
+    quantiles still hold the gradient of the previous step's auxiliary loss (norm 515 against 7–19 for the rest of
+    the model at step 43,359): in a running process that term sets the clipping scale of every step, and Adam's
+    moments are calibrated to it. A resumed process has no such gradient on its first step, which is then clipped
+    about 50× less and throws the weights off (every resume of core v2 dropped its training PSNR from about 32 to
+    24 dB for some fifty steps; ``benchmarks/research.md``, section 18)."""
     if stored:
         params = dict(model.named_parameters())
         unknown = sorted(set(stored) - set(params))
