@@ -472,6 +472,36 @@ def test_a_pack_carries_the_crops_and_the_validation_batch_and_trains(tmp_path, 
         PackedCropSampler(pack, other, seed=0)
 
 
+def test_a_pack_carries_whole_frames_for_the_full_frame_share(tmp_path, monkeypatch):
+    """A device chunk trains the full-frame share too: the pack's whole frames, drawn with the stage's fraction and
+    through its background blur as the data sets' sampler draws them; a crops-only pack still gives crops."""
+    from facelink.cloud.training.core_v2_pack import PackedCropSampler, read_meta, write_pack
+    from facelink.shared.roi import BackgroundBlur
+
+    monkeypatch.setattr(core_v2, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(core_v2, "MILESTONES_DIR", tmp_path / "checkpoints")
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = cfgmod.from_mapping(core_v2.CoreV2Config, _config())
+    pack = tmp_path / "pack.npz"
+    summary = write_pack(cfg, pack, frames_mb=0.05)
+    assert 1 <= summary["frames"] <= summary["crops"] and summary["frames_bytes"] <= 50_000
+    assert read_meta(pack)["format"].endswith("-v2")
+    sampler = PackedCropSampler(pack, cfg, seed=0)
+    sampler.face_crop_fraction = 0.0
+    _, mats, _, sizes = sampler.batch_with_faces(4)
+    assert (sizes == 128).all() and np.isfinite(mats).all()  # whole-frame patches, landmarks carried along
+    sampler.face_crop_fraction = 1.0
+    assert (sampler.batch_with_faces(2)[3] == 112).all()
+    sampler.frame_blur = BackgroundBlur(sigma=16.0)
+    assert sampler.frames.frame_blur == BackgroundBlur(sigma=16.0)
+    crops_only = tmp_path / "crops.npz"
+    write_pack(cfg, crops_only, frames_mb=0)
+    plain = PackedCropSampler(crops_only, cfg, seed=0)
+    plain.face_crop_fraction, plain.frame_blur = 0.0, BackgroundBlur()
+    assert plain.frames is None and plain.frame_blur is None and (plain.batch_with_faces(2)[3] == 112).all()
+    assert core_v2.train(cfg, tmp_path / "run", device="cpu", until_step=3, pack=pack) == 3
+
+
 def test_weight_average_is_an_exponential_moving_average_of_the_parameters_only():
     toy = torch.nn.Linear(3, 2)
     toy.register_buffer("bound", torch.tensor([0.5]))

@@ -669,7 +669,8 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
         from facelink.cloud.training.core_v2_pack import PackedCropSampler
 
         sampler = PackedCropSampler(pack, cfg, cfg.seed + step)
-        print(f"training on the pack {pack}: {len(sampler.images)} aligned crops", flush=True)
+        frames = len(sampler.frames.images) if sampler.frames is not None else 0
+        print(f"training on the pack {pack}: {len(sampler.images)} aligned crops, {frames} whole frames", flush=True)
     else:
         train_files, val_files = split_files(cfg, assets)
         sampler = LandmarkPatchSampler(train_files, cfg.patch, cfg.min_scale, cfg.seed + step,
@@ -881,10 +882,12 @@ def main(argv: list[str] | None = None) -> int:
     _SET_HELP = ("override configuration keys, values as JSON (e.g. batch_size=32 checkpoint_minutes=3 on an "
                  "accelerator); the milestone records the configuration it was exported with")
     t.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help=_SET_HELP)
-    pk = sub.add_parser("pack", help="write the run's aligned training crops and validation batch into one file "
-                                     "that travels to an accelerator")
+    pk = sub.add_parser("pack", help="write the run's aligned training crops, whole frames and validation batch "
+                                     "into one file that travels to an accelerator")
     pk.add_argument("--config", required=True, help="the run's YAML configuration")
     pk.add_argument("--out", type=Path, required=True, help="the pack (.npz), e.g. runs/core-v2-pack.npz")
+    pk.add_argument("--frames-mb", type=float, default=None,
+                    help="megabytes of whole training frames beside the crops (default 14; 0: crops only)")
     pk.add_argument("--assets", help="data folder (default ../shared/assets or $FACELINK_ASSETS)")
     dk = sub.add_parser("device-kit", help="what a chunk on an accelerator needs beside the working tree: the pack "
                                            "and the pure-Python packages a stock PyTorch image lacks")
@@ -964,9 +967,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
             return 0
         if args.action == "pack":
-            from facelink.cloud.training.core_v2_pack import write_pack
+            from facelink.cloud.training.core_v2_pack import FRAMES_MB, write_pack
 
-            print(json.dumps(write_pack(cfg, args.out, args.assets), indent=2))
+            frames_mb = FRAMES_MB if args.frames_mb is None else args.frames_mb
+            print(json.dumps(write_pack(cfg, args.out, args.assets, frames_mb=frames_mb), indent=2))
             return 0
         if args.action == "merge-progress":
             added = merge_progress(cfg, args.files)

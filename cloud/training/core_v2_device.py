@@ -96,7 +96,8 @@ def write_kit(cfg, out: Path, assets=None) -> dict:
     meta = read_meta(pack) if pack.is_file() else write_pack(cfg, pack, assets)
     versions = write_site(out / "site")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    summary = {"kit": str(out), "pack": str(pack), "crops": meta["crops"], "site_packages": versions,
+    summary = {"kit": str(out), "pack": str(pack), "crops": meta["crops"], "frames": meta.get("frames", 0),
+               "site_packages": versions,
                "bytes": size}
     (out / "kit.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -5,8 +5,11 @@ accelerator with the working tree (a device machine has no data sets), and the s
 its crop aligned to the configuration's template (exactly the edge's crop) as a JPEG of quality 95 (about 5.5 kB
 each, 41 MB for the 7,379 images with a face) with its five landmarks in crop pixels, and the run's validation batch
 as raw pixels, so that a run on the pack reports figures comparable with the CPU run's.
-``facelink core-v2 train --pack PATH`` then trains on aligned crops only (no full frames: what a device chunk
-gives up for its speed). Nothing of the test protocols is in a pack (the split is the run's).
+Beside the crops a pack holds a seeded choice of whole training frames (JPEG quality 90, about 13.5 kB each, as many
+as ``frames_mb`` megabytes hold; 14 MB: 1,034) with their largest face's landmarks, so that a chunk also trains
+the full-frame share of each stage (``face_crop_fraction``), drawn through the stage's ``background_blur`` as on the
+CPU. ``facelink core-v2 train --pack PATH`` trains on it. Nothing of the test protocols is in a pack (the split is
+the run's). A pack of the first format (crops only) still trains, on crops only.
 
 A chunk on an accelerator travels with a pack: :mod:`.core_v2_device` (the device kit and its script).
 """
@@ -21,13 +24,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-PACK_FORMAT = "facelink-core-v2-pack-v1"
+PACK_FORMAT = "facelink-core-v2-pack-v2"
+READABLE_FORMATS = ("facelink-core-v2-pack-v1", PACK_FORMAT)  # v1: crops only
 JPEG_QUALITY = 95
+FRAME_JPEG_QUALITY = 90
+FRAMES_MB = 14.0  # the frames' share of a pack: with the crops (41 MB) and the site it fits a device call's carry
 
 
-def write_pack(cfg, out: Path, assets=None, jpeg_quality: int = JPEG_QUALITY) -> dict:
+def write_pack(cfg, out: Path, assets=None, jpeg_quality: int = JPEG_QUALITY, frames_mb: float = FRAMES_MB) -> dict:
     """Write the pack of run configuration ``cfg`` (a :class:`~facelink.cloud.training.core_v2.CoreV2Config`) to
-    ``out`` (atomically); returns its summary."""
+    ``out`` (atomically), with as many whole frames as ``frames_mb`` megabytes hold (0: none); returns its
+    summary."""
+    if not frames_mb >= 0:
+        raise ValueError(f"frames_mb must be ≥ 0, got {frames_mb}")
     from facelink.cloud.training.core_v2 import split_files, validation_batch
     from facelink.cloud.training.train import face_landmarks
     from facelink.shared.alignment import CROP_TEMPLATES, align, similarity_transform, transform_points
@@ -50,34 +59,64 @@ def write_pack(cfg, out: Path, assets=None, jpeg_quality: int = JPEG_QUALITY) ->
             raise ValueError(f"cannot encode the crop of {f}")
         blobs.append(buf.reshape(-1))
         lms.append(transform_points(similarity_transform(lm, t.points), lm))
+    frames, frame_lms = _frames(train_files, landmarks, int(frames_mb * 1e6), cfg.seed)
     val_x, val_mats, val_sizes = validation_batch(cfg, val_files)
     meta = {"format": PACK_FORMAT, "run_name": cfg.run_name, "crop_template": cfg.crop_template,
             "patch": cfg.patch, "crops": len(blobs), "skipped_without_face": len(train_files) - len(blobs),
-            "jpeg_quality": jpeg_quality, "seed": cfg.seed, "datasets": cfg.datasets}
+            "jpeg_quality": jpeg_quality, "frames": len(frames), "frame_jpeg_quality": FRAME_JPEG_QUALITY,
+            "frames_bytes": int(sum(len(b) for b in frames)), "seed": cfg.seed, "datasets": cfg.datasets}
+    frame_offsets = np.cumsum([0] + [len(b) for b in frames]).astype(np.int64)
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as fh:
         np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                  jpeg=np.concatenate(blobs), offsets=offsets, landmarks=np.stack(lms).astype(np.float64),
+                 frame_jpeg=np.concatenate(frames) if frames else np.zeros(0, np.uint8), frame_offsets=frame_offsets,
+                 frame_landmarks=np.stack(frame_lms).astype(np.float64) if frames else np.zeros((0, 5, 2)),
                  val_x=(val_x.numpy() * 255).round().astype(np.uint8), val_mats=val_mats, val_sizes=val_sizes)
     tmp.replace(out)
     return dict(meta, bytes=out.stat().st_size)
 
 
+def _frames(files: list[Path], landmarks: np.ndarray, budget: int, seed: int) -> tuple[list, list]:
+    """JPEGs of whole training frames with a face, in a seeded order, while they fit ``budget`` bytes, and their
+    landmarks (frame pixels)."""
+    order = [i for i in range(len(files)) if not np.isnan(landmarks[i]).any()]
+    random.Random(f"core-v2-pack-frames:{seed}").shuffle(order)
+    blobs, lms, used = [], [], 0
+    bar = tqdm(total=budget, desc="whole frames for the pack", unit="B", unit_scale=True)
+    for i in order:
+        im = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+        if im is None:
+            raise ValueError(f"cannot read training image {files[i]}")
+        ok, buf = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
+        if not ok:
+            raise ValueError(f"cannot encode {files[i]}")
+        if used + len(buf) > budget:
+            break
+        blobs.append(buf.reshape(-1))
+        lms.append(landmarks[i])
+        used += len(buf)
+        bar.update(len(buf))
+    bar.close()
+    return blobs, lms
+
+
 def read_meta(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
-    if meta.get("format") != PACK_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{path}: not a core v2 training pack (format {meta.get('format')!r})")
     return meta
 
 
 class PackedCropSampler:
-    """Batches of a pack's aligned crops as the landmark-aware sampler gives them (padded to the patch by edge
-    replication as the edge pads, flipped with probability ``flip_probability``): patches, recognizer matrices,
-    identity weights and image sizes. ``face_crop_fraction`` and ``frame_blur`` are accepted and ignored (a pack holds
-    crops only)."""
+    """Batches of a pack as the landmark-aware sampler gives them: aligned crops (padded to the patch by edge
+    replication as the edge pads, flipped with probability ``flip_probability``) and, with the share
+    1 − ``face_crop_fraction``, random down-scaled crops of its whole frames drawn through ``frame_blur``
+    (:class:`~facelink.cloud.training.train.LandmarkPatchSampler`'s own draw); patches, recognizer matrices,
+    identity weights and image sizes. A pack without frames gives crops only, whatever the fraction."""
 
     def __init__(self, path: Path, cfg, seed: int, flip_probability: float = 0.5):
         from facelink.shared.alignment import CROP_TEMPLATES, MOBILEFACENET_96x112
@@ -91,6 +130,8 @@ class PackedCropSampler:
             self.landmarks = z["landmarks"]
             self.validation = (torch.from_numpy(z["val_x"].astype(np.float32) / 255.0), z["val_mats"],
                                z["val_sizes"])
+            frames = ((z["frame_jpeg"], z["frame_offsets"], z["frame_landmarks"]) if "frame_jpeg" in z.files
+                      else (np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros((0, 5, 2))))
         self.images = [cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                        for a, b in zip(offsets[:-1], offsets[1:])]
         self.crop_template = CROP_TEMPLATES[cfg.crop_template]
@@ -98,16 +139,41 @@ class PackedCropSampler:
         self.patch = cfg.patch
         self.flip_probability = flip_probability
         self.face_crop_fraction = 1.0
-        self.frame_blur = None
         self.rng = random.Random(seed)
+        self.frames = None  # the whole frames, drawn as the data sets' sampler draws them (sharing this rng)
+        fjpeg, foffsets, flms = frames
+        if len(flms):
+            from facelink.cloud.training.train import LandmarkPatchSampler
+
+            images = [cv2.cvtColor(cv2.imdecode(fjpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                      for a, b in zip(foffsets[:-1], foffsets[1:])]
+            self.frames = LandmarkPatchSampler.from_arrays(images, flms, cfg.patch, cfg.min_scale, self.rng,
+                                                           flip_probability=flip_probability)
+
+    @property
+    def frame_blur(self):
+        return self.frames.frame_blur if self.frames is not None else None
+
+    @frame_blur.setter
+    def frame_blur(self, blur) -> None:
+        if self.frames is not None:
+            self.frames.frame_blur = blur
 
     def batch_with_faces(self, n: int):
         from facelink.cloud.training.identity_loss import face_inside, template_matrices
         from facelink.cloud.training.train import LandmarkPatchSampler, _to_tensor
 
         t = self.crop_template
-        crops, mats, weights = [], [], []
+        crops, mats, weights, sizes = [], [], [], []
         for _ in range(n):
+            if self.frames is not None and self.rng.random() >= self.face_crop_fraction:
+                patch, lm = self.frames.sample_random(self.rng.randrange(len(self.frames.images)))
+                crops.append(patch)
+                m = template_matrices(lm[None], self.template)[0]
+                mats.append(m)
+                weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
+                sizes.append((self.patch, self.patch))
+                continue
             i = self.rng.randrange(len(self.images))
             crop, lm = self.images[i], self.landmarks[i]
             if self.rng.random() < self.flip_probability:
@@ -116,5 +182,6 @@ class PackedCropSampler:
             m = template_matrices(lm[None], self.template)[0]
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-        sizes = np.array([(t.height, t.width)] * n, dtype=np.int64)
-        return _to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32), sizes
+            sizes.append((t.height, t.width))
+        return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
+                np.array(sizes, dtype=np.int64))

@@ -279,6 +279,25 @@ class LandmarkPatchSampler(PatchSampler):
         self.flip_probability = flip_probability
         print(f"landmark sampler: {len(self.images)} images with a face, {self.skipped} without (skipped)")
 
+    @classmethod
+    def from_arrays(cls, images: list[np.ndarray], landmarks: np.ndarray, patch: int, min_scale: float, rng,
+                    face_crop_fraction: float = 0.0, flip_probability: float = 0.5, crop_template=ARCFACE_112):
+        """The sampler over frames already in memory (RGB arrays, each with a face's five landmarks), drawing with
+        ``rng`` (a :class:`random.Random`, which may be shared with the caller's own draws)."""
+        from facelink.shared.alignment import MOBILEFACENET_96x112
+
+        if len(images) != len(landmarks) or not len(images):
+            raise ValueError(f"need one set of landmarks per image and at least one image, got {len(images)} images "
+                             f"and {len(landmarks)} landmark sets")
+        self = cls.__new__(cls)
+        self.images, self.landmarks = list(images), np.asarray(landmarks, dtype=np.float64)
+        self.patch, self.min_scale, self.rng = patch, min_scale, rng
+        self.files, self.skipped, self.frame_blur = [], 0, None
+        self.face_crop_fraction, self.flip_probability = face_crop_fraction, flip_probability
+        self.crop_template = crop_template
+        self.template = MOBILEFACENET_96x112
+        return self
+
     @staticmethod
     def _flip_landmarks(lm: np.ndarray, width: int) -> np.ndarray:
         lm = lm[FLIP_ORDER].copy()
