@@ -3,18 +3,19 @@
 A device machine has a stock PyTorch image (its own Python, torch and numpy), none of the data sets and no
 compressai build for its interpreter. ``facelink core-v2 device-kit --config CONFIG --out runs/device-kit`` writes:
 
-- ``core-v2-pack.npz``: the run's aligned training crops and validation batch (:mod:`.core_v2_pack`), unless it is
-  there already;
+- ``core-v2-pack.npz``: the run's aligned training crops, 14 MB of whole training frames and the validation batch
+  (:mod:`.core_v2_pack`), unless it is there already (delete an older, crops-only pack to get the frames);
 - ``site/``: the pure-Python parts of the installed compressai and pytorch-msssim, which the training imports, with
   compressai's two compiled modules replaced by stand-ins that import and construct but refuse to code (training
   computes likelihoods, never a bitstream; the milestone export reads the checkpoint on the CPU).
 
-The chunk itself is ``cloud/training/core_v2_device_chunk.sh`` run from the working tree's root on the device,
-with ``runs/device-kit`` travelling beside the tree (about 43 MB). It trains core v2 and its α = 0 ablation (batch 32
-each, ``V2_BATCH`` and ``A0_BATCH``; checkpoints every 3 minutes) side by side on the one accelerator from the committed
-milestones: a three-step smoke run of each first (through validation, checkpoint and milestone export, so that a
-broken environment costs seconds), then ``MIN`` minutes of each (default 7.5: the whole command then takes about
-9 minutes, under a 10-minute limit), then both milestones and both progress files go to ``$OUT``.
+The chunk itself is ``cloud/training/core_v2_device_chunk.sh`` run from the working tree's root on the device, with
+``runs/device-kit`` travelling beside the tree (56.9 MB). It trains core v2 and its α = 0 ablation (batch 32 each,
+``V2_BATCH`` and ``A0_BATCH``; transforms in ``PRECISION``, default the configurations' ``auto``: bfloat16 on a GPU that
+has it; checkpoints every 3 minutes) side by side on the one accelerator from the committed milestones: a three-step
+smoke run of each first (through validation, checkpoint and milestone export, so that a broken environment costs
+seconds), then ``MIN`` minutes of each (default 7.5: the whole command then takes about 9 minutes, under a 10-minute
+limit), then both milestones and both progress files go to ``$OUT``.
 
 Here afterwards: stop the CPU runs; put the returned milestones into ``cloud/training/checkpoints/``; ``facelink
 core-v2 merge-progress --config CONFIG RETURNED_PROGRESS.json`` for each run (appends the entries the local file

@@ -5,10 +5,13 @@
 # Environment: MIN training minutes of each run (7.5), DEV torch device (cuda), KIT (runs/device-kit),
 # OUT where the milestones, progress files and logs go (/tmp/facelink-chunk-out), W scratch folder (/tmp/facelink-chunk),
 # V2_BATCH and A0_BATCH the two runs' batch sizes (32 each: core v2 took its first chunk's 11,432 steps at 32 and the
-# ablation, now past core v2's step of that chunk's start, needs as many crops for the two to compare at equal budget).
+# ablation, now past core v2's step of that chunk's start, needs as many crops for the two to compare at equal budget),
+# PRECISION the transforms' precision (the configurations' transform_precision, auto: bfloat16 where the GPU has it;
+# float32 if the smoke run fails in bfloat16).
 set -u
 export PYTHONUNBUFFERED=1
 R=$PWD; MIN=${MIN:-7.5}; DEV=${DEV:-cuda}; KIT=${KIT:-runs/device-kit}; V2_BATCH=${V2_BATCH:-32}; A0_BATCH=${A0_BATCH:-32}
+PRECISION=${PRECISION:-auto}
 OUT=${OUT:-/tmp/facelink-chunk-out}; W=${W:-/tmp/facelink-chunk}
 [ -f "$KIT/core-v2-pack.npz" ] && [ -d "$KIT/site" ] || { echo "no device kit at $KIT: run facelink core-v2 device-kit"; exit 2; }
 # facelink from this tree without installing it: the package folders as pyproject.toml maps them
@@ -18,7 +21,8 @@ ln -sfn "$R/proto/facelink/v1" "$W/pkg/facelink/v1"
 export PYTHONPATH="$W/pkg:$R/$KIT/site"
 PY="python3 -m facelink.cloud.training.core_v2"; P=$KIT/core-v2-pack.npz
 declare -A CFG=([v2]=cloud/training/configs/core-v2.yaml [a0]=cloud/training/configs/core-v2-a0.yaml)
-declare -A SET=([v2]="batch_size=$V2_BATCH checkpoint_minutes=3" [a0]="batch_size=$A0_BATCH checkpoint_minutes=3")
+declare -A SET=([v2]="batch_size=$V2_BATCH checkpoint_minutes=3 transform_precision=$PRECISION"
+               [a0]="batch_size=$A0_BATCH checkpoint_minutes=3 transform_precision=$PRECISION")
 nvidia-smi -L 2>/dev/null
 python3 -c "import torch,numpy;print('torch',torch.__version__,'numpy',numpy.__version__,'cuda',torch.cuda.is_available())"
 collect() {
