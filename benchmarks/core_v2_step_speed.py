@@ -9,15 +9,16 @@ of its changes alone, measured in one run and reported as ratios.
 Paths (:mod:`facelink.cloud.training.core_v2_step`): ``reference`` is the step as configured with ``fast_step: false``;
 ``allocator`` adds :func:`tune_allocator`, ``recognizer`` :func:`fast_recognizer` alone, ``fast`` both (what
 ``fast_step: true`` trains with), ``bf16`` the fast step with the analysis and synthesis transforms autocast to bfloat16
-(a CPU needs AVX-512 BF16 or AMX for it to pay). Each path is its own child process on one thread (the allocator setting
-is process-wide); the children are stepped in lock-step, one step of each in turn with the order rotated every step and
-only one computing at a time, so that a change of the machine's load falls on every path alike. A child loads the
-committed milestone (fresh optimizer) or ``--checkpoint`` (read only, never a run folder's file in use: pass a copy),
-samples the run's own batches (the first stage's mix of aligned crops and full-frame crops, from a seeded subset of
-``--images`` training images) and qualities with ``--seed``, and reports per step the wall and CPU seconds (data
-sampling included), its page faults and the loss. The same seed gives every child the same batches and qualities, so a
-path's losses must match the reference's to float tolerance (folding batch norm rounds differently, and training
-amplifies that slowly): the result records the relative difference per step.
+(a CPU needs AVX-512 BF16 or AMX for it to pay), ``bf16-cached`` that step with the recurring aligned crops' source
+embeddings remembered (what core v2 trains with: :meth:`IdentityLoss.source_embeddings`). Each path is its own child
+process on one thread (the allocator setting is process-wide); the children are stepped in lock-step, one step of each
+in turn with the order rotated every step and only one computing at a time, so that a change of the machine's load falls
+on every path alike. A child loads the committed milestone (fresh optimizer) or ``--checkpoint`` (read only, never a run
+folder's file in use: pass a copy), samples the run's own batches (the first stage's mix of aligned crops and full-frame
+crops, from a seeded subset of ``--images`` training images) and qualities with ``--seed``, and reports per step the
+wall and CPU seconds (data sampling included), its page faults and the loss. The same seed gives every child the same
+batches and qualities, so a path's losses must match the reference's to float tolerance (folding batch norm rounds
+differently, and training amplifies that slowly): the result records the relative difference per step.
 
 Before its first step each child also computes the gradient of ``--grad-batches`` batches (the same batches and
 noise in every child) without stepping, and the result gives each path's cosine similarity to the reference's
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("reference", "allocator", "recognizer", "fast", "bf16")
+PATHS = ("reference", "allocator", "recognizer", "fast", "bf16", "bf16-cached")
 DEFAULT_CONFIG = "cloud/training/configs/core-v2.yaml"
 
 
@@ -121,8 +122,8 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
     from facelink.shared.alignment import CROP_TEMPLATES
 
     torch.set_num_threads(1)
-    tuned = tune_allocator() if path in ("allocator", "fast", "bf16") else False
-    transform_dtype = torch.bfloat16 if path == "bf16" else None
+    tuned = tune_allocator() if path in ("allocator", "fast", "bf16", "bf16-cached") else False
+    transform_dtype = torch.bfloat16 if path.startswith("bf16") else None
     cfg = c._load_config(config)
     torch.manual_seed(seed)
     if checkpoint is not None:
@@ -145,7 +146,7 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
     sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, seed, stage.face_crop_fraction,
                                    crop_template=CROP_TEMPLATES[cfg.crop_template])
     identity = IdentityLoss(cfg.recognizer, "cpu")
-    if path in ("recognizer", "fast", "bf16"):
+    if path in ("recognizer", "fast", "bf16", "bf16-cached"):
         identity.recognizer = fast_recognizer(identity.recognizer)
     model.train()
     identity.train()
@@ -169,7 +170,9 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
         r0, t0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.process_time()
         x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
         q = c.sample_qualities(qrng, len(x), stage, cfg.continuous_share)
-        res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha, transform_dtype)
+        keys = sampler.batch_keys if path == "bf16-cached" else None
+        res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha, transform_dtype,
+                            keys)
         loss = res["loss"].item()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0.ru_minflt

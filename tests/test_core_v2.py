@@ -490,8 +490,10 @@ def test_a_pack_carries_whole_frames_for_the_full_frame_share(tmp_path, monkeypa
     sampler.face_crop_fraction = 0.0
     _, mats, _, sizes = sampler.batch_with_faces(4)
     assert (sizes == 128).all() and np.isfinite(mats).all()  # whole-frame patches, landmarks carried along
+    assert sampler.batch_keys == [None] * 4  # a random crop never recurs exactly
     sampler.face_crop_fraction = 1.0
     assert (sampler.batch_with_faces(2)[3] == 112).all()
+    assert all(k[0] == "pack-crop" for k in sampler.batch_keys)
     sampler.frame_blur = BackgroundBlur(sigma=16.0)
     assert sampler.frames.frame_blur == BackgroundBlur(sigma=16.0)
     crops_only = tmp_path / "crops.npz"

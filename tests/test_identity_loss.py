@@ -334,3 +334,32 @@ def test_sampler_crops_to_the_configured_template(tmp_path):
         config.from_mapping(TrainConfig, {"crop_template": "dlib-150"})
     assert config.from_mapping(TrainConfig, {"crop_template": "arcface-80", "patch": 128}).crop_template == "arcface-80"
 
+
+
+def test_recurring_source_patches_are_embedded_once(faces, tmp_path):
+    """An aligned crop recurs exactly (same image, same flip): its source embedding is computed once and the loss is
+    the one computed afresh; a patch without a key is always computed; the sampler names its patches so."""
+    fresh = IdentityLoss("mobilefacenet", "cpu")
+    a = _tensor([im for im, _ in faces[:3]])
+    m = template_matrices(np.stack([l for _, l in faces[:3]]))
+    rec = torch.flip(a, dims=[0])
+    plain, per_plain = fresh(a, rec, m)
+    keys = [("crop", 0, False), None, ("crop", 2, True)]
+    first, per_first = fresh(a, rec, m, source_keys=keys)
+    assert set(fresh.source_cache) == {keys[0], keys[2]}
+    cached = dict(fresh.source_cache)
+    again, per_again = fresh(a, rec, m, source_keys=keys)
+    assert all(fresh.source_cache[k] is v for k, v in cached.items())  # taken from the cache, not recomputed
+    assert torch.allclose(per_plain, per_first, atol=1e-6) and torch.allclose(per_first, per_again, atol=1e-6)
+    with pytest.raises(ValueError, match="keys"):
+        fresh.source_embeddings(a, torch.as_tensor(m), keys[:2])
+    s = LandmarkPatchSampler(FACES[:3], 128, 0.45, seed=0, face_crop_fraction=0.5, cache_dir=tmp_path)
+    seen = {}
+    for _ in range(6):
+        x, *_ = s.batch_with_faces(4)
+        assert len(s.batch_keys) == 4
+        for patch, key in zip(x, s.batch_keys):
+            if key is not None:
+                assert key[0] == "crop"
+                assert torch.equal(seen.setdefault(key, patch), patch)  # a key names exactly one patch
+    assert seen

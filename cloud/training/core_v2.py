@@ -741,7 +741,8 @@ def train(cfg: CoreV2Config, run_dir: Path, assets=None, max_minutes: float | No
             x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
             x = x.to(dev)
             q = sample_qualities(qrng, len(x), stage, cfg.continuous_share).to(dev)
-            res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha, precision)
+            res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha, precision,
+                                sampler.batch_keys)
             if ema is not None:
                 ema.update()
             loss, bpp, mse, ident = res["loss"], res["bpp"], res["mse"], res["identity"]

@@ -139,6 +139,7 @@ class PackedCropSampler:
         self.patch = cfg.patch
         self.flip_probability = flip_probability
         self.face_crop_fraction = 1.0
+        self.batch_keys: list = []
         self.rng = random.Random(seed)
         self.frames = None  # the whole frames, drawn as the data sets' sampler draws them (sharing this rng)
         fjpeg, foffsets, flms = frames
@@ -165,8 +166,10 @@ class PackedCropSampler:
 
         t = self.crop_template
         crops, mats, weights, sizes = [], [], [], []
+        self.batch_keys = []  # as LandmarkPatchSampler's: an aligned crop's key, None for a frame's random crop
         for _ in range(n):
             if self.frames is not None and self.rng.random() >= self.face_crop_fraction:
+                self.batch_keys.append(None)
                 patch, lm = self.frames.sample_random(self.rng.randrange(len(self.frames.images)))
                 crops.append(patch)
                 m = template_matrices(lm[None], self.template)[0]
@@ -176,8 +179,10 @@ class PackedCropSampler:
                 continue
             i = self.rng.randrange(len(self.images))
             crop, lm = self.images[i], self.landmarks[i]
-            if self.rng.random() < self.flip_probability:
+            flipped = self.rng.random() < self.flip_probability
+            if flipped:
                 crop, lm = crop[:, ::-1], LandmarkPatchSampler._flip_landmarks(lm, crop.shape[1])
+            self.batch_keys.append(("pack-crop", i, flipped))
             crops.append(np.pad(crop, ((0, self.patch - t.height), (0, self.patch - t.width), (0, 0)), mode="edge"))
             m = template_matrices(lm[None], self.template)[0]
             mats.append(m)

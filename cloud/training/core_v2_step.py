@@ -101,21 +101,23 @@ def fast_recognizer(recognizer: nn.Module) -> nn.Module:
 
 
 def step_loss(model, identity, x: torch.Tensor, mats: np.ndarray, faces: np.ndarray, sizes: np.ndarray,
-              q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None) -> dict:
+              q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None, source_keys=None) -> dict:
     """The training loss of the batch ``x`` (N×3×P×P in [0, 1]) coded at qualities ``q`` (N,), not yet
     backpropagated: ``mats`` map each patch onto the recognizer's template, ``faces`` are the identity weights (0: no
     whole face), ``sizes`` the image area inside each patch. ``transform_dtype``: see
-    :func:`~facelink.cloud.serving.variable_rate.forward_vr`. Returns the loss, per-sample bpp and MSE (detached)
-    and the mean 1 − cos identity distance over the samples with a face (NaN when none)."""
+    :func:`~facelink.cloud.serving.variable_rate.forward_vr`; ``source_keys``: the sampler's ``batch_keys``, so that
+    a recurring aligned crop's embedding is computed once. Returns the loss, per-sample bpp and MSE (detached)
+    and the mean 1 − cos identity distance over the samples with a face (NaN when none, and at ``alpha`` 0, where
+    the recognizer's two passes would only feed a log column)."""
     lam = lmbda(q)
     out = forward_vr(model, x, q, sizes, transform_dtype)
     bpp, mse = per_sample_terms(out, x, sizes)
     loss = (bpp + lam * 255**2 * mse).mean()
+    if alpha == 0:  # pixel loss only: no recognizer pass at all (validation still reports the identity distance)
+        return {"loss": loss, "bpp": bpp.detach(), "mse": mse.detach(), "identity": float("nan")}
     weights = faces * lam.cpu().numpy()
-    with torch.set_grad_enabled(alpha > 0):
-        d_id, per_sample = identity(x, out["x_hat"], mats, weights)
-    if alpha > 0:
-        loss = loss + alpha * d_id
+    d_id, per_sample = identity(x, out["x_hat"], mats, weights, source_keys)
+    loss = loss + alpha * d_id
     valid = per_sample[~torch.isnan(per_sample)]
     ident = valid.mean().item() if len(valid) else float("nan")
     return {"loss": loss, "bpp": bpp.detach(), "mse": mse.detach(), "identity": ident}
@@ -153,11 +155,11 @@ def restore_auxiliary_gradients(model, stored: dict[str, torch.Tensor] | None = 
 
 
 def training_step(model, opt, aux_opt, identity, x: torch.Tensor, mats: np.ndarray, faces: np.ndarray,
-                  sizes: np.ndarray, q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None
-                  ) -> dict:
+                  sizes: np.ndarray, q: torch.Tensor, alpha: float, transform_dtype: torch.dtype | None = None,
+                  source_keys=None) -> dict:
     """One optimisation step on :func:`step_loss` (same arguments): backward, gradient clipping at 1, Adam, then the
     entropy bottleneck's auxiliary step. Returns :func:`step_loss`'s figures, the loss detached."""
-    res = step_loss(model, identity, x, mats, faces, sizes, q, alpha, transform_dtype)
+    res = step_loss(model, identity, x, mats, faces, sizes, q, alpha, transform_dtype, source_keys)
     loss = res["loss"]
     opt.zero_grad()
     loss.backward()

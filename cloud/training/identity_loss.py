@@ -95,6 +95,8 @@ class IdentityLoss(nn.Module):
 
     ``source``/``reconstruction``: N×3×H×W RGB in [0, 1]; ``matrices``: N×2×3 pixel matrices patch → template;
     ``weights``: N values (0 drops a sample; default all 1). Only samples with a non-zero weight are embedded.
+    ``source_keys``: N keys (None: none) under which a source patch's embedding is remembered
+    (:meth:`source_embeddings`).
     The per-sample tensor holds 1 − cos for every sample (NaN where the weight is 0), detached, for logging.
     """
 
@@ -109,6 +111,31 @@ class IdentityLoss(nn.Module):
 
         self.template = DIFFERENTIABLE_RECOGNIZERS[recognizer]
         self.recognizer = load_mobilefacenet(device or "cpu", requires_grad=False)
+        # embeddings of source patches that recur (a sampler's aligned crops, by its keys): the frozen recognizer
+        # gives them the same embedding every time, so each is computed once
+        self.source_cache: dict = {}
+
+    def source_embeddings(self, source: torch.Tensor, matrices: torch.Tensor, keys=None) -> torch.Tensor:
+        """Embeddings of source patches (no gradient), taken from :attr:`source_cache` for those whose key (in
+        ``keys``, one per patch; None: not cacheable) it holds; the others computed in one batch and remembered."""
+        if keys is None:
+            with torch.no_grad():
+                return self.recognizer.embed_rgb01(warp(source, matrices, self.template))
+        if len(keys) != len(source):
+            raise ValueError(f"{len(source)} source patches but {len(keys)} keys")
+        todo = [j for j, k in enumerate(keys) if k is None or k not in self.source_cache]
+        rows: list = [None] * len(keys)
+        if todo:
+            with torch.no_grad():
+                fresh = self.recognizer.embed_rgb01(warp(source[todo], matrices[todo], self.template))
+            for j, e in zip(todo, fresh):
+                rows[j] = e
+                if keys[j] is not None:
+                    self.source_cache[keys[j]] = e
+        for j, k in enumerate(keys):
+            if rows[j] is None:
+                rows[j] = self.source_cache[k]
+        return torch.stack(rows)
 
     def train(self, mode: bool = True):
         """The recognizer stays in eval mode (batch-norm statistics frozen) whatever the caller asks."""
@@ -117,7 +144,7 @@ class IdentityLoss(nn.Module):
         return self
 
     def forward(
-        self, source: torch.Tensor, reconstruction: torch.Tensor, matrices, weights=None
+        self, source: torch.Tensor, reconstruction: torch.Tensor, matrices, weights=None, source_keys=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(source)
         if reconstruction.shape != source.shape:
@@ -132,8 +159,8 @@ class IdentityLoss(nn.Module):
         if len(keep) == 0:
             return reconstruction.sum() * 0.0, per_sample  # keeps the graph; contributes nothing
         m = torch.as_tensor(np.asarray(matrices), dtype=torch.float64)[keep.cpu()]
-        with torch.no_grad():
-            e_src = self.recognizer.embed_rgb01(warp(source[keep], m, self.template))
+        keys = None if source_keys is None else [source_keys[j] for j in keep.tolist()]
+        e_src = self.source_embeddings(source[keep], m, keys)
         rec = warp(reconstruction[keep].clamp(0.0, 1.0), m, self.template)
         e_rec = self.recognizer.embed_rgb01(rec)
         d = 1.0 - (e_src * e_rec).sum(dim=1)

@@ -274,6 +274,7 @@ class LandmarkPatchSampler(PatchSampler):
         # The edge's background blur applied to each full-frame sample as it is drawn (None: frames as they are);
         # a schedule may switch it per stage, where ``background_blur`` above blurs every image once for good.
         self.frame_blur: BackgroundBlur | None = None
+        self.last_key, self.batch_keys = None, []
         self.crop_template = crop_template
         self.template = template or MOBILEFACENET_96x112
         self.flip_probability = flip_probability
@@ -292,7 +293,7 @@ class LandmarkPatchSampler(PatchSampler):
         self = cls.__new__(cls)
         self.images, self.landmarks = list(images), np.asarray(landmarks, dtype=np.float64)
         self.patch, self.min_scale, self.rng = patch, min_scale, rng
-        self.files, self.skipped, self.frame_blur = [], 0, None
+        self.files, self.skipped, self.frame_blur, self.last_key, self.batch_keys = [], 0, None, None, []
         self.face_crop_fraction, self.flip_probability = face_crop_fraction, flip_probability
         self.crop_template = crop_template
         self.template = MOBILEFACENET_96x112
@@ -305,6 +306,7 @@ class LandmarkPatchSampler(PatchSampler):
         return lm
 
     def sample_random(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        self.last_key = None  # a random crop is drawn once: nothing to remember it by
         im = self.images[i]
         if self.frame_blur is not None:  # as the edge codes a full frame behind its face region of interest
             im = self.frame_blur.apply(im, [self.landmarks[i]])
@@ -321,8 +323,10 @@ class LandmarkPatchSampler(PatchSampler):
         t = self.crop_template
         crop = align(self.images[i], self.landmarks[i], t)  # exactly the edge's FaceCropper crop
         lm = transform_points(similarity_transform(self.landmarks[i], t.points), self.landmarks[i])
-        if self.rng.random() < self.flip_probability:
+        flipped = self.rng.random() < self.flip_probability
+        if flipped:
             crop, lm = crop[:, ::-1], self._flip_landmarks(lm, crop.shape[1])
+        self.last_key = ("crop", i, flipped)  # the same patch whenever drawn again (see batch_keys)
         pad_y, pad_x = self.patch - t.height, self.patch - t.width
         crop = np.pad(crop, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
         return np.ascontiguousarray(crop), lm
@@ -343,8 +347,10 @@ class LandmarkPatchSampler(PatchSampler):
         patch."""
         crops, mats, weights, sizes = [], [], [], []
         t = self.crop_template
+        self.batch_keys = []  # per patch: a key that names it exactly when it recurs (an aligned crop), else None
         for _ in range(n):
             crop, lm, is_crop = self.sample_with_landmarks()
+            self.batch_keys.append(self.last_key)
             m = template_matrices(lm[None], self.template)[0]
             crops.append(crop)
             mats.append(m)
