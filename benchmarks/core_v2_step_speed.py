@@ -42,7 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("reference", "allocator", "recognizer", "fast", "bf16", "bf16-cached")
+# What each path changes against the reference step: the allocator, the folded recognizer, bfloat16 transforms and
+# the source-embedding cache.
+PATH_FEATURES = {"reference": set(), "allocator": {"allocator"}, "recognizer": {"recognizer"},
+                 "fast": {"allocator", "recognizer"}, "bf16": {"allocator", "recognizer", "bf16"},
+                 "bf16-cached": {"allocator", "recognizer", "bf16", "cache"}}
+PATHS = tuple(PATH_FEATURES)
 DEFAULT_CONFIG = "cloud/training/configs/core-v2.yaml"
 
 
@@ -122,8 +127,9 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
     from facelink.shared.alignment import CROP_TEMPLATES
 
     torch.set_num_threads(1)
-    tuned = tune_allocator() if path in ("allocator", "fast", "bf16", "bf16-cached") else False
-    transform_dtype = torch.bfloat16 if path.startswith("bf16") else None
+    features = PATH_FEATURES[path]
+    tuned = tune_allocator() if "allocator" in features else False
+    transform_dtype = torch.bfloat16 if "bf16" in features else None
     cfg = c._load_config(config)
     torch.manual_seed(seed)
     if checkpoint is not None:
@@ -146,7 +152,7 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
     sampler = LandmarkPatchSampler(files, cfg.patch, cfg.min_scale, seed, stage.face_crop_fraction,
                                    crop_template=CROP_TEMPLATES[cfg.crop_template])
     identity = IdentityLoss(cfg.recognizer, "cpu")
-    if path in ("recognizer", "fast", "bf16", "bf16-cached"):
+    if "recognizer" in features:
         identity.recognizer = fast_recognizer(identity.recognizer)
     model.train()
     identity.train()
@@ -170,7 +176,7 @@ def child(path: str, config: str, images: int, seed: int, checkpoint: Path | Non
         r0, t0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), time.process_time()
         x, mats, faces, sizes = sampler.batch_with_faces(cfg.batch_size)
         q = c.sample_qualities(qrng, len(x), stage, cfg.continuous_share)
-        keys = sampler.batch_keys if path == "bf16-cached" else None
+        keys = sampler.batch_keys if "cache" in features else None
         res = training_step(model, opt, aux_opt, identity, x, mats, faces, sizes, q, stage.alpha, transform_dtype,
                             keys)
         loss = res["loss"].item()

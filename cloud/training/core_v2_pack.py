@@ -111,6 +111,12 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def _decode(jpeg: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """The RGB images of a pack's concatenated JPEGs (``offsets``: where each starts, and the end)."""
+    return [cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            for a, b in zip(offsets[:-1], offsets[1:])]
+
+
 class PackedCropSampler:
     """Batches of a pack as the landmark-aware sampler gives them: aligned crops (padded to the patch by edge
     replication as the edge pads, flipped with probability ``flip_probability``) and, with the share
@@ -132,8 +138,7 @@ class PackedCropSampler:
                                z["val_sizes"])
             frames = ((z["frame_jpeg"], z["frame_offsets"], z["frame_landmarks"]) if "frame_jpeg" in z.files
                       else (np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros((0, 5, 2))))
-        self.images = [cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                       for a, b in zip(offsets[:-1], offsets[1:])]
+        self.images = _decode(jpeg, offsets)
         self.crop_template = CROP_TEMPLATES[cfg.crop_template]
         self.template = MOBILEFACENET_96x112
         self.patch = cfg.patch
@@ -146,10 +151,8 @@ class PackedCropSampler:
         if len(flms):
             from facelink.cloud.training.train import LandmarkPatchSampler
 
-            images = [cv2.cvtColor(cv2.imdecode(fjpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                      for a, b in zip(foffsets[:-1], foffsets[1:])]
-            self.frames = LandmarkPatchSampler.from_arrays(images, flms, cfg.patch, cfg.min_scale, self.rng,
-                                                           flip_probability=flip_probability)
+            self.frames = LandmarkPatchSampler.from_arrays(_decode(fjpeg, foffsets), flms, cfg.patch, cfg.min_scale,
+                                                           self.rng, flip_probability=flip_probability)
 
     @property
     def frame_blur(self):
@@ -160,33 +163,35 @@ class PackedCropSampler:
         if self.frames is not None:
             self.frames.frame_blur = blur
 
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, tuple | None, tuple[int, int]]:
+        """One patch: (pixels, landmarks, its key for ``batch_keys``, the image's rows and columns inside it)."""
+        from facelink.cloud.training.train import LandmarkPatchSampler
+
+        if self.frames is not None and self.rng.random() >= self.face_crop_fraction:
+            patch, lm = self.frames.sample_random(self.rng.randrange(len(self.frames.images)))
+            return patch, lm, None, (self.patch, self.patch)  # a frame's random crop never recurs exactly
+        t = self.crop_template
+        i = self.rng.randrange(len(self.images))
+        crop, lm = self.images[i], self.landmarks[i]
+        flipped = self.rng.random() < self.flip_probability
+        if flipped:
+            crop, lm = crop[:, ::-1], LandmarkPatchSampler._flip_landmarks(lm, crop.shape[1])
+        patch = np.pad(crop, ((0, self.patch - t.height), (0, self.patch - t.width), (0, 0)), mode="edge")
+        return patch, lm, ("pack-crop", i, flipped), (t.height, t.width)
+
     def batch_with_faces(self, n: int):
         from facelink.cloud.training.identity_loss import face_inside, template_matrices
-        from facelink.cloud.training.train import LandmarkPatchSampler, _to_tensor
+        from facelink.cloud.training.train import _to_tensor
 
-        t = self.crop_template
         crops, mats, weights, sizes = [], [], [], []
         self.batch_keys = []  # as LandmarkPatchSampler's: an aligned crop's key, None for a frame's random crop
         for _ in range(n):
-            if self.frames is not None and self.rng.random() >= self.face_crop_fraction:
-                self.batch_keys.append(None)
-                patch, lm = self.frames.sample_random(self.rng.randrange(len(self.frames.images)))
-                crops.append(patch)
-                m = template_matrices(lm[None], self.template)[0]
-                mats.append(m)
-                weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-                sizes.append((self.patch, self.patch))
-                continue
-            i = self.rng.randrange(len(self.images))
-            crop, lm = self.images[i], self.landmarks[i]
-            flipped = self.rng.random() < self.flip_probability
-            if flipped:
-                crop, lm = crop[:, ::-1], LandmarkPatchSampler._flip_landmarks(lm, crop.shape[1])
-            self.batch_keys.append(("pack-crop", i, flipped))
-            crops.append(np.pad(crop, ((0, self.patch - t.height), (0, self.patch - t.width), (0, 0)), mode="edge"))
+            patch, lm, key, size = self._draw()
             m = template_matrices(lm[None], self.template)[0]
+            crops.append(patch)
             mats.append(m)
             weights.append(1.0 if face_inside(m, self.patch, self.patch, self.template) else 0.0)
-            sizes.append((t.height, t.width))
+            sizes.append(size)
+            self.batch_keys.append(key)
         return (_to_tensor(crops), np.stack(mats), np.array(weights, dtype=np.float32),
                 np.array(sizes, dtype=np.int64))

@@ -257,8 +257,6 @@ class LandmarkPatchSampler(PatchSampler):
         crop_template=ARCFACE_112,
     ):
         super().__init__(files, patch, min_scale, seed)
-        from facelink.shared.alignment import MOBILEFACENET_96x112
-
         landmarks = face_landmarks(files, self.images, cache_dir)
         found = ~np.isnan(landmarks).any(axis=(1, 2))
         self.skipped = int((~found).sum())
@@ -270,33 +268,35 @@ class LandmarkPatchSampler(PatchSampler):
         if background_blur > 0:  # as the edge's --blur-background: the face region kept, the rest blurred
             blur = BackgroundBlur(sigma=background_blur)
             self.images = [blur.apply(im, [lm]) for im, lm in zip(self.images, self.landmarks)]
+        self._set_draw(face_crop_fraction, template, flip_probability, crop_template)
+        print(f"landmark sampler: {len(self.images)} images with a face, {self.skipped} without (skipped)")
+
+    def _set_draw(self, face_crop_fraction: float, template, flip_probability: float, crop_template) -> None:
+        """How patches are drawn, whichever way the images came in."""
+        from facelink.shared.alignment import MOBILEFACENET_96x112
+
         self.face_crop_fraction = face_crop_fraction
         # The edge's background blur applied to each full-frame sample as it is drawn (None: frames as they are);
-        # a schedule may switch it per stage, where ``background_blur`` above blurs every image once for good.
+        # a schedule may switch it per stage, where ``background_blur`` blurs every image once for good.
         self.frame_blur: BackgroundBlur | None = None
         self.last_key, self.batch_keys = None, []
         self.crop_template = crop_template
         self.template = template or MOBILEFACENET_96x112
         self.flip_probability = flip_probability
-        print(f"landmark sampler: {len(self.images)} images with a face, {self.skipped} without (skipped)")
 
     @classmethod
     def from_arrays(cls, images: list[np.ndarray], landmarks: np.ndarray, patch: int, min_scale: float, rng,
                     face_crop_fraction: float = 0.0, flip_probability: float = 0.5, crop_template=ARCFACE_112):
         """The sampler over frames already in memory (RGB arrays, each with a face's five landmarks), drawing with
         ``rng`` (a :class:`random.Random`, which may be shared with the caller's own draws)."""
-        from facelink.shared.alignment import MOBILEFACENET_96x112
-
         if len(images) != len(landmarks) or not len(images):
             raise ValueError(f"need one set of landmarks per image and at least one image, got {len(images)} images "
                              f"and {len(landmarks)} landmark sets")
         self = cls.__new__(cls)
         self.images, self.landmarks = list(images), np.asarray(landmarks, dtype=np.float64)
         self.patch, self.min_scale, self.rng = patch, min_scale, rng
-        self.files, self.skipped, self.frame_blur, self.last_key, self.batch_keys = [], 0, None, None, []
-        self.face_crop_fraction, self.flip_probability = face_crop_fraction, flip_probability
-        self.crop_template = crop_template
-        self.template = MOBILEFACENET_96x112
+        self.files, self.skipped = [], 0
+        self._set_draw(face_crop_fraction, None, flip_probability, crop_template)
         return self
 
     @staticmethod
