@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     thr, acc = best_threshold(np.array(scores), np.array(labels))
     s, y = np.array(scores), np.array(labels)
     result = {"command": "facelink bench calibrate-threshold " + " ".join(argv or []), "recognizer": rec.name,
-              "model": codec.name, "model_id": codec.model_id, "pairs_scored": len(scores),
+              "model": codec.name, "model_id": codec.model_id,
+              **({"quality": codec.encoder.quality} if codec.encoder.quality is not None else {}),
+              "pairs_scored": len(scores),
               "pairs_without_face": no_face, "threshold": round(thr, 4), "accuracy_at_threshold": round(acc, 4),
               "same_person_similarity_median": float(np.median(s[y])),
               "different_person_similarity_median": float(np.median(s[~y])),

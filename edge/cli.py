@@ -524,6 +524,16 @@ def _models_parser(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _rate_words(manifest: dict) -> str:
+    """A rate point's λ; a variable-rate model's quality range, default quality and λ range."""
+    if manifest.get("qualities"):
+        top = int(manifest["qualities"]) - 1
+        lambdas = [float(v) for v in (manifest.get("lambda_of_quality") or {}).values()]
+        span = f" λ={min(lambdas):g}–{max(lambdas):g}" if lambdas else ""
+        return f"quality 0–{top} (default {float(manifest.get('default_quality', top / 2)):g}){span}"
+    return f"λ={manifest['training']['lambda']}"
+
+
 def cmd_models(args) -> int:
     from facelink.shared import registry
 
@@ -534,8 +544,7 @@ def cmd_models(args) -> int:
         # Same encoder and tables, another decoder (a refined one, or another precision): the same bitstream.
         shared = [n for n in by_id[b.model_id] if n != b.name]
         same = f"\tsame bitstream as {', '.join(shared)}" if shared else ""
-        lmbda = b.manifest["training"]["lambda"]
-        print(f"{b.name}\t{b.model_id}\t{b.manifest['architecture']}\tλ={lmbda}{default}{same}")
+        print(f"{b.name}\t{b.model_id}\t{b.manifest['architecture']}\t{_rate_words(b.manifest)}{default}{same}")
     return 0
 
 

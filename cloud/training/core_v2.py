@@ -448,7 +448,8 @@ def run_status(cfg: CoreV2Config, run_dir: Path) -> dict:
 
 
 def export_model(cfg: CoreV2Config, run_dir: Path, source: str, name: str, out_root: Path | None = None,
-                 weights: str = "float16", raw: bool = False) -> Path:
+                 weights: str = "float16", raw: bool = False, default_quality: float | None = None,
+                 purpose: str | None = None) -> Path:
     """The run's weights (its checkpoint, or the committed milestone) as the registry model ``name``. A checkpoint
     gives its averaged weights (:class:`WeightAverage`) unless ``raw`` or it holds none; the entropy tables are
     computed from the exported weights (``update()`` in the export), so the bitstream matches them."""
@@ -475,7 +476,7 @@ def export_model(cfg: CoreV2Config, run_dir: Path, source: str, name: str, out_r
                   "stage": cfg.stage_at(max(step - 1, 0)).name, **which, "validation": validation,
                   "config": cfgmod.to_dict(cfg), "command": "facelink core-v2 export"}
     return export(model, name, out_root, f"variable-rate core v2 ({cfg.run_name}) at step {step}", provenance,
-                  weights)
+                  weights, default_quality=default_quality, purpose=purpose)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -921,6 +922,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="stored precision of the encoder and decoder weights (default %(default)s)")
     ex.add_argument("--raw-weights", action="store_true",
                     help="export the checkpoint's raw training weights instead of their moving average")
+    ex.add_argument("--default-quality", type=float, metavar="Q",
+                    help="the quality an edge codes at without --quality or --max-bytes (default: the middle of "
+                         "the model's range)")
+    ex.add_argument("--purpose", help="what the model is for, in the model table (a release's one line)")
     sa = sub.add_parser("status", help="where the run stands: running or not, step, stage, last validation")
     sa.add_argument("--config", required=True, help="the run's YAML configuration")
     sa.add_argument("--run-dir", type=Path, help="checkpoint folder (default as for train)")
@@ -964,7 +969,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run_status(cfg, run_dir), indent=2))
             return 0
         if args.action == "export":
-            out = export_model(cfg, run_dir, args.source, args.name, args.out_root, args.weights, args.raw_weights)
+            out = export_model(cfg, run_dir, args.source, args.name, args.out_root, args.weights, args.raw_weights,
+                               args.default_quality, args.purpose)
             print(json.dumps(json.loads((out / "manifest.json").read_text()), indent=2))
             return 0
         if args.action == "pack":

@@ -71,10 +71,18 @@ def decoder_state(model: VariableRateFaceCodec, dtype: str = "float32") -> dict[
 
 
 def export(model: VariableRateFaceCodec, name: str, out_root: Path | None = None, description: str = "",
-           provenance: dict | None = None, weights: str = "float16") -> Path:
-    """Write the registry model ``name`` (under ``out_root``, default the package's registry); returns its folder."""
+           provenance: dict | None = None, weights: str = "float16", default_quality: float | None = None,
+           purpose: str | None = None) -> Path:
+    """Write the registry model ``name`` (under ``out_root``, default the package's registry); returns its folder.
+    ``default_quality``: what an edge codes at unless told (default the middle of the range); ``purpose``: the
+    model table's line for it."""
     if weights not in fixed.WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {', '.join(fixed.WEIGHT_DTYPES)}, not {weights!r}")
+    top = model.qualities - 1
+    if default_quality is None:
+        default_quality = top / 2
+    if not 0 <= default_quality <= top:
+        raise ValueError(f"default quality must lie in [0, {top}], got {default_quality:g}")
     model = model.cpu().eval()
     out = (out_root or registry.MODELS_DIR) / name
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +95,8 @@ def export(model: VariableRateFaceCodec, name: str, out_root: Path | None = None
         "M": int(model.M), "qualities": model.qualities, "N_analysis": model.N_analysis, "weights": weights,
         "description": description,
         "lambda_of_quality": {str(q): lmbda(q) for q in range(model.qualities)},
-        "default_quality": (model.qualities - 1) / 2, "training": provenance or {},
+        "default_quality": float(default_quality), **({"purpose": purpose} if purpose else {}),
+        "training": provenance or {},
         "files": {f: sha256_file(out / f) for f in fixed.FILES},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
