@@ -243,7 +243,8 @@ device-kit-core-v2: $(STAMP) ## what a training chunk on an accelerator needs be
 # crops, and full frames behind the edge's ROI; MobileFaceNet, SFace and dlib, the latter two never flipped), beside
 # HEVC, AVIF, JPEG XL and the committed face-ipr ladder on the same pairs, then benchmarks/results/core-v2/summary.json
 # and summary.png (facelink bench core-v2-summary). The model is the committed milestone (V2_SOURCE=checkpoint: the
-# local run's checkpoint) exported as face-v2 into runs/models. V2_LIMIT=N: N pairs per fold (empty: 6,000 pairs);
+# local run's checkpoint) exported as face-v2-run into runs/models (face-v2 is the shipped release, codec
+# facelink-v2). V2_LIMIT=N: N pairs per fold (empty: 6,000 pairs);
 # V2_PROTOCOLS=crop or full: one protocol; V2_DATASETS, V2_RECOGNIZERS, V2_QUALITIES (the sweep) likewise; V2_OUT: the
 # folder (default benchmarks/results/core-v2; a step-N folder keeps an intermediate milestone beside the summary);
 # V2_CROP_CODECS, V2_FULL_CODECS: the codecs beside v2 (a milestone check may leave out AVIF and JPEG XL).
@@ -255,8 +256,8 @@ V2_LIMIT ?=
 V2_PROTOCOLS ?= crop full
 V2_WORKERS ?= 2
 V2_OUT ?= benchmarks/results/core-v2
-V2_CROP_CODECS ?= uncompressed facelink-v2:$(V2_QUALITIES) hevc avif jxl facelink-ipr
-V2_FULL_CODECS ?= facelink-v2+roi:$(V2_QUALITIES) hevc+roi hevc avif+roi jxl+roi facelink-ipr+roi
+V2_CROP_CODECS ?= uncompressed facelink-v2-run:$(V2_QUALITIES) hevc avif jxl facelink-ipr
+V2_FULL_CODECS ?= facelink-v2-run+roi:$(V2_QUALITIES) hevc+roi hevc avif+roi jxl+roi facelink-ipr+roi
 V2_RUN = FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --settings asymmetric \
   --recognizers $(V2_RECOGNIZERS) $(if $(filter-out mobilefacenet,$(V2_RECOGNIZERS)),--no-flip-for \
   $(filter-out mobilefacenet,$(V2_RECOGNIZERS))) \
@@ -264,7 +265,7 @@ V2_RUN = FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench run --settings a
 V2_SUFFIX := $(if $(V2_LIMIT),-limit$(V2_LIMIT))
 .PHONY: bench-core-v2
 bench-core-v2: install ## core v2's quality sweep against HEVC, AVIF, JPEG XL, face-ipr -> results/core-v2/summary.json
-	$(BIN)/facelink core-v2 export --config cloud/training/configs/core-v2.yaml --source $(V2_SOURCE) --name face-v2 \
+	$(BIN)/facelink core-v2 export --config cloud/training/configs/core-v2.yaml --source $(V2_SOURCE) --name face-v2-run \
 	  --out-root runs/models > /dev/null
 	@set -e; for ds in $(V2_DATASETS); do \
 	  $(if $(filter crop,$(V2_PROTOCOLS)),$(V2_RUN) --datasets $$ds --protocols face-crop \
@@ -272,7 +273,7 @@ bench-core-v2: install ## core v2's quality sweep against HEVC, AVIF, JPEG XL, f
 	  $(if $(filter full,$(V2_PROTOCOLS)),$(V2_RUN) --datasets $$ds --protocols full-frame \
 	    --codecs $(V2_FULL_CODECS) --out $(V2_OUT)/$$ds-full$(V2_SUFFIX);) \
 	done
-	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench core-v2-summary \
+	FACELINK_MODELS_PATH=runs/models $(BIN)/facelink bench core-v2-summary --codec facelink-v2-run \
 	  $(foreach ds,$(V2_DATASETS),$(foreach p,$(V2_PROTOCOLS),$(V2_OUT)/$(ds)-$(p)$(V2_SUFFIX))) \
 	  --made-by "make -f benchmarks/research.mk bench-core-v2 $(strip $(foreach v,V2_SOURCE V2_QUALITIES \
 	    V2_DATASETS V2_RECOGNIZERS V2_LIMIT V2_PROTOCOLS,$(v)='$($(v))') $(foreach v,V2_OUT V2_CROP_CODECS \

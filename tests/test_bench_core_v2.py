@@ -14,6 +14,11 @@ from facelink.shared import bitstream, registry
 from facelink.shared.paths import REPO_ROOT, assets_dir
 
 
+# The research name of an exported milestone (make -f benchmarks/research.mk bench-core-v2): not the shipped face-v2,
+# which the package's registry holds with other weights once the run has moved on.
+V2 = "face-v2-run"
+
+
 @pytest.fixture(scope="module")
 def v2_registry(tmp_path_factory):
     """The committed core-v2 milestone exported (float16, as committed) into a temporary registry folder."""
@@ -24,7 +29,7 @@ def v2_registry(tmp_path_factory):
     if not core_v2.milestone_paths(cfg.run_name)[0].is_file():
         pytest.skip("no core-v2 milestone in this checkout")
     root = tmp_path_factory.mktemp("models")
-    core_v2.export_model(cfg, root / "unused-run-dir", "milestone", "face-v2", root)
+    core_v2.export_model(cfg, root / "unused-run-dir", "milestone", V2, root)
     return root
 
 
@@ -47,17 +52,17 @@ def suite():
 
 
 def test_a_variable_rate_model_is_a_codec_with_a_quality_sweep(models_path):
-    codec = parse_codec_spec("facelink-v2:0,2.5,7")
-    assert isinstance(codec, VariableRateFacelinkCodec) and codec.model == "face-v2"
+    codec = parse_codec_spec("facelink-v2-run:0,2.5,7")
+    assert isinstance(codec, VariableRateFacelinkCodec) and codec.model == "face-v2-run"
     assert codec.qualities == (0, 2.5, 7) and codec.quality_name == "q"
-    assert get_codec("facelink-v2").qualities == tuple(range(8))  # default: every integer quality (8)
+    assert get_codec("facelink-v2-run").qualities == tuple(range(8))  # default: every integer quality (8)
     # its own container version is part of each setting's key; the fixed-rate family keeps version 2
     assert codec.settings_for(3)["format_version"] == bitstream.VARIABLE_RATE_VERSION
     assert get_codec("facelink-ipr").settings_for("face-ipr-q1")["format_version"] == bitstream.FORMAT_VERSION
-    assert "face-v2" not in get_codec("facelink").qualities  # the rate points' codec holds rate points only
-    assert "step" in codec.version() and "facelink-v2" in bench.learned_families()
+    assert "face-v2-run" not in get_codec("facelink").qualities  # the rate points' codec holds rate points only
+    assert "step" in codec.version() and "facelink-v2-run" in bench.learned_families()
     with pytest.raises(CodecUnavailable, match="quality must lie"):
-        get_codec("facelink-v2", [0, 9]).check_available()
+        get_codec("facelink-v2-run", [0, 9]).check_available()
 
 
 def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path):
@@ -65,7 +70,7 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
     cfg = engine.RunConfig(datasets=["lfw"], protocols=["face-crop"], recognizers=["mobilefacenet"],
                            settings=["asymmetric"], limit=2, chunk=8, flip=False, progress=False,
                            cache=tmp_path / "cache.sqlite",
-                           codecs=[get_codec("facelink-v2", qualities), get_codec("hevc", [43, 23])])
+                           codecs=[get_codec("facelink-v2-run", qualities), get_codec("hevc", [43, 23])])
     suites = {"lfw": suite}
     stats = engine.compute(cfg, suites, log=lambda *a: None)
     probes = np.unique(suite.pairs[:, 1])
@@ -73,7 +78,7 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
     # every cached probe is a version-3 container carrying its quality, on the model's id
     cache = engine.Cache(cfg.cache)
     codec = cfg.codecs[0]
-    model_id = registry.load("face-v2").model_id
+    model_id = registry.load("face-v2-run").model_id
     for q in qualities:
         cond = engine.condition_for("lfw", "face-crop", codec, q, False)
         datas = cache.encoded(cond.key, suite.keys)
@@ -88,7 +93,7 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
     out = tmp_path / "run"
     bench.write_outputs(docs, out, "test")
     doc = json.loads((out / "lfw_mobilefacenet_face-crop_asymmetric.json").read_text())
-    v2 = next(c for c in doc["codecs"] if c["codec"] == "facelink-v2")
+    v2 = next(c for c in doc["codecs"] if c["codec"] == "facelink-v2-run")
     assert v2["results"]["quality"] == qualities
     sizes = v2["results"]["bytes_per_face"]
     assert sizes[0] <= sizes[1] <= sizes[2] and sizes[0] < sizes[2]
@@ -98,15 +103,15 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
         {"step": 10, "stage": "foundation", "wall_seconds": 1800.0, "device": "cpu"},
         {"step": 20, "stage": "foundation", "wall_seconds": 5400.0, "device": "cpu"}]}))
     summary_path = tmp_path / "summary.json"
-    assert core_v2_summary.main([str(out), "--cache", str(cfg.cache), "--progress", str(progress),
+    assert core_v2_summary.main([str(out), "--codec", "facelink-v2-run", "--cache", str(cfg.cache), "--progress", str(progress),
                                  "--out", str(summary_path)]) == 0
     s = json.loads(summary_path.read_text())
     assert (tmp_path / s["plot"]).is_file()
-    assert "| lfw | face-crop | mobilefacenet | 4 | facelink-v2 |" in (tmp_path / "summary.md").read_text()
-    assert s["model"]["model"] == "face-v2" and s["model"]["step"] is not None and "limited protocol" in s["status"]
+    assert "| lfw | face-crop | mobilefacenet | 4 | facelink-v2-run |" in (tmp_path / "summary.md").read_text()
+    assert s["model"]["model"] == "face-v2-run" and s["model"]["step"] is not None and "limited protocol" in s["status"]
     assert s["training"]["step"] == 20 and s["training"]["cpu_hours"] == pytest.approx(1.5)
     (row,) = s["rows"]
-    assert row["v2"]["codec"] == "facelink-v2" and row["hevc"]["bd_rate_vs_hevc"] == 0.0
+    assert row["v2"]["codec"] == "facelink-v2-run" and row["hevc"]["bd_rate_vs_hevc"] == 0.0
     assert row["ladder"] is None  # not in this run
     (p,) = s["psnr"]
     curve = p["curves"]["v2"]["curve"]
@@ -132,13 +137,14 @@ def test_summary_of_a_synthetic_result_folder(models_path, tmp_path):
     hevc_a = [0.90, 0.94, 0.97, 0.98]
     _doc(tmp_path / "a", 0.985, {
         "hevc": ([38, 33, 28, 23], hevc_b, hevc_a),
-        "facelink-v2": ([0, 1, 2, 3], [b / 2 for b in hevc_b], hevc_a),  # HEVC's accuracy at half its bytes
+        "facelink-v2-run": ([0, 1, 2, 3], [b / 2 for b in hevc_b], hevc_a),  # HEVC's accuracy at half its bytes
         "avif": ([0, 10, 25], [400.0, 800.0, 1600.0], [0.90, 0.94, 0.97]),
     })
     # the ladder from another folder on the same pairs: flat one point under uncompressed
     _doc(tmp_path / "b", 0.985, {"facelink-ipr": (["q0", "q1", "q2"], [300.0, 500.0, 800.0], [0.95, 0.97, 0.975])})
     _doc(tmp_path / "c", 0.99, {"facelink-ipr": (["q0"], [100.0], [0.5])}, pairs=100)  # other pairs: never used
-    s = core_v2_summary.summarize([tmp_path / "a", tmp_path / "b", tmp_path / "c"], cache=None, progress=None)
+    s = core_v2_summary.summarize([tmp_path / "a", tmp_path / "b", tmp_path / "c"], cache=None, progress=None,
+                                 codec="facelink-v2-run")
     (row,) = [r for r in s["rows"] if r["pairs"] == 600]
     assert row["uncompressed_accuracy"] == 0.985
     assert row["hevc_crf23"] == {"bytes_per_face": 900.0, "accuracy": 0.98}
@@ -165,8 +171,8 @@ def test_summary_of_a_synthetic_result_folder(models_path, tmp_path):
 
 def test_summary_refuses_folders_without_core_v2(models_path, tmp_path, capsys):
     _doc(tmp_path / "a", 0.985, {"hevc": ([38, 23], [300.0, 900.0], [0.9, 0.98])})
-    assert core_v2_summary.main([str(tmp_path / "a"), "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
-    assert "no codec 'facelink-v2'" in capsys.readouterr().err
+    assert core_v2_summary.main([str(tmp_path / "a"), "--codec", "facelink-v2-run", "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
+    assert "no codec 'facelink-v2-run'" in capsys.readouterr().err
     assert core_v2_summary.main([str(tmp_path / "empty"), "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
 
 
@@ -176,15 +182,16 @@ def test_full_frames_behind_the_roi_and_their_summary_row(models_path, suite, tm
     cfg = engine.RunConfig(datasets=["lfw"], protocols=["full-frame"], recognizers=["mobilefacenet"],
                            settings=["asymmetric"], limit=2, chunk=8, flip=False, progress=False,
                            cache=tmp_path / "cache.sqlite",
-                           codecs=[parse_codec_spec("facelink-v2+roi:0,7"), get_codec("hevc+roi", [43, 23]),
+                           codecs=[parse_codec_spec("facelink-v2-run+roi:0,7"), get_codec("hevc+roi", [43, 23]),
                                    get_codec("hevc", [23])])
     suites = {"lfw": suite}
     stats = engine.compute(cfg, suites, log=lambda *a: None)
     docs = bench.build_docs(cfg, suites, bench.provenance(cfg, suites, stats, engine.all_codecs(cfg)))
     bench.write_outputs(docs, tmp_path / "run", "test")
-    s = core_v2_summary.summarize([tmp_path / "run"], cache=tmp_path / "cache.sqlite", progress=None)
+    s = core_v2_summary.summarize([tmp_path / "run"], cache=tmp_path / "cache.sqlite", progress=None,
+                                 codec="facelink-v2-run")
     (row,) = s["rows"]
-    assert row["protocol"] == "full-frame" and row["v2"]["codec"] == "facelink-v2+roi"
+    assert row["protocol"] == "full-frame" and row["v2"]["codec"] == "facelink-v2-run+roi"
     assert row["hevc"]["codec"] == "hevc+roi" and set(row["v2_against"]) == {"hevc+roi"}
     hevc23 = next(c for c in docs[0]["codecs"] if c["codec"] == "hevc")["results"]
     assert row["hevc_crf23"]["bytes_per_face"] == pytest.approx(hevc23["bytes_per_face"][0])
