@@ -135,12 +135,20 @@ def _enroll(client, args) -> int:
     return 0
 
 
+# facelink decode's default bound on a container's declared size: 16 MP, as an enrolment photograph's
+DECODE_MAX_PIXELS = 4096 * 4096
+
+
 def decode_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="facelink decode", description="Decode a .flk container to an image.")
     ap.add_argument("input", type=Path, help="the .flk container")
     ap.add_argument("-o", "--output", type=Path, help="image file; its suffix picks the format "
                                                       "(default: INPUT with suffix .png)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing output")
+    ap.add_argument("--max-pixels", type=int, default=DECODE_MAX_PIXELS, metavar="N",
+                    help="refuse a container that declares more (padded) pixels, from its header, before any "
+                         "decoding (default %(default)s, 16 MP; 0: no limit). A hostile header can claim a size "
+                         "whose entropy decoding alone takes gigabytes")
     args = ap.parse_args(argv)
 
     import cv2
@@ -153,8 +161,8 @@ def decode_main(argv: list[str]) -> int:
         print(f"facelink decode: {out} exists; pass --force to overwrite it", file=sys.stderr)
         return 2
     try:
-        dec = CloudDecoder().decode(args.input.read_bytes())
-    except (OSError, BitstreamError) as e:
+        dec = CloudDecoder(max_pixels=args.max_pixels or None).decode(args.input.read_bytes())
+    except (OSError, BitstreamError) as e:  # a frame over --max-pixels included
         print(f"facelink decode: {args.input}: {e}", file=sys.stderr)
         return 2
     tmp = out.with_name(out.stem + ".part" + out.suffix)  # cv2 picks the format by the suffix

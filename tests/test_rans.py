@@ -150,10 +150,12 @@ def test_one_stream_for_two_parts_reads_back_in_order(gaussian_tables, factorize
 
 def test_a_huge_claim_is_refused_before_work_proportional_to_it(monkeypatch):
     """decode_symbols checks that the streams can hold the symbols the header claims before it builds the hyper-latent's
-    indexes or runs the hyper-synthesis: a 65535×65535 claim in a few bytes costs nothing."""
+    indexes or runs the hyper-synthesis: a 65535×65535 claim in a few bytes costs nothing. That bound needs tables
+    without a near-certain slot (a rate point's hyper-latent); where one has such a slot (face-v2's), a short stream
+    may hold any number of symbols, and the guard is the pixel budget read from the header (next test)."""
     from facelink.shared import bitstream, codec, registry
 
-    tables = registry.load(registry.DEFAULT_MODEL).tables
+    tables = registry.load("face-ipr-q1").tables
     frame = bitstream.Frame(tables.model_id, 65535, 65535, (b"\x00\x00\x00\x80\x00\x00\x00\x00" + b"\x01" * 56,), 0, 2)
 
     def too_late(*args, **kwargs):
@@ -164,6 +166,26 @@ def test_a_huge_claim_is_refused_before_work_proportional_to_it(monkeypatch):
     monkeypatch.setattr(type(tables), "staged_parameters", too_late)
     with pytest.raises(bitstream.BitstreamError, match="cannot hold"):
         codec.decode_symbols(tables, frame)
+
+
+def test_a_huge_claim_to_facelink_decode_is_refused_from_its_header(tmp_path, capsys, monkeypatch):
+    """facelink decode refuses a container declaring more pixels than --max-pixels before any entropy decoding,
+    for every model: the guard where the tables alone cannot bound the symbols a stream holds."""
+    from facelink.cloud import cli as cloud_cli
+    from facelink.shared import bitstream, codec, registry
+
+    tables = registry.load(registry.DEFAULT_MODEL).tables
+    frame = bitstream.Frame(tables.model_id, 65535, 65535, (b"\x00\x00\x00\x80\x00\x00\x00\x00" + b"\x01" * 56,), 0,
+                            bitstream.VARIABLE_RATE_VERSION, quality=2.0)
+    path = tmp_path / "huge.flk"
+    path.write_bytes(bitstream.pack(frame))
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("entropy decoding began before the size check")
+
+    monkeypatch.setattr(codec, "decode_symbols", too_late)
+    assert cloud_cli.main(["decode", str(path), "-o", str(tmp_path / "x.png")]) == 2
+    assert "over the server's limit of 16777216 pixels" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["typical", "widest escapes"])

@@ -31,6 +31,18 @@ def test_full_frame_shape_fits_the_pixel_budget():
         assert h * w <= budget and h % 64 == 0 and w % 64 == 0
 
 
+def test_the_full_frame_shrinks_to_the_frame_byte_limit():
+    """A server capped at a few kilobytes per container never receives a VGA frame whose zero latents cost more (the
+    default model's: 4.5 kB), so its warm-up frame shrinks until it fits instead of refusing to start."""
+    bundle = registry.load(DEFAULT_MODEL)
+    full = warmup.largest_full_frame(bundle, 640 * 512, 1 << 20)
+    assert (bitstream.unpack(full).height, bitstream.unpack(full).width) == (512, 640)
+    small = warmup.largest_full_frame(bundle, 640 * 512, len(full) - 1)
+    frame = bitstream.unpack(small)
+    assert len(small) < len(full) and frame.height * frame.width < 512 * 640
+    assert warmup.largest_full_frame(bundle, 640 * 512, 20) is None
+
+
 def _metric(service, name: str) -> float:
     return sum(s.value for m in service.metrics.registry.collect() for s in m.samples if s.name == name)
 

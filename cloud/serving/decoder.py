@@ -62,7 +62,7 @@ class _Synthesis:
         # What runs the base g_s: with channels_last on a CPU and no adapters (the server's path), a frozen
         # TorchScript copy (one call instead of one per layer; equal up to float rounding), else g_s itself.
         self.run_g_s, self.frozen = self.g_s, False
-        if channels_last and self.adapted is None and self.vr is None and self.device.type == "cpu":
+        if channels_last and self.adapted is None and self.device.type == "cpu":  # a variable-rate g_s too
             examples = [torch.randn((n, m["M"], h, w), generator=torch.Generator().manual_seed(n)).contiguous(
                 memory_format=self.memory_format) for n, h, w in ((2, 8, 8), (1, 5, 7))]
             self.run_g_s, self.frozen = frozen_copy(self.g_s, examples, f"g_s of {bundle.name}")
@@ -100,11 +100,14 @@ class _Synthesis:
     @torch.inference_mode()
     def batch(self, y_hats: list[np.ndarray], qualities: list) -> list[tuple[np.ndarray, dict[str, float] | None]]:
         """``__call__`` (without ``domain``) over latents of one shape in one forward pass: the server's
-        micro-batches. Equal to one call each up to float rounding; a variable-rate model (a gain per item) runs
-        them one by one."""
-        if self.vr is not None or len(y_hats) == 1:
+        micro-batches. Equal to one call each up to float rounding; a variable-rate model applies each item's
+        inverse gain (its container's quality) before the one pass."""
+        if len(y_hats) == 1:
             return [self(y, None, q) for y, q in zip(y_hats, qualities)]
-        y = torch.from_numpy(np.stack(y_hats)).to(self.device).contiguous(memory_format=self.memory_format)
+        y = torch.from_numpy(np.stack(y_hats)).to(self.device)
+        if self.vr is not None:
+            y = torch.cat([variable_rate.apply_inverse_gain(self.vr, y[i:i + 1], q) for i, q in enumerate(qualities)])
+        y = y.contiguous(memory_format=self.memory_format)
         if self.adapted is None:
             x, w = self.run_g_s(y), None
         else:

@@ -8,9 +8,10 @@ and ~0.4 s for the first aligned crop, +67 MB for the first burst of 64 crops at
 costs +1.4 and +11 MB (``facelink bench attacks``). The warm-up frames are containers of zero latents made here from
 a model's own tables (no encoder, no pixels from anyone): a grey image, a crop of every crop template and a full
 frame at the pixel budget, each through entropy decoding, synthesis, detection or alignment and the recognizer as a
-client's frame goes, and the crops twice as a burst of ``max_streams`` frames at once. Nothing reaches the gallery or
-the metrics, and health says NOT_SERVING until it is done (about 4 s on 2 cores, 7 models: ``facelink serve
---no-warmup`` skips it).
+client's frame goes, and the crops twice as a burst of ``max_streams`` frames at once; none larger than
+``max_frame_bytes``, which no client's frame exceeds either (the full frame shrinks until it fits). Nothing reaches
+the gallery or the metrics, and health says NOT_SERVING until it is done (about 4 s on 2 cores, 7 models: ``facelink
+serve --no-warmup`` skips it).
 """
 from __future__ import annotations
 
@@ -56,18 +57,46 @@ async def warm_up(service, burst: int) -> dict:
     the server would refuse a client's frame the same way."""
     t0 = time.perf_counter()
     recognize = service.warmup_recognize
-    frames = 0
+    limit = service.cfg.max_frame_bytes  # no client can send a larger container: no warm-up frame is larger either
+    frames, skipped = 0, 0
     default = service.default_bundle()
     for bundle in service.decoder.bundles.values():
         for tid, template in TEMPLATE_IDS.items():
             data = zero_container(bundle, template.height, template.width, tid)
+            if len(data) > limit:
+                skipped += 1
+                continue
             await recognize(pb.RecognizeRequest(id="warm-up", bitstream=data))
             frames += 1
-    h, w = full_frame_shape(service.cfg.max_pixels)
-    await recognize(pb.RecognizeRequest(id="warm-up", bitstream=zero_container(default, h, w)))
+    full = largest_full_frame(default, service.cfg.max_pixels, limit)
+    if full is None:
+        skipped += 1
+    else:
+        await recognize(pb.RecognizeRequest(id="warm-up", bitstream=full))
+        frames += 1
     crop = next(iter(TEMPLATE_IDS.items()))
     data = zero_container(default, crop[1].height, crop[1].width, crop[0])
-    for _ in range(2):  # twice: the second burst finds the working memory the first one left
-        await asyncio.gather(*(recognize(pb.RecognizeRequest(id="warm-up", bitstream=data)) for _ in range(burst)))
-    frames += 1 + 2 * burst
-    return {"frames": frames, "models": len(service.decoder.bundles), "seconds": round(time.perf_counter() - t0, 2)}
+    if len(data) <= limit:
+        for _ in range(2):  # twice: the second burst finds the working memory the first one left
+            await asyncio.gather(*(recognize(pb.RecognizeRequest(id="warm-up", bitstream=data))
+                                   for _ in range(burst)))
+        frames += 2 * burst
+    else:
+        skipped += 1
+    return {"frames": frames, "skipped_over_max_frame_bytes": skipped, "models": len(service.decoder.bundles),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def largest_full_frame(bundle: registry.ModelBundle, max_pixels: int, max_bytes: int) -> bytes | None:
+    """The warm-up's full frame: a zero-latent container at the pixel budget, or the largest smaller one whose
+    container fits ``max_bytes`` (a server capped at a few kilobytes per frame never receives a VGA frame of a
+    model whose zero latents cost more); None when not even a 64×64 one fits."""
+    pixels = max_pixels
+    while True:
+        h, w = full_frame_shape(pixels)
+        data = zero_container(bundle, h, w)
+        if len(data) <= max_bytes:
+            return data
+        if h * w <= 64 * 64:
+            return None
+        pixels = h * w // 2
