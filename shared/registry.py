@@ -11,23 +11,22 @@ from facelink.shared import tables as tables_mod
 from facelink.shared.detection import IntegrityError, sha256_file
 from facelink.shared.paths import MODELS_DIR
 
-# The rate point the edge, the server and the demo run unless told otherwise: the one a camera on a thin link
-# should run. face-ipr-q1 is where the committed ladder's accuracy-per-byte bends (full protocols, 6,000 pairs, probe
-# coded as the edge's 112x112 crop; benchmarks/results/ceiling-lfw-crop, ceiling-celeba-crop): 413 B per face on
-# LFW View 2 and 451 B on CelebA test, at 97.18 / 98.73 % and 94.88 / 95.83 % (MobileFaceNet / SFace, the latter
-# never seen in training; uncompressed 98.32 / 99.10 and 96.60 / 97.12). From q0 (311 / 339 B) the ~100 bytes to q1
-# buy +0.53 / +0.60 and +1.10 / +0.78 points; the ~200 bytes from q1 to q3 buy +0.64 / +0.09 and +0.79 / +0.52, and
-# q4, q5 nothing more on LFW. It is also the highest point on par with HEVC at equal bytes on the same crops
-# (ceiling-compare/<dataset>-ipr-vs-hevc.json: LFW -0.14 / +0.14, CelebA +0.63 / +0.17 points); above it HEVC leads.
-# face-msh-q4, the default before it, has no full-protocol crop result; in the 200-pair LFW run (ipr-lfw-limit20) it
-# took 838 B per face for 96.0 / 98.5 % where face-ipr-q0 took 393 B for 96.5 / 98.0 %. It stays in the registry.
-DEFAULT_MODEL = "face-ipr-q1"
+# The model the edge, the server and the demo run unless told otherwise. face-v2 is the variable-rate core v2 (one
+# network for every rate; the edge codes at its manifest's default_quality unless given --quality or --max-bytes).
+# It replaced the committed face-ipr ladder (face-ipr-q1 was the default) because it needs fewer bytes for the same
+# accuracy on both data sets with every recognizer measured; the figures and the commands that made them are in
+# README.md (Results) and benchmarks/research.md (section 18). The ladder stays in the registry for edges that send it.
+DEFAULT_MODEL = "face-v2"
 MODELS_PATH_ENV = "FACELINK_MODELS_PATH"
 ADAPTER_FILE_KEYS = ("file", "ablation")  # keys of a manifest's "adapters" entry that name files
 
 
 class UnknownModelError(LookupError):
     pass
+
+
+class AmbiguousModelError(UnknownModelError):
+    """One name, several registry folders, different files."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,22 @@ def _folder(name_or_path: str | None, root: Path | None) -> Path:
     if name_or_path and (Path(name_or_path) / "manifest.json").is_file():
         return Path(name_or_path)
     name = name_or_path or DEFAULT_MODEL
-    for r in roots(root):
-        if (r / name / "manifest.json").is_file():
-            return r / name
+    found = [r / name for r in roots(root) if (r / name / "manifest.json").is_file()]
+    if found:
+        _check_one_model(name, found)
+        return found[0]
     raise UnknownModelError(f"no model {name!r} in the registry ({', '.join(map(str, roots(root)))}); "
                             f"available: {', '.join(available(root)) or 'none'}")
+
+
+def _check_one_model(name: str, folders: list[Path]) -> None:
+    """A name found in several registry folders must name the same files everywhere: otherwise which one loads
+    would depend on the search order, and a measurement or a server could silently use another model than meant."""
+    files = [json.loads((f / "manifest.json").read_text()).get("files") for f in folders]
+    if any(f != files[0] for f in files[1:]):
+        raise AmbiguousModelError(f"model {name!r} is in {len(folders)} registry folders with different files "
+                                  f"({', '.join(map(str, folders))}): rename or remove all but one (${MODELS_PATH_ENV} "
+                                  "adds folders after the package's own)")
 
 
 def load(name_or_path: str | None = None, root: Path | None = None, verify: bool = True) -> ModelBundle:

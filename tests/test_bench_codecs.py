@@ -97,29 +97,35 @@ def test_codec_specs():
 
 
 def test_learned_codec_is_charged_for_the_whole_container(demo_faces):
-    """facelink's entry sweeps the registry's rate points; its bits are the whole .flk container."""
+    """facelink's entry sweeps the registry's rate points, facelink-v2 the default variable-rate model's qualities;
+    their bits are the whole .flk container."""
     import cv2
 
+    from facelink.benchmarks.codecs import variable_rate_models
     from facelink.shared import bitstream, registry
 
     codec = get_codec("facelink")
-    assert codec.qualities == tuple(registry.available()) and registry.DEFAULT_MODEL in codec.qualities
+    rate_points = tuple(n for n in registry.available() if n not in variable_rate_models())
+    assert codec.qualities == rate_points and "face-ipr-q1" in rate_points
+    assert registry.DEFAULT_MODEL in variable_rate_models()  # the default (face-v2) is swept by its own codec
+    assert get_codec("facelink-v2").model == registry.DEFAULT_MODEL
     rgb = cv2.cvtColor(cv2.imread(str(demo_faces / "probe" / "Tony_Blair_0002.jpg")), cv2.COLOR_BGR2RGB)
-    data = codec.encode(rgb, registry.DEFAULT_MODEL)
-    assert codec.bits(data) == 8 * len(data)
-    assert bitstream.unpack(data).model_id == registry.load().model_id
-    out, bits = codec.roundtrip(rgb, registry.DEFAULT_MODEL)
+    for c, q, model in ((get_codec("facelink-v2"), 2, registry.DEFAULT_MODEL), (codec, "face-ipr-q1", "face-ipr-q1")):
+        data = c.encode(rgb, q)
+        assert c.bits(data) == 8 * len(data)
+        assert bitstream.unpack(data).model_id == registry.load(model).model_id
+    out, bits = codec.roundtrip(rgb, "face-ipr-q1")
     assert out.shape == rgb.shape and bits == 8 * len(data)
     # face crops are coded as the edge sends them: with their template id, so the container omits their size
     from facelink.edge.encoder import FaceCropper
 
     crop = FaceCropper().crop(rgb)[0]
-    (aligned,) = codec.encode_crops([crop], registry.DEFAULT_MODEL, "arcface-112")
-    plain = codec.encode(crop, registry.DEFAULT_MODEL)
+    (aligned,) = codec.encode_crops([crop], "face-ipr-q1", "arcface-112")
+    plain = codec.encode(crop, "face-ipr-q1")
     assert bitstream.unpack(aligned).template_id == 1 and len(aligned) == len(plain) - 2
     assert np.array_equal(codec.decode(aligned), codec.decode(plain))
     assert get_codec("hevc").encode_crops([crop], 38, "arcface-112") == [get_codec("hevc").encode(crop, 38)]
-    assert codec.settings_for(registry.DEFAULT_MODEL)["format_version"] == bitstream.FORMAT_VERSION
+    assert codec.settings_for("face-ipr-q1")["format_version"] == bitstream.FORMAT_VERSION
 
 
 def test_learned_families_are_curves_of_their_own(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from facelink.benchmarks.results_io import SCHEMA, write_json
 from facelink.shared import bitstream, registry
 from facelink.shared.paths import REPO_ROOT, assets_dir
 
-
 # The research name of an exported milestone (make -f benchmarks/research.mk bench-core-v2): not the shipped face-v2,
 # which the package's registry holds with other weights once the run has moved on.
 V2 = "face-v2-run"
@@ -103,7 +102,8 @@ def test_sweep_on_a_few_pairs_and_the_summary_of_it(models_path, suite, tmp_path
         {"step": 10, "stage": "foundation", "wall_seconds": 1800.0, "device": "cpu"},
         {"step": 20, "stage": "foundation", "wall_seconds": 5400.0, "device": "cpu"}]}))
     summary_path = tmp_path / "summary.json"
-    assert core_v2_summary.main([str(out), "--codec", "facelink-v2-run", "--cache", str(cfg.cache), "--progress", str(progress),
+    assert core_v2_summary.main([str(out), "--codec", "facelink-v2-run", "--cache", str(cfg.cache),
+                                 "--progress", str(progress),
                                  "--out", str(summary_path)]) == 0
     s = json.loads(summary_path.read_text())
     assert (tmp_path / s["plot"]).is_file()
@@ -171,7 +171,8 @@ def test_summary_of_a_synthetic_result_folder(models_path, tmp_path):
 
 def test_summary_refuses_folders_without_core_v2(models_path, tmp_path, capsys):
     _doc(tmp_path / "a", 0.985, {"hevc": ([38, 23], [300.0, 900.0], [0.9, 0.98])})
-    assert core_v2_summary.main([str(tmp_path / "a"), "--codec", "facelink-v2-run", "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
+    assert core_v2_summary.main([str(tmp_path / "a"), "--codec", "facelink-v2-run", "--no-psnr",
+                                 "--out", str(tmp_path / "s.json")]) == 2
     assert "no codec 'facelink-v2-run'" in capsys.readouterr().err
     assert core_v2_summary.main([str(tmp_path / "empty"), "--no-psnr", "--out", str(tmp_path / "s.json")]) == 2
 

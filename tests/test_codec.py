@@ -18,11 +18,12 @@ from facelink.edge.encoder import EdgeEncoder, EdgePipeline
 from facelink.shared import bitstream, codec, registry
 
 GOLDEN = Path(__file__).parent / "golden"
+RATE_POINT = "face-ipr-q1"  # a fixed-rate model: the reference model and container versions 1-2 are theirs
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return EdgeEncoder()
+    return EdgeEncoder(RATE_POINT)
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +178,8 @@ def test_integer_entropy_parameters_follow_the_float_model(exported):
 
 def test_reference_model_decodes_like_the_cloud(face_rgb, decoder):
     """Torch ``decompress`` of the reassembled reference model reproduces the cloud decoder's image."""
-    bundle = registry.load()
-    data = EdgeEncoder().encode(face_rgb[:128, :128].copy())
+    bundle = registry.load(RATE_POINT)
+    data = EdgeEncoder(RATE_POINT).encode(face_rgb[:128, :128].copy())
     frame = bitstream.unpack(data)
     y_hat = codec.decompress_latents(bundle.tables, frame)
     ref = export_mod.reference_model(bundle)
@@ -222,7 +223,7 @@ def test_golden_vectors(name, version, decoder, demo_faces):
 def test_version_2_codes_the_crop_not_its_padding(decoder, face_rgb):
     """Version 2 leaves out the latent positions that cover only the 112×112 crop's padding (7×7 of 8×8 coded):
     the same crop takes fewer bytes, those positions decode to the entropy model's means, the rest is unchanged."""
-    pipe1, pipe2 = EdgePipeline(format_version=1), EdgePipeline()
+    pipe1, pipe2 = EdgePipeline(RATE_POINT, format_version=1), EdgePipeline(RATE_POINT)
     crop = pipe2.cropper.crop(face_rgb)[0]
     tmpl = pipe2.cropper.template
     d1, s1 = pipe1.encoder.encode_with_symbols(crop, tmpl)
@@ -258,3 +259,21 @@ def test_edge_runs_without_torch(tmp_path, demo_faces):
     info = json.loads(r.stdout)
     assert info["bytes"] == out.stat().st_size > 0
     assert bitstream.unpack(out.read_bytes()).template_id == 1
+
+
+def test_one_name_in_two_registry_folders_must_be_one_model(exported, tmp_path, monkeypatch):
+    """A name in the package's registry and again under $FACELINK_MODELS_PATH loads only if both hold the same
+    files; otherwise the search order would pick one silently, and a benchmark could measure another model than
+    the one its user exported."""
+    import shutil
+
+    _, root = exported
+    other = tmp_path / "extra"
+    shutil.copytree(root / "t-float16", other / registry.DEFAULT_MODEL)
+    monkeypatch.setenv(registry.MODELS_PATH_ENV, str(other))
+    with pytest.raises(registry.AmbiguousModelError, match="2 registry folders with different files"):
+        registry.load(registry.DEFAULT_MODEL)
+    shutil.rmtree(other / registry.DEFAULT_MODEL)
+    shutil.copytree(registry.MODELS_DIR / registry.DEFAULT_MODEL, other / registry.DEFAULT_MODEL)
+    # the same files: no conflict, and the package's own folder comes first
+    assert registry.load(registry.DEFAULT_MODEL).path == (registry.MODELS_DIR / registry.DEFAULT_MODEL).resolve()

@@ -109,7 +109,7 @@ def test_quality_is_checked_and_a_variable_rate_model_writes_version_3(vr_model,
     sizes = [len(enc.encode(crop, ARCFACE_112, quality=q)) for q in (0.0, 3.5, 7.0)]
     assert sizes[0] <= sizes[1] <= sizes[2] and sizes[0] < sizes[2]
     with pytest.raises(ValueError, match="one quality"):
-        EdgeEncoder(quality=2.0)  # the default model is a rate point
+        EdgeEncoder("face-ipr-q1", quality=2.0)  # a rate point
 
 
 def test_max_bytes_is_never_exceeded(vr_model, crop):
@@ -128,12 +128,12 @@ def test_max_bytes_is_never_exceeded(vr_model, crop):
     pipe = EdgePipeline(str(folder), max_bytes=(low + high) // 2)
     assert pipe.encoder.variable_rate
     with pytest.raises(ValueError, match="variable-rate"):
-        EdgePipeline(max_bytes=500)
+        EdgePipeline("face-ipr-q1", max_bytes=500)
 
 
 def test_a_rate_point_in_version_3_carries_quality_0_and_decodes_as_before(face_rgb):
-    v2 = EdgePipeline().process(face_rgb).data
-    v3 = EdgePipeline(format_version=3).process(face_rgb).data
+    v2 = EdgePipeline("face-ipr-q1").process(face_rgb).data
+    v3 = EdgePipeline("face-ipr-q1", format_version=3).process(face_rgb).data
     f2, f3 = unpack(v2), unpack(v3)
     assert f3.version == 3 and f3.quality == 0.0 and f3.streams == f2.streams and len(v3) == len(v2) + 2
     dec = CloudDecoder(device="cpu")

@@ -32,7 +32,7 @@ def _encode(tmp_path, capsys, *args):
 
 def test_a_rate_point_refuses_quality_and_byte_budget(probe, tmp_path, capsys):
     for option in (["--quality", "2"], ["--max-bytes", "400"]):
-        rc, err, _ = _encode(tmp_path, capsys, probe, *option)
+        rc, err, _ = _encode(tmp_path, capsys, probe, "--model", "face-ipr-q1", *option)
         assert rc == 2 and f"{option[0]} needs a variable-rate model" in err and "face-ipr-q1" in err
         assert "Traceback" not in err
     with pytest.raises(SystemExit):  # argparse: not both
@@ -86,7 +86,7 @@ def test_run_codes_every_crop_within_the_budget(vr_model, probe, demo_faces, tmp
     cap = capsys.readouterr()
     report = json.loads(cap.err.strip().splitlines()[-1])
     assert rc == 0 and report["crops_sent"] == 0 and report["crops_over_budget"] == 15
-    rc = edge_cli.main(["run", str(video), "--offline", "--quality", "3"])
+    rc = edge_cli.main(["run", str(video), "--offline", "--model", "face-ipr-q1", "--quality", "3"])
     assert rc == 2 and "--quality needs a variable-rate model" in capsys.readouterr().err
 
 

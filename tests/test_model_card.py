@@ -90,3 +90,34 @@ def test_results_count_only_for_the_files_they_measured(tmp_path):
     (results / "b.json").write_text(json.dumps(bench(model_card.files_hash(manifest), "2026-12-01", 222.0)))
     text = model_card.render(models, tmp_path / "results")
     assert "222 B → 97.00 / — %" in text and "111 B" not in text
+
+
+def test_a_variable_rate_model_gets_its_range_and_a_table_by_quality(tmp_path):
+    """A variable-rate model's row gives its quality range, default and λ range, and the default quality's measured
+    bytes and accuracy; a table beside it every measured quality, from the newest sweep of exactly its files (found
+    in a nested results folder)."""
+    from vr_support import tiny_vr_model
+
+    models = tmp_path / "models"
+    _, folder = tiny_vr_model(models, "face-tiny")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["default_quality"] = 2.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    run = tmp_path / "results" / "core" / "step-1" / "lfw-crop-full"
+    run.mkdir(parents=True)
+    for recognizer, acc in (("mobilefacenet", [0.9, 0.95, 0.97]), ("sface", [0.92, 0.96, 0.98])):
+        doc = {"schema": model_card.BENCH_SCHEMA, "dataset": "lfw", "recognizer": recognizer,
+               "protocol": "face-crop", "setting": "asymmetric", "limited": False,
+               "provenance": {"created": "2026-12-06", "config": {"crop_template": "arcface-112"}},
+               "codecs": [{"codec": "facelink-tiny", "settings": {"model": "face-tiny",
+                                                                  "model_digest": model_card.files_hash(manifest)},
+                           "results": {"quality": [0, 2, 7], "bytes_per_face": [200.0, 400.0, 900.0],
+                                       "accuracy": acc}}]}
+        (run / f"lfw_{recognizer}.json").write_text(json.dumps(doc))
+    text = model_card.render(models, tmp_path / "results", default_model="face-tiny")
+    row = next(line for line in text.splitlines() if line.startswith("| `face-tiny` (default)"))
+    assert "| variable rate | 0–7 (default 2) | 0.0004–0.0512 |" in row
+    assert "400 B → 95.00 / 96.00 % at quality 2 ([core/step-1/lfw-crop-full]" in row
+    assert row.endswith("| — |")  # nothing measured on CelebA
+    assert "## `face-tiny` by quality" in text
+    assert "| 7 | 0.0512 | 900 B → 97.00 / 98.00 % | — |" in text

@@ -108,8 +108,8 @@ def test_bit_allocation_reports_where_the_bits_go(tmp_path, capsys):
     assert 0 < m["z_share_of_payload_bits"] < 0.5
     assert m["face_region_bytes_mean"] + m["background_bytes_mean"] == pytest.approx(payload)
     assert 0 < m["crop_bytes_mean"] < m["bytes_mean"] and m["face_region_pixels_per_crop_pixel"] > 0.5
-    with pytest.raises(SystemExit, match="one quality"):
-        bit_allocation.main(["--models", registry.DEFAULT_MODEL, "--images", "1", "--qualities", "2"])
+    with pytest.raises(SystemExit, match="one quality"):  # a rate point has no qualities to choose
+        bit_allocation.main(["--models", "face-ipr-q1", "--images", "1", "--qualities", "2"])
     blurred = tmp_path / "blur.json"
     assert bit_allocation.main(["--models", registry.DEFAULT_MODEL, "--images", "3", "--blur-background",
                                 "--out", str(blurred)]) == 0

@@ -75,7 +75,34 @@ def crop_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, st
     the committed files: {"bytes": mean bytes per face, "acc": {recognizer: accuracy}, "folder": results folder}."""
     wanted = {m["name"]: files_hash(m) for m in manifests}
     found: dict[tuple[str, str, str], tuple[str, float, float, str]] = {}
-    for f in sorted(Path(results_dir).glob("*/*.json")):
+    for f, d, created in _crop_documents(results_dir):
+        for codec in d.get("codecs", []):
+            models = _models_of(codec)
+            res = codec.get("results") or {}
+            for i, q in enumerate(res.get("quality", [])):
+                if q not in wanted or models.get(q) != wanted[q]:
+                    continue
+                key = (q, d["dataset"], d["recognizer"])
+                cand = (created, res["bytes_per_face"][i], res["accuracy"][i], _folder_name(f, results_dir))
+                if key not in found or cand[0] > found[key][0]:
+                    found[key] = cand
+    out: dict[tuple[str, str], dict] = {}
+    for (name, dataset, recognizer), (_, nbytes, acc, folder) in sorted(found.items()):
+        entry = out.setdefault((name, dataset), {"bytes": nbytes, "acc": {}, "folder": folder})
+        entry["acc"][recognizer] = acc
+    return out
+
+
+def _folder_name(f: Path, results_dir: Path) -> str:
+    return f.parent.relative_to(results_dir).as_posix()
+
+
+def _crop_documents(results_dir: Path):
+    """(file, document, created) of every full-protocol, probe-coded result on the edge's 112×112 face crops with
+    MobileFaceNet or SFace, anywhere below ``results_dir``."""
+    for f in sorted(Path(results_dir).rglob("*.json")):
+        if f.name == "summary.json" or f.name.startswith("results"):
+            continue
         try:
             d = json.loads(f.read_text())
         except (OSError, ValueError):
@@ -84,26 +111,37 @@ def crop_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, st
             continue
         if (d.get("protocol"), d.get("setting")) != ("face-crop", "asymmetric"):
             continue
-        if d.get("recognizer") not in RECOGNIZERS:
+        if d.get("recognizer") not in RECOGNIZERS or d.get("probe_domain") not in (None, "source"):
             continue
         prov = d.get("provenance") or {}
         if (prov.get("config") or {}).get("crop_template", "arcface-112") != "arcface-112":
             continue
-        created = str(prov.get("created", ""))
+        yield f, d, str(prov.get("created", ""))
+
+
+def variable_rate_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, str], dict]:
+    """(variable-rate model name, dataset) -> its newest full-protocol crop sweep of exactly the committed files:
+    {"folder": results folder, "quality": {quality: {"bytes": mean bytes per face, "acc": {recognizer: accuracy}}}}."""
+    wanted = {m["name"]: files_hash(m) for m in manifests if m.get("qualities")}
+    found: dict[tuple[str, str, str], tuple[str, dict, str]] = {}
+    for f, d, created in _crop_documents(results_dir):
         for codec in d.get("codecs", []):
-            models = _models_of(codec)
+            settings = codec.get("settings") or {}
+            name = settings.get("model")
+            if name not in wanted or settings.get("model_digest") != wanted[name]:
+                continue
             res = codec.get("results") or {}
-            for i, q in enumerate(res.get("quality", [])):
-                if q not in wanted or models.get(q) != wanted[q]:
-                    continue
-                key = (q, d["dataset"], d["recognizer"])
-                cand = (created, res["bytes_per_face"][i], res["accuracy"][i], f.parent.name)
-                if key not in found or cand[0] > found[key][0]:
-                    found[key] = cand
+            sweep = {float(q): (b, a) for q, b, a in zip(res.get("quality", []), res.get("bytes_per_face", []),
+                                                          res.get("accuracy", []))}
+            key = (name, d["dataset"], d["recognizer"])
+            if key not in found or created > found[key][0]:
+                found[key] = (created, sweep, _folder_name(f, results_dir))
     out: dict[tuple[str, str], dict] = {}
-    for (name, dataset, recognizer), (_, nbytes, acc, folder) in sorted(found.items()):
-        entry = out.setdefault((name, dataset), {"bytes": nbytes, "acc": {}, "folder": folder})
-        entry["acc"][recognizer] = acc
+    for (name, dataset, recognizer), (_, sweep, folder) in sorted(found.items()):
+        entry = out.setdefault((name, dataset), {"folder": folder, "quality": {}})
+        for q, (nbytes, acc) in sweep.items():
+            cell = entry["quality"].setdefault(q, {"bytes": nbytes, "acc": {}})
+            cell["acc"][recognizer] = acc
     return out
 
 
@@ -144,6 +182,9 @@ def _data(manifest: dict) -> str:
     words = [DATASET_WORDS.get(d, d) for d in tr.get("datasets") or cfg.get("datasets") or []]
     text = " + ".join(words) or "—"
     frac = cfg.get("face_crop_fraction")
+    stage_fracs = {st.get("face_crop_fraction") for st in cfg.get("stages") or []} - {None}
+    if frac is None and len(stage_fracs) == 1:  # a schedule of stages (core v2) that all draw the same share
+        frac = stage_fracs.pop()
     if frac is not None:
         text += f"; {float(frac):.0%} aligned face crops" if float(frac) < 1 else "; aligned face crops only"
     return text
@@ -179,6 +220,58 @@ def _cell(entry: dict | None, link_prefix: str) -> str:
     return f"{entry['bytes']:.0f} B → {acc} % ([{entry['folder']}]({link_prefix}{entry['folder']}/README.md))"
 
 
+def _quality_cell(entry: dict | None, quality: float) -> str:
+    cell = (entry or {}).get("quality", {}).get(float(quality))
+    if cell is None:
+        return "—"
+    acc = " / ".join(f"{100 * cell['acc'][r]:.2f}" if r in cell["acc"] else "—" for r in RECOGNIZERS)
+    return f"{cell['bytes']:.0f} B → {acc} %"
+
+
+def _variable_rate_row(m: dict, default: bool, swept: dict, link: str) -> str:
+    """A variable-rate model's row in the main table: its quality range and default, λ range, the training's α
+    and steps, and the default quality's measured bytes and accuracy."""
+    tr = m.get("training") or {}
+    cfg = tr.get("config") or {}
+    top = int(m["qualities"]) - 1
+    dq = float(m.get("default_quality", top / 2))
+    lambdas = [float(v) for v in (m.get("lambda_of_quality") or {}).values()]
+    alphas = sorted({float(st.get("alpha", 0)) for st in cfg.get("stages") or []})
+    name = f"`{m['name']}`" + (" (default)" if default else "")
+    cells = []
+    for ds, _ in CROP_DATASETS:
+        entry = swept.get((m["name"], ds))
+        cell = _quality_cell(entry, dq)
+        cells.append(cell if cell == "—" else
+                     f"{cell} at quality {dq:g} ([{entry['folder']}]({link}{entry['folder']}/README.md))")
+    config = f"cloud/training/configs/{tr['run_name']}.yaml" if tr.get("run_name") else None
+    return "| " + " | ".join([
+        name, "variable rate", f"0–{top} (default {dq:g})",
+        f"{min(lambdas):g}–{max(lambdas):g}" if lambdas else "—", " / ".join(f"{a:g}" for a in alphas) or "—",
+        f"{tr['step']:,}" if tr.get("step") else "—", "scratch", _data(m), _purpose(m),
+        f"`facelink core-v2 start --config {config}`" if config else "—", *cells]) + " |"
+
+
+def _variable_rate_table(m: dict, swept: dict, link: str, para) -> list[str]:
+    """Bytes per face and accuracy at each measured quality of a variable-rate model, both data sets."""
+    entries = {ds: swept.get((m["name"], ds)) for ds, _ in CROP_DATASETS}
+    qualities = sorted({q for e in entries.values() if e for q in e["quality"]})
+    if not qualities:
+        return para("No full-protocol result has measured these files yet.")
+    sources = ", ".join(f"[{e['folder']}]({link}{e['folder']}/README.md)" for e in entries.values() if e)
+    lam = m.get("lambda_of_quality") or {}
+    out = [*para(f"The edge codes at any quality in the range (`facelink-edge --quality Q`), or at the highest "
+                 f"whose container fits a byte budget (`--max-bytes B`); unless told, at quality "
+                 f"{float(m.get('default_quality', 0)):g}. Measured as above ({sources}):"),
+           "| quality | λ | " + " | ".join(f"{label} crops" for _, label in CROP_DATASETS) + " |",
+           "|---|---|" + "---|" * len(CROP_DATASETS)]
+    for q in qualities:
+        key = str(int(q)) if float(q).is_integer() else str(q)
+        out.append(f"| {q:g} | {_num(lam.get(key))} | "
+                   + " | ".join(_quality_cell(entries[ds], q) for ds, _ in CROP_DATASETS) + " |")
+    return out
+
+
 def _relpath(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
@@ -192,19 +285,21 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
     default_model = default_model or registry.DEFAULT_MODEL
     manifests = load_manifests(models_dir)
     measured = crop_results(results_dir, manifests)
+    swept = variable_rate_results(results_dir, manifests)
     speed = edge_speed_bytes(results_dir, manifests)
     link = _relpath(Path(results_dir).resolve(), Path(out_dir or models_dir).resolve()) + "/"
     def para(text: str) -> list[str]:
         return [*textwrap.wrap(text, 120, break_on_hyphens=False, break_long_words=False), ""]
 
     lines = [
-        "# Rate points shipped with facelink",
+        "# Models shipped with facelink",
         "",
         *para("Generated from the `manifest.json` files in this folder by `facelink models readme` "
               "(`python -m facelink.cloud.evaluation.model_card`); do not edit by hand. "
               "`tests/test_model_card.py` fails when this file is stale."),
-        *para(f"The default rate point (`facelink.shared.registry.DEFAULT_MODEL`) is `{default_model}`. Every rate "
-              "point is a mean-scale hyperprior; λ weighs the distortion (255²·MSE) against the rate, α the identity "
+        *para(f"The default model (`facelink.shared.registry.DEFAULT_MODEL`) is `{default_model}`. Every model is a "
+              "mean-scale hyperprior: a rate point codes at one λ, a variable-rate model at any quality of its range "
+              "(one λ per integer quality). λ weighs the distortion (255²·MSE) against the rate, α the identity "
               "term (1 − cos of MobileFaceNet embeddings of source and reconstruction; 0: pixel loss only)."),
         *para("Bytes per face and accuracy are for the edge's aligned 112×112 face crop, the whole container "
               "included: verification accuracy on the full protocol (6,000 pairs), probe coded and gallery "
@@ -215,6 +310,9 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in manifests:
+        if m.get("qualities"):
+            lines.append(_variable_rate_row(m, m["name"] == default_model, swept, link))
+            continue
         tr = m.get("training") or {}
         name = f"`{m['name']}`" + (" (default)" if m["name"] == default_model else "")
         cells = [_cell(measured.get((m["name"], ds)), link) for ds, _ in CROP_DATASETS]
@@ -228,6 +326,11 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
             name, _family(m), _num(m.get("quality")), _num(tr.get("lambda")), _num(tr.get("alpha")),
             _num(tr.get("steps")), _start(m),
             _data(m), _purpose(m), f"`{_train_command(m)}`" if _train_command(m) else "—", *cells]) + " |")
+    for m in manifests:
+        if m.get("qualities"):
+            lines += ["", f"## `{m['name']}` by quality", "", *_variable_rate_table(m, swept, link, para)]
+    while lines[-1] == "":
+        lines.pop()
     notes: dict[str, list[str]] = {}
     for m in manifests:
         if m.get("name_note"):
