@@ -526,12 +526,14 @@ def _models_parser(p: argparse.ArgumentParser) -> None:
 
 def _rate_words(manifest: dict) -> str:
     """A rate point's λ; a variable-rate model's quality range, default quality and λ range."""
-    if manifest.get("qualities"):
-        top = int(manifest["qualities"]) - 1
-        lambdas = [float(v) for v in (manifest.get("lambda_of_quality") or {}).values()]
-        span = f" λ={min(lambdas):g}–{max(lambdas):g}" if lambdas else ""
-        return f"quality 0–{top} (default {float(manifest.get('default_quality', top / 2)):g}){span}"
-    return f"λ={manifest['training']['lambda']}"
+    from facelink.shared import registry
+
+    qr = registry.quality_range(manifest)
+    if qr is None:
+        return f"λ={manifest['training']['lambda']}"
+    lambdas = qr.lambdas.values()
+    span = f" λ={min(lambdas):g}–{max(lambdas):g}" if lambdas else ""
+    return f"quality 0–{qr.top} (default {qr.default:g}){span}"
 
 
 def cmd_models(args) -> int:

@@ -52,7 +52,7 @@ class EdgeEncoder:
                              "variable-rate model")
         self.format_version = format_version
         self.quality = self.check_quality(quality if quality is not None else
-                                          self.bundle.manifest.get("default_quality", 0.0)) if vr else None
+                                          registry.quality_range(self.bundle.manifest).default) if vr else None
         # onnxruntime's default graph optimisation (all levels) and sequential execution: on one thread the fastest
         # of the options facelink bench edge-pipeline compares (basic and extended levels take about a third more)
         opts = ort.SessionOptions()

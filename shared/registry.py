@@ -57,6 +57,23 @@ class ModelBundle:
         return tuple(entry[k] for k in ADAPTER_FILE_KEYS if k in entry)
 
 
+@dataclass(frozen=True)
+class QualityRange:
+    """A variable-rate model's qualities as its manifest states them."""
+    top: int  # the highest integer quality (the range is [0, top])
+    default: float  # what an edge codes at unless told (manifest ``default_quality``; 0 when a manifest has none)
+    lambdas: dict[str, float]  # λ per integer quality
+
+
+def quality_range(manifest: dict) -> QualityRange | None:
+    """The quality range of a variable-rate model's manifest (None for a rate point): the one reading of these
+    fields for the edge's encoder, its model listing and the model table."""
+    if not manifest.get("qualities"):
+        return None
+    lambdas = {str(k): float(v) for k, v in (manifest.get("lambda_of_quality") or {}).items()}
+    return QualityRange(int(manifest["qualities"]) - 1, float(manifest.get("default_quality", 0.0)), lambdas)
+
+
 def roots(root: Path | None = None) -> list[Path]:
     """Folders searched for rate points: ``root`` if given, else the package's registry followed by the folders
     in ``$FACELINK_MODELS_PATH`` (``os.pathsep``-separated; for models that are not committed, e.g. ablations)."""

@@ -122,7 +122,9 @@ def _crop_documents(results_dir: Path):
 def variable_rate_results(results_dir: Path, manifests: list[dict]) -> dict[tuple[str, str], dict]:
     """(variable-rate model name, dataset) -> its newest full-protocol crop sweep of exactly the committed files:
     {"folder": results folder, "quality": {quality: {"bytes": mean bytes per face, "acc": {recognizer: accuracy}}}}."""
-    wanted = {m["name"]: files_hash(m) for m in manifests if m.get("qualities")}
+    from facelink.shared.registry import quality_range
+
+    wanted = {m["name"]: files_hash(m) for m in manifests if quality_range(m) is not None}
     found: dict[tuple[str, str, str], tuple[str, dict, str]] = {}
     for f, d, created in _crop_documents(results_dir):
         for codec in d.get("codecs", []):
@@ -231,11 +233,12 @@ def _quality_cell(entry: dict | None, quality: float) -> str:
 def _variable_rate_row(m: dict, default: bool, swept: dict, link: str) -> str:
     """A variable-rate model's row in the main table: its quality range and default, λ range, the training's α
     and steps, and the default quality's measured bytes and accuracy."""
+    from facelink.shared.registry import quality_range
+
     tr = m.get("training") or {}
     cfg = tr.get("config") or {}
-    top = int(m["qualities"]) - 1
-    dq = float(m.get("default_quality", top / 2))
-    lambdas = [float(v) for v in (m.get("lambda_of_quality") or {}).values()]
+    qr = quality_range(m)
+    top, dq, lambdas = qr.top, qr.default, list(qr.lambdas.values())
     alphas = sorted({float(st.get("alpha", 0)) for st in cfg.get("stages") or []})
     name = f"`{m['name']}`" + (" (default)" if default else "")
     cells = []
@@ -258,11 +261,14 @@ def _variable_rate_table(m: dict, swept: dict, link: str, para) -> list[str]:
     qualities = sorted({q for e in entries.values() if e for q in e["quality"]})
     if not qualities:
         return para("No full-protocol result has measured these files yet.")
+    from facelink.shared.registry import quality_range
+
     sources = ", ".join(f"[{e['folder']}]({link}{e['folder']}/README.md)" for e in entries.values() if e)
-    lam = m.get("lambda_of_quality") or {}
+    qr = quality_range(m)
+    lam = qr.lambdas
     out = [*para(f"The edge codes at any quality in the range (`facelink-edge --quality Q`), or at the highest "
                  f"whose container fits a byte budget (`--max-bytes B`); unless told, at quality "
-                 f"{float(m.get('default_quality', 0)):g}. Measured as above ({sources}):"),
+                 f"{qr.default:g}. Measured as above ({sources}):"),
            "| quality | λ | " + " | ".join(f"{label} crops" for _, label in CROP_DATASETS) + " |",
            "|---|---|" + "---|" * len(CROP_DATASETS)]
     for q in qualities:
@@ -280,7 +286,7 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
            default_model: str | None = None, out_dir: Path | None = None) -> str:
     """The README text for the registry folder ``models_dir``, its links relative to ``out_dir`` (default: the
     registry folder, where the README lives)."""
-    from facelink.shared import registry  # the default model's name only; no model is loaded
+    from facelink.shared import registry  # the default model's name and manifest readings; no model is loaded
 
     default_model = default_model or registry.DEFAULT_MODEL
     manifests = load_manifests(models_dir)
@@ -310,7 +316,7 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in manifests:
-        if m.get("qualities"):
+        if registry.quality_range(m) is not None:
             lines.append(_variable_rate_row(m, m["name"] == default_model, swept, link))
             continue
         tr = m.get("training") or {}
@@ -327,7 +333,7 @@ def render(models_dir: Path = paths.MODELS_DIR, results_dir: Path = RESULTS_DIR,
             _num(tr.get("steps")), _start(m),
             _data(m), _purpose(m), f"`{_train_command(m)}`" if _train_command(m) else "—", *cells]) + " |")
     for m in manifests:
-        if m.get("qualities"):
+        if registry.quality_range(m) is not None:
             lines += ["", f"## `{m['name']}` by quality", "", *_variable_rate_table(m, swept, link, para)]
     while lines[-1] == "":
         lines.pop()
