@@ -259,3 +259,89 @@ def test_by_default_the_identity_term_embeds_the_untransformed_crop(runs, tmp_pa
     assert len(targets) == 12
     for t in targets:  # every target is an image's source crop, none a domain-transformed one
         assert any(torch.equal(t, s) for s in source) and not any(torch.equal(t, o) for o in other)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A variable-rate model (core v2): one set of adapters and one gate for every quality
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_variable_rate_latent_is_what_the_cloud_decodes_at_that_quality(face_rgb):
+    import numpy as np
+
+    from facelink.edge.encoder import EdgeEncoder
+    from facelink.shared import bitstream, codec
+    from facelink.shared.alignment import ARCFACE_112
+
+    enc = EdgeEncoder("face-v2")
+    crop = np.ascontiguousarray(face_rgb[:112, :112])
+    latent = ta.EdgeLatents(enc.bundle)
+    for q in (0.0, 2.5, 7.0):
+        decoded = codec.decompress_latents(enc.bundle.tables, bitstream.unpack(enc.encode(crop, ARCFACE_112, q)))
+        assert np.array_equal(latent(crop, q), decoded)
+    with pytest.raises(ValueError, match="quality"):
+        latent(crop)
+
+
+def test_variable_rate_qualities_lambda_and_alpha():
+    from facelink.cloud.serving import variable_rate
+
+    vr, rp = registry.load("face-v2"), registry.load("face-ipr-q0")
+    lmbda, alpha = ta.loss_weights(_cfg(model="face-v2"), vr)
+    assert lmbda == variable_rate.lmbda(vr.manifest["default_quality"])
+    assert alpha == vr.manifest["training"]["config"]["stages"][-1]["alpha"]
+    assert ta.training_qualities(_cfg(model="face-v2"), vr) == [float(q) for q in range(8)]
+    assert ta.training_qualities(_cfg(model="face-v2", qualities=[0, 2.5]), vr) == [0.0, 2.5]
+    assert ta.training_qualities(_cfg(), rp) is None
+    with pytest.raises(cfgmod.ConfigError, match="rate point"):
+        ta.training_qualities(_cfg(qualities=[1]), rp)
+    with pytest.raises(cfgmod.ConfigError, match="outside"):
+        ta.training_qualities(_cfg(model="face-v2", qualities=[9]), vr)
+    with pytest.raises(cfgmod.ConfigError, match="qualities"):
+        _cfg(model="face-v2", qualities=[])
+
+
+def test_adapters_train_on_a_variable_rate_model_and_decode_as_the_cloud_does(tmp_path, monkeypatch, face_rgb):
+    """A tiny real run on face-v2: its cached latents are the inverse-gained ŷ at each image's drawn quality (all of
+    an image's domains at one), the installed adapters decode a container exactly as the cloud's decoder with
+    adapters on does, and the base decoder is untouched."""
+    import numpy as np
+
+    from facelink.cloud.serving import variable_rate
+    from facelink.cloud.serving.decoder import CloudDecoder
+    from facelink.edge.encoder import EdgeEncoder
+    from facelink.shared.alignment import ARCFACE_112
+
+    monkeypatch.setenv("FACELINK_RUNS", str(tmp_path / "runs"))
+    cfg = _cfg(model="face-v2", qualities=[0, 3, 6], steps=3, alpha=0.0)
+    final = ta.train(cfg, tmp_path / "vr")
+    _, info = adapters.read_config(final)
+    assert info["qualities"] == [0.0, 3.0, 6.0] and info["model"] == "face-v2"
+    bundle = registry.load("face-v2")
+    data = ta.coded_latents(cfg, bundle)
+    q = data["quality"].reshape(-1, len(cfg.domains))
+    assert (q == q[:, :1]).all() and set(q[:, 0]) <= {0.0, 3.0, 6.0}
+    latent, model = ta.EdgeLatents(bundle), ta.vr_model(bundle)
+    x0 = np.ascontiguousarray(data["x"][0])
+    expect = variable_rate.apply_inverse_gain(model, torch.from_numpy(latent(x0, float(q[0, 0])))[None], q[0, 0])
+    assert torch.equal(torch.from_numpy(data["y_hat"][0]), expect[0])
+
+    folder = tmp_path / "face-v2"
+    shutil.copytree(bundle.path, folder)
+    ta.install(tmp_path / "vr", folder=folder)
+    crop = np.ascontiguousarray(face_rgb[:112, :112])
+    container = EdgeEncoder("face-v2").encode(crop, ARCFACE_112, 3.0)
+    registry._load.cache_clear()
+    try:
+        on = CloudDecoder([str(folder)], adapters="on", device="cpu").decode(container)
+        off = CloudDecoder([str(folder)], adapters="off", device="cpu").decode(container)
+        shipped = CloudDecoder(["face-v2"], device="cpu").decode(container)
+        module = adapters.load(final, ta.base_synthesis(bundle), bundle.manifest["M"]).eval()
+        y = variable_rate.apply_inverse_gain(model, torch.from_numpy(latent(crop, 3.0))[None], 3.0)
+        with torch.no_grad():
+            x, w = module(y)
+        mine = (x.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)[:112, :112]
+    finally:
+        registry._load.cache_clear()
+    assert np.abs(on.image.astype(int) - mine.astype(int)).max() <= 1
+    assert set(on.domain_weights) == set(cfg.domains)
+    assert np.array_equal(off.image, shipped.image) and off.domain_weights is None
+    assert not np.array_equal(on.image, off.image)  # the adapters moved

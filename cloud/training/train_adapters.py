@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from facelink.cloud.serving import adapters as adapters_mod
+from facelink.cloud.serving import variable_rate
 from facelink.cloud.serving.codec_model import build, load_synthesis
 from facelink.cloud.training import domains as domains_mod
 from facelink.cloud.training.train import open_log
@@ -93,6 +94,11 @@ class AdapterTrainConfig:
     # (the clean enrolment photo a gallery holds in deployment); "domain", the coded (domain-transformed) crop's,
     # which pulled nir faces toward their grey, noisy crop and cost q2 6.2 points on nir (research record, adapters)
     identity_target: str = "clean"
+    # A variable-rate model (core v2): the qualities its training images are coded at, one drawn per image (seeded;
+    # every domain of an image at the same quality, so the clean identity target is coded alike); null: every integer
+    # quality of the model. One set of adapters and one gate then serve every quality: they read the latent after the
+    # inverse gain, as the cloud's synthesis does. A rate point has one quality: it must stay null.
+    qualities: list[float] | None = None
 
     def __post_init__(self):
         if not self.domains or self.domains[0] != "source":
@@ -130,6 +136,9 @@ class AdapterTrainConfig:
         if self.identity_target not in IDENTITY_TARGETS:
             raise cfgmod.ConfigError(f"identity_target must be one of {', '.join(IDENTITY_TARGETS)}, "
                                      f"got {self.identity_target!r}")
+        if self.qualities is not None and (not self.qualities or any(
+                not (isinstance(q, (int, float)) and math.isfinite(q) and q >= 0) for q in self.qualities)):
+            raise cfgmod.ConfigError(f"qualities must be a non-empty list of finite numbers ≥ 0, got {self.qualities}")
         if self.freeze_gate and self.gate_epochs == 0:
             raise cfgmod.ConfigError("freeze_gate keeps a pre-trained gate: set gate_epochs > 0")
         try:
@@ -144,10 +153,19 @@ class AdapterTrainConfig:
 
 
 def loss_weights(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> tuple[float, float]:
-    """(λ, α): the configuration's, else those the rate point was trained with (its manifest)."""
+    """(λ, α): the configuration's, else those the rate point was trained with (its manifest). A variable-rate model:
+    λ of its default quality (one scale for every sample: the adapters do not change the rate, and Adam makes the
+    scale itself irrelevant; each sample's 255²·MSE and identity term weigh alike whatever its quality) and the α of
+    its last training stage."""
     training = bundle.manifest.get("training", {})
-    lmbda = cfg.lmbda if cfg.lmbda is not None else training.get("lambda")
-    alpha = cfg.alpha if cfg.alpha is not None else training.get("alpha")
+    if variable_rate.is_variable_rate(bundle.manifest):
+        stages = (training.get("config") or {}).get("stages") or [{}]
+        own_lmbda = variable_rate.lmbda(registry.quality_range(bundle.manifest).default)
+        own_alpha = stages[-1].get("alpha")
+    else:
+        own_lmbda, own_alpha = training.get("lambda"), training.get("alpha")
+    lmbda = cfg.lmbda if cfg.lmbda is not None else own_lmbda
+    alpha = cfg.alpha if cfg.alpha is not None else own_alpha
     if lmbda is None or alpha is None:
         raise cfgmod.ConfigError(f"{bundle.name}'s manifest does not say its training λ and α: set lmbda and alpha")
     return float(lmbda), float(alpha)
@@ -161,10 +179,13 @@ def _image_key(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def latent_cache_path(bundle: registry.ModelBundle, files: list[Path], domains: list[str]) -> Path:
+def latent_cache_path(bundle: registry.ModelBundle, files: list[Path], domains: list[str],
+                      qualities: list[float] | None = None) -> Path:
     h = hashlib.sha256(
         f"{LATENT_CACHE_VERSION}:{bundle.model_id}:{domains_mod.DOMAIN_SEED}:{','.join(domains)}\n".encode()
     )
+    if qualities is not None:  # a variable-rate model's quality draw (a rate point's key stays as it was)
+        h.update(f"qualities:{','.join(f'{q:g}' for q in qualities)}\n".encode())
     for f in files:
         h.update(f"{_image_key(f)}\n".encode())
     return runs_dir() / "cache" / f"adapter_latents_{bundle.name}_{h.hexdigest()[:16]}.npz"
@@ -197,21 +218,31 @@ class EdgeLatents:
 
         from facelink.shared import bitstream
 
+        self.variable_rate = bundle.tables.variable_rate
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(bundle.encoder_onnx), opts, providers=["CPUExecutionProvider"])
         self.tables = bundle.tables
-        self.version = bitstream.FORMAT_VERSION if version is None else version
+        default = bitstream.VARIABLE_RATE_VERSION if self.variable_rate else bitstream.FORMAT_VERSION
+        self.version = default if version is None else version
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, quality: float | None = None) -> np.ndarray:
+        """ŷ as the cloud entropy-decodes it; a variable-rate model's at ``quality`` (the gained latent, before the
+        inverse gain)."""
         from facelink.shared import bitstream, codec
 
+        if self.variable_rate == (quality is None):
+            raise ValueError("a variable-rate model codes at a quality, a rate point at its one")
         h, w = rgb.shape[:2]
         pad_b, pad_r = bitstream.padding_for(h, w)
         padded = np.pad(rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge") if (pad_b or pad_r) else rgb
         x = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
-        y, z = (a[0] for a in self.session.run(["y", "z"], {"image": x}))
+        feed = {"image": x}
+        if self.variable_rate:
+            feed["gain"] = self.tables.gain(bitstream.quantize_quality(quality))[None]
+        y, z = (a[0] for a in self.session.run(["y", "z"], feed))
         idx, means = self.tables.entropy_parameters(codec.quantize_z(self.tables, z))
         ch, cw = bitstream.coded_latent_shape(h, w, self.version)
         y_sym = np.zeros(means.shape, dtype=np.int64)
@@ -219,25 +250,62 @@ class EdgeLatents:
         return (y_sym.astype(np.float32) + means).astype(np.float32)
 
 
+def training_qualities(cfg: AdapterTrainConfig, bundle: registry.ModelBundle) -> list[float] | None:
+    """The qualities a variable-rate model's training images are coded at (on the container's grid); None for a
+    rate point (where ``qualities`` must not be set)."""
+    from facelink.shared import bitstream
+
+    if not variable_rate.is_variable_rate(bundle.manifest):
+        if cfg.qualities is not None:
+            raise cfgmod.ConfigError(f"{bundle.name} is a rate point with one quality: qualities must stay null")
+        return None
+    k = registry.quality_range(bundle.manifest)
+    qs = cfg.qualities if cfg.qualities is not None else list(range(k.top + 1))
+    for q in qs:
+        if not 0 <= q <= k.top:
+            raise cfgmod.ConfigError(f"quality {q} outside {bundle.name}'s range [0, {k.top}]")
+    return [bitstream.quantize_quality(q) for q in qs]
+
+
+def vr_model(bundle: registry.ModelBundle) -> variable_rate.VariableRateFaceCodec | None:
+    """A variable-rate model's synthesis side (g_s and the inverse gains), frozen; None for a rate point."""
+    if not variable_rate.is_variable_rate(bundle.manifest):
+        return None
+    model = variable_rate.load_synthesis(variable_rate.from_manifest(bundle.manifest), bundle.weights).eval()
+    model.requires_grad_(False)
+    return model
+
+
 def coded_latents(cfg: AdapterTrainConfig, bundle: registry.ModelBundle, assets=None) -> dict[str, np.ndarray]:
-    """``x`` (K×112×112×3 uint8, the domain crops), ``y_hat`` (K×M×8×8 float32, as the cloud decodes them),
-    ``domain`` (K, index into cfg.domains); K = images × domains."""
+    """``x`` (K×112×112×3 uint8, the domain crops), ``y_hat`` (K×M×8×8 float32, what the cloud's synthesis takes:
+    for a variable-rate model after the inverse gain of the crop's quality), ``domain`` (K, index into cfg.domains)
+    and, for a variable-rate model, ``quality`` (K); K = images × domains."""
     from tqdm import tqdm
 
+    qualities = training_qualities(cfg, bundle)
     files, crops = training_crops(cfg, assets)
-    path = latent_cache_path(bundle, files, cfg.domains)
+    path = latent_cache_path(bundle, files, cfg.domains, qualities)
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     latent = EdgeLatents(bundle)
-    xs, ys, ds = [], [], []
+    model = vr_model(bundle)
+    draw = random.Random(f"{cfg.seed}:qualities")
+    xs, ys, ds, qs = [], [], [], []
     for f, crop in tqdm(list(zip(files, crops)), desc=f"coding training crops ({bundle.name})", unit="img"):
+        q = None if qualities is None else draw.choice(qualities)
         for d, name in enumerate(cfg.domains):
             x = domains_mod.get_domain(name).apply(crop, _image_key(f))
             xs.append(x)
-            ys.append(latent(x))
+            y = latent(x, q)
+            if model is not None:
+                y = variable_rate.apply_inverse_gain(model, torch.from_numpy(y)[None], q)[0].numpy()
+            ys.append(y)
             ds.append(d)
+            qs.append(q)
     out = {"x": np.stack(xs), "y_hat": np.stack(ys).astype(np.float32), "domain": np.array(ds, np.int64)}
+    if qualities is not None:
+        out["quality"] = np.array(qs, np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **out)
@@ -250,7 +318,8 @@ def coded_latents(cfg: AdapterTrainConfig, bundle: registry.ModelBundle, assets=
 # ----------------------------------------------------------------------------------------------------------------
 def base_synthesis(bundle: registry.ModelBundle) -> torch.nn.Sequential:
     m = bundle.manifest
-    g_s = load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights).g_s
+    vr = vr_model(bundle)
+    g_s = vr.g_s if vr is not None else load_synthesis(build(m["architecture"], m["N"], m["M"]), bundle.weights).g_s
     for p in g_s.parameters():
         p.requires_grad_(False)
     return g_s.eval()
@@ -563,6 +632,9 @@ def train(cfg: AdapterTrainConfig, out: Path, resume: bool = False, assets=None)
                                                                               init_info["cpu_seconds"]), 1)
     if cfg.train_domains:
         info["train_domains"] = list(cfg.train_domains)
+    qualities = training_qualities(cfg, bundle)
+    if qualities is not None:  # a variable-rate model: one set of adapters for every quality
+        info["qualities"] = qualities
     if whole:
         return save_whole(module.g_s, out / WHOLE_FILE, {**info, "mode": "whole"})
     if len(held_idx):
@@ -673,6 +745,9 @@ def finish(run: Path) -> Path:
             "steps": state["step"], "stopped_early_of": cfg.steps, "cpu_seconds": round(state["cpu_seconds"], 1),
             "cpu_seconds_total": round(state["cpu_seconds"], 1), "unseen_domain": domains_mod.UNSEEN,
             "config": cfgmod.to_dict(cfg), **({"train_domains": list(cfg.train_domains)} if cfg.train_domains else {})}
+    qualities = training_qualities(cfg, bundle)
+    if qualities is not None:
+        info["qualities"] = qualities
     if cfg.mode == "whole":
         module.g_s.load_state_dict(state["g_s"])
         return save_whole(module.g_s, run / WHOLE_FILE, {**info, "mode": "whole"})
