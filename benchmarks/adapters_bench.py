@@ -8,6 +8,10 @@ decodes the cached probe bytes again to measure PSNR against the domain's crop t
 (per true domain: the heat map ``gate_weights.png``; argmax against the true domain: ``gate_accuracy``) and the
 decode time with and without adapters, interleaved in one process (``decode_time_ratio``), and writes
 ``OUT/summary.json`` with one row per (data set, domain, rate point, recognizer).
+
+``--models`` names the units measured: ``NAME``, a fixed-rate rate point (``face-ipr-q2``), or ``NAME:Q``, a
+variable-rate model (``face-v2``) coded at quality ``Q`` in its range ``[0, K-1]`` (``face-v2:2``). A unit's string
+is its ``rate_point`` in the rows and the key of every per-rate-point result.
 """
 from __future__ import annotations
 
@@ -29,6 +33,38 @@ VARIANT_KEYS = {"base": "acc_base", "adapters": "acc_adapters", "oracle": "acc_o
                 "whole": "acc_whole_g_s"}
 PSNR_KEYS = {"base": "psnr_base", "adapters": "psnr_adapters", "oracle": "psnr_oracle", "pixel": "psnr_pixel_adapters",
              "whole": "psnr_whole_g_s"}
+
+
+def parse_unit(unit: str) -> tuple[str, float | None]:
+    """A ``--models`` entry → (registry name or folder, quality): ``NAME`` a fixed-rate rate point (quality None),
+    ``NAME:Q`` a variable-rate model coded at quality ``Q``. A quality on a rate point, a variable-rate model
+    without one or a quality outside the model's range is a SystemExit that says the model's range."""
+    from facelink.cloud.serving import variable_rate
+    from facelink.shared import registry
+
+    name, sep, q = unit.rpartition(":")
+    if not sep:
+        name, quality = unit, None
+    else:
+        try:
+            quality = float(q)
+        except ValueError:
+            raise SystemExit(f"--models {unit!r}: expected NAME or NAME:QUALITY (a number), got quality {q!r}") \
+                from None
+    try:
+        manifest = registry.load(name).manifest
+    except registry.UnknownModelError as e:
+        raise SystemExit(f"--models {unit!r}: {e}") from None
+    qr = registry.quality_range(manifest) if variable_rate.is_variable_rate(manifest) else None
+    if qr is None and quality is not None:
+        raise SystemExit(f"--models {unit!r}: {name} is a fixed-rate rate point (one rate, no quality range): "
+                         f"name it without a quality, --models {name}")
+    if qr is not None and quality is None:
+        raise SystemExit(f"--models {unit!r}: {name} is a variable-rate model: name a quality in its range "
+                         f"[0, {qr.top}], e.g. --models {name}:{qr.default:g}")
+    if qr is not None and not (math.isfinite(quality) and 0.0 <= quality <= qr.top):
+        raise SystemExit(f"--models {unit!r}: quality {q} is outside {name}'s range [0, {qr.top}]")
+    return name, quality
 
 
 def _codecs(family: str, models: list[str], domain: str, trained: tuple[str, ...]) -> list:
@@ -100,18 +136,23 @@ class Variants:
     """A rate point's decoder variants on one set of latents: ``base`` (g_s), ``adapters`` (blended by the gate),
     ``oracle`` (a domain's adapter alone), ``pixel`` (the α = 0 adapters and their gate) and ``whole`` (a whole g_s
     fine-tuned on the domain, where given). Each container is entropy-decoded once (the cloud's exact decoder);
-    the variants then run in batches on the same ŷ, as :class:`CloudDecoder` would one by one."""
+    the variants then run in batches on the same ŷ, as :class:`CloudDecoder` would one by one. ``model``: a
+    registry name or folder; a variable-rate model's containers may carry any qualities (each its own)."""
 
     def __init__(self, model: str, whole: Path | None = None):
         import torch
 
-        from facelink.cloud.serving import adapters
+        from facelink.cloud.serving import adapters, variable_rate
         from facelink.cloud.serving.decoder import CloudDecoder
         from facelink.shared import registry
 
         self.bundle = registry.load(model)
         self.decoder = CloudDecoder([str(self.bundle.path)], adapters="off", device="cpu")
-        g_s = self.decoder.synthesis(self.bundle.model_id).g_s
+        synthesis = self.decoder.synthesis(self.bundle.model_id)
+        # A variable-rate model (None for a rate point): the decoded latent is the gained one; each container's
+        # inverse gain (its quality) turns it into what g_s, the adapters and their gate read.
+        self.vr, self.variable_rate = synthesis.vr, variable_rate
+        g_s = synthesis.g_s
         entry, M = self.bundle.manifest["adapters"], self.bundle.manifest["M"]
         self.modules = {"base": g_s, "adapters": adapters.load(self.bundle.path / entry["file"], g_s, M).eval()}
         if entry.get("ablation"):
@@ -124,6 +165,7 @@ class Variants:
         self.torch = torch
 
     def latents(self, datas: list[bytes]) -> tuple[np.ndarray, list]:
+        """The entropy-decoded latents (N×M×h×w; a variable-rate model's still gained) and the containers' frames."""
         frames, ys = [], []
         for data in datas:
             frame, _, y = self.decoder.latents(data)
@@ -142,6 +184,9 @@ class Variants:
         with torch.inference_mode():
             for i in range(0, len(y_hat), BATCH):
                 y = torch.from_numpy(y_hat[i : i + BATCH])
+                if self.vr is not None:  # as _Synthesis does: each container's inverse gain before g_s and gate
+                    y = torch.cat([self.variable_rate.apply_inverse_gain(self.vr, y[j : j + 1], f.quality)
+                                   for j, f in enumerate(frames[i : i + BATCH])])
                 runs = {"base": self.modules["base"](y)}
                 runs["adapters"], wts = self.modules["adapters"](y)
                 weights.append(wts.numpy())
@@ -159,21 +204,33 @@ class Variants:
         return {k: np.concatenate(v) for k, v in out.items()}, np.concatenate(weights)
 
 
-def _measure_path(args, ds: str, domain: str, model: str) -> Path:
-    """Where one (data set, domain, rate point)'s measures are kept, keyed by everything that decides them."""
+def _measure_path(args, ds: str, domain: str, unit: str) -> Path:
+    """Where one (data set, domain, unit)'s measures are kept, keyed by everything that decides them (a
+    variable-rate unit's quality too, on the container's grid; a rate point's key is the one it always had)."""
     import hashlib
 
     from facelink.benchmarks.codecs import _adapters_digest, _model_digest
+    from facelink.shared.bitstream import quantize_quality
 
-    whole = args.whole_runs.get((model, domain))
-    key = json.dumps({"v": MEASURE_VERSION, "ds": ds, "limit": args.limit, "model": _model_digest(model),
-                      "adapters": _adapters_digest(model), "flip": not args.no_flip,
-                      "recognizers": [[r, args.rec_limit.get(r, args.limit)] for r in args.recognizers],
-                      "secondary": args.secondary_variants,
-                      "whole": None if whole is None else hashlib.sha256(whole.read_bytes()).hexdigest()[:16]},
-                     sort_keys=True)
-    h = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(args.cache).with_name("adapters-measures-v2") / f"{ds}-{domain}-{model}-{h}.json"
+    model, quality = parse_unit(unit)
+    whole = args.whole_runs.get((registry_name(model), domain))
+    key = {"v": MEASURE_VERSION, "ds": ds, "limit": args.limit, "model": _model_digest(model),
+           "adapters": _adapters_digest(model), "flip": not args.no_flip,
+           "recognizers": [[r, args.rec_limit.get(r, args.limit)] for r in args.recognizers],
+           "secondary": args.secondary_variants,
+           "whole": None if whole is None else hashlib.sha256(whole.read_bytes()).hexdigest()[:16]}
+    if quality is not None:
+        key["quality"] = quantize_quality(quality)
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    stem = model if quality is None else f"{model}-q{quantize_quality(quality):g}"
+    return Path(args.cache).with_name("adapters-measures-v2") / f"{ds}-{domain}-{stem}-{h}.json"
+
+
+def registry_name(model: str) -> str:
+    """The registry name of a model named by name or folder (what whole-g_s runs and training info are keyed by)."""
+    from facelink.shared import registry
+
+    return registry.load(model).name
 
 
 MEASURE_VERSION = 2
@@ -185,9 +242,9 @@ def _suites(args, ds: str) -> dict[str, engine.Suite]:
 
 
 def measure(args, ds: str, domains: list[str], trained: tuple[str, ...]) -> dict:
-    """Per (domain, rate point): bytes, PSNR per variant, gate weights and hits, and per (recognizer, variant)
-    the pair scores; also the uncompressed domain's scores. Kept per (data set, domain, rate point) as JSON, so an
-    interrupted run resumes and a run that adds rate points measures only those."""
+    """Per (domain, unit: a rate point or a variable-rate model at a quality): bytes, PSNR per variant, gate
+    weights and hits, and per (recognizer, variant) the pair scores; also the uncompressed domain's scores. Kept per
+    (data set, domain, unit) as JSON, so an interrupted run resumes and a run that adds units measures only those."""
     from facelink.cloud.evaluation.codec import LearnedCodec
     from facelink.shared.alignment import TEMPLATES
 
@@ -216,10 +273,11 @@ def measure(args, ds: str, domains: list[str], trained: tuple[str, ...]) -> dict
 
     out = {}
     for domain in domains:
-        for model in args.models:
-            kept = _measure_path(args, ds, domain, model)
+        for unit in args.models:
+            model, quality = parse_unit(unit)
+            kept = _measure_path(args, ds, domain, unit)
             if kept.exists():
-                out[(domain, model)] = json.loads(kept.read_text())
+                out[(domain, unit)] = json.loads(kept.read_text())
                 continue
             c0, t0 = time.process_time(), time.perf_counter()
             dcrops = domain_crops({k: crops()[k] for k in probes if k in crops()}, domain)
@@ -234,9 +292,9 @@ def measure(args, ds: str, domains: list[str], trained: tuple[str, ...]) -> dict
                                                                                     flip))))
             res["scores"]["uncompressed"] = state[unc_key]
             codec = LearnedCodec(model)
-            datas = [codec.encode(dcrops[k], TEMPLATES[engine.CROP_TEMPLATE]) for k in keys]
+            datas = [codec.encode(dcrops[k], TEMPLATES[engine.CROP_TEMPLATE], quality) for k in keys]
             res["bytes_per_face"] = float(np.mean([len(d) for d in datas]))
-            variants = Variants(model, args.whole_runs.get((model, domain)))
+            variants = Variants(model, args.whole_runs.get((registry_name(model), domain)))
             y_hat, frames = variants.latents(datas)
             images, weights = variants.decode(y_hat, frames, domain if domain in trained else None)
             res["psnr"] = {v: float(np.mean([psnr(im, dcrops[k]) for im, k in zip(ims, keys)]))
@@ -254,11 +312,11 @@ def measure(args, ds: str, domains: list[str], trained: tuple[str, ...]) -> dict
                     res["scores"].setdefault(v, {})[rec] = scores_for(rec, dict(zip([keys[i] for i in want], emb)))
             res["cpu_seconds"] = round(time.process_time() - c0, 1)
             res["seconds"] = round(time.perf_counter() - t0, 1)
-            print(f"  {ds} {domain} {model}: {len(keys)} probes, {res['cpu_seconds']:.0f} CPU s; PSNR "
+            print(f"  {ds} {domain} {unit}: {len(keys)} probes, {res['cpu_seconds']:.0f} CPU s; PSNR "
                   + ", ".join(f"{v} {p:.2f}" for v, p in res["psnr"].items()), flush=True)
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text(json.dumps(res))
-            out[(domain, model)] = res
+            out[(domain, unit)] = res
     return out
 
 
@@ -271,7 +329,7 @@ def accuracy(suite: engine.Suite, scores: list) -> tuple[float, float, list[floa
     return m.accuracy_mean, m.accuracy_std, m.fold_accuracies
 
 
-def decode_time_ratio(args, model: str, domain: str, n: int = 60, repeats: int = 3) -> dict:
+def decode_time_ratio(args, unit: str, domain: str, n: int = 60, repeats: int = 3) -> dict:
     """Decode time with adapters over without: the whole cloud decode of the same containers (entropy decoding
     and synthesis, one container at a time as a server without batching), interleaved in one process, one thread."""
     import torch
@@ -281,13 +339,14 @@ def decode_time_ratio(args, model: str, domain: str, n: int = 60, repeats: int =
     from facelink.shared import registry
     from facelink.shared.alignment import TEMPLATES
 
+    model, quality = parse_unit(unit)
     torch.set_num_threads(1)
     ds = args.datasets[0]
     suite = engine.load_suite(ds, args.limit, args.assets)
     keys = [suite.keys[i] for i in engine.encoded_indices(suite, "asymmetric")][: 2 * n]
     crops = domain_crops(clean_crops(suite, keys, source_landmarks(suite, keys)), domain)
     codec = LearnedCodec(model)
-    datas = [codec.encode(c, TEMPLATES[engine.CROP_TEMPLATE]) for c in list(crops.values())[:n]]
+    datas = [codec.encode(c, TEMPLATES[engine.CROP_TEMPLATE], quality) for c in list(crops.values())[:n]]
     path = str(registry.load(model).path)
     decoders = {"base": CloudDecoder([path], adapters="off"), "adapters": CloudDecoder([path], adapters="on")}
     for d in decoders.values():
@@ -299,7 +358,7 @@ def decode_time_ratio(args, model: str, domain: str, n: int = 60, repeats: int =
                 t0 = time.perf_counter()
                 d.decode(data)
                 total[k] += time.perf_counter() - t0
-    return {"model": model, "dataset": ds, "probe_domain": domain, "containers": len(datas), "repeats": repeats,
+    return {"model": unit, "dataset": ds, "probe_domain": domain, "containers": len(datas), "repeats": repeats,
             "base_ms": 1e3 * total["base"] / (len(datas) * repeats),
             "adapters_ms": 1e3 * total["adapters"] / (len(datas) * repeats),
             "ratio": total["adapters"] / total["base"]}
@@ -316,6 +375,9 @@ def speedup_check(args, domain: str, trained: tuple[str, ...]) -> dict:
     from facelink.shared import registry
 
     model = args.models[0]
+    if parse_unit(model)[1] is not None:
+        raise SystemExit(f"--speedup-check compares against the engine's {args.family}@VARIANT codecs, which code "
+                         f"rate points only: give a fixed-rate rate point first in --models, not {model}")
     with tempfile.TemporaryDirectory() as tmp:
         old = copy.copy(args)
         old.models, old.cache, old.out = [model], Path(tmp) / "engine.sqlite", Path(tmp) / "engine-out"
@@ -390,13 +452,14 @@ def paired_difference(folds_a, folds_b) -> dict:
             "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
 
-def _training(models: list[str]) -> dict:
+def _training(units: list[str]) -> dict:
+    """Per unit (its string): the training provenance of its model's adapters (and α = 0 ablation)."""
     from facelink.cloud.serving import adapters
     from facelink.shared import registry
 
     out = {}
-    for m in models:
-        b = registry.load(m)
+    for m in units:
+        b = registry.load(parse_unit(m)[0])
         entry = b.manifest["adapters"]
         runs = {"ipr": entry["file"], "pixel": entry.get("ablation")}
         out[m] = {}
@@ -455,11 +518,14 @@ def summarize(args, measures: dict, timing: dict, command: str) -> dict:
                  for d in dict.fromkeys(d for d, _, m in units if m["gate_hits"])}
     by_rate = {mo: float(np.mean([h for _, mm, m in units if mm == mo for h in m["gate_hits"]]))
                for mo in args.models}
-    ratios = {}
-    for model in args.models:
-        b = registry.load(model)
-        module = adapters.load(b.path / b.manifest["adapters"]["file"], base_synthesis(b), b.manifest["M"])
-        ratios[model] = module.params_ratio()
+    ratios, by_model = {}, {}
+    for unit in args.models:  # looked up by the registry model, keyed by the unit
+        model = parse_unit(unit)[0]
+        if model not in by_model:
+            b = registry.load(model)
+            module = adapters.load(b.path / b.manifest["adapters"]["file"], base_synthesis(b), b.manifest["M"])
+            by_model[model] = module.params_ratio()
+        ratios[unit] = by_model[model]
     adapter_domains = units[0][2]["adapter_domains"]
     heat = {}
     for ds, by_unit in measures.items():
@@ -595,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="result folder (summary.json, README.md, heat maps)")
     ap.add_argument("--datasets", nargs="+", default=["lfw"], choices=engine.DATASETS, help="data sets (default lfw)")
     ap.add_argument("--models", nargs="+", default=["face-ipr-q0", "face-ipr-q2", "face-ipr-q4"],
-                    help="rate points with adapters installed")
+                    help="units with adapters installed: NAME (a fixed-rate rate point) or NAME:Q (a variable-rate "
+                         "model at quality Q in [0, K-1], e.g. face-v2:0 face-v2:2 face-v2:4)")
     ap.add_argument("--recognizers", nargs="+", default=["mobilefacenet", "sface"],
                     help="recognizers; the first measures every variant, the others --secondary-variants")
     ap.add_argument("--secondary-variants", nargs="+", default=["base", "adapters"], choices=list(VARIANT_KEYS),
@@ -623,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     from facelink.cloud.training import domains as dm
     from facelink.shared.paths import runs_dir
 
+    for unit in args.models:
+        parse_unit(unit)  # a wrong unit stops the run before any measuring
     args.cache = args.cache or runs_dir() / "bench" / "adapters.sqlite"
     args.rec_limit = {k: int(v) for k, v in _pairs(args.recognizer_limit, "--recognizer-limit").items()}
     args.whole_runs = _whole_runs(args.whole)
